@@ -1,0 +1,36 @@
+# fer_hf: set up with `make install`, check with `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+RECIPE ?= recipes/cnn.yaml
+
+.PHONY: install test quality format smoke train app bench
+
+install:  ## virtual environment with the package (editable) and its test tools
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install -e ".[dev]"
+
+test:  ## the whole test suite (CPU, offline, real FER2013 from ../shared)
+	$(PY) -m pytest -q
+
+quality:  ## formatting and lint
+	$(PY) -m ruff format --check .
+	$(PY) -m ruff check .
+
+format:
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
+
+smoke:  ## a one-minute CPU training run on the bundled sample
+	$(PY) -m fer_hf.train recipes/smoke.yaml
+
+train:  ## make train RECIPE=recipes/cnn.yaml
+	$(PY) -m fer_hf.train $(RECIPE)
+
+app:  ## the Gradio app on http://127.0.0.1:7860
+	$(PY) spaces_app/app.py
+
+bench:  ## data-pipeline and training-step benchmarks
+	$(PY) -m fer_hf.bench data
+	$(PY) -m fer_hf.bench train

@@ -1,0 +1,258 @@
+"""Recipes: YAML files that map one-to-one onto the dataclasses below (plus `training:` = TrainingArguments).
+
+    python -m fer_hf.train recipes/cnn.yaml --training.num_train_epochs 3 --data.source bundled
+
+Every field has help text (`python -m fer_hf.train --help-recipe` lists them). Unknown keys and bad values raise
+`RecipeError` with the fix; the resolved recipe is written next to the run's outputs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from transformers import TrainingArguments
+
+from fer_hf.transforms import Augment
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot run; the message says which key and how to fix it."""
+
+
+@dataclass
+class DataArgs:
+    source: str = field(
+        default="../shared/fer2013",
+        metadata={"help": "FER2013 source: parquet folder/file, Kaggle CSV, ImageFolder root, 'bundled' or Hub id"},
+    )
+    classes: str | list[str] | None = field(
+        default=None, metadata={"help": "class subset: a name from fer_hf.labels.CLASS_SUBSETS or class names"}
+    )
+    validation_fraction: float = field(
+        default=0.1, metadata={"help": "share of train held out (stratified) when the source has no validation"}
+    )
+    image_size: int | None = field(
+        default=None, metadata={"help": "model input side; None = the model's own (224 ViT/ResNet, 48 CNN)"}
+    )
+    augment: Augment = field(default_factory=Augment, metadata={"help": "training augmentation (per batch)"})
+    sampler: str | None = field(
+        default=None, metadata={"help": "None (shuffle) or 'weighted' (sample classes by 1 / class count)"}
+    )
+    oversample: dict[str, int] = field(
+        default_factory=dict,
+        metadata={"help": "report-e: {class: factor} adds (factor-1) flipped/rotated copies of that class"},
+    )
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "use only the first N training rows (stratified shuffle first); for smoke"}
+    )
+
+
+@dataclass
+class ModelArgs:
+    family: str = field(default="cnn", metadata={"help": "model family: cnn | vit | resnet | timm"})
+    name_or_path: str | None = field(
+        default=None, metadata={"help": "Hub id or local folder of the backbone (vit/resnet/timm); None for cnn"}
+    )
+    preset: str | None = field(default="fer-resnet", metadata={"help": "cnn preset (fer_hf.models.cnn PRESETS)"})
+    cnn_overrides: dict[str, Any] = field(
+        default_factory=dict, metadata={"help": "FerCnnConfig keyword overrides, e.g. {classifier_dropout: 0.5}"}
+    )
+    head_hidden_sizes: list[int] = field(
+        default_factory=lambda: [512, 256, 128, 64],
+        metadata={"help": "batch-normalised head of vit/resnet/timm: Linear->BatchNorm1d->ReLU->Dropout each"},
+    )
+    head_dropout: float = field(default=0.5, metadata={"help": "dropout after each hidden layer of the head"})
+    lora: dict[str, Any] | None = field(
+        default=None, metadata={"help": "peft LoRA instead of unfreezing, e.g. {r: 16, alpha: 16, dropout: 0.1}"}
+    )
+    channels_last: bool = field(default=True, metadata={"help": "channels_last memory format (faster convs on CPU)"})
+
+
+@dataclass
+class LossArgs:
+    name: str = field(default="ce", metadata={"help": "ce | weighted_ce | focal"})
+    label_smoothing: float = field(default=0.0, metadata={"help": "label smoothing of (weighted) cross-entropy"})
+    gamma: float = field(default=2.0, metadata={"help": "focal loss focusing parameter"})
+    alpha: list[float] | str | None = field(
+        default=None, metadata={"help": "focal/weighted class weights: a list, 'inverse_frequency' or None"}
+    )
+
+
+@dataclass
+class UnfreezeArgs:
+    schedule: dict[int, list[str]] | None = field(
+        default=None, metadata={"help": "{epoch: [layer group, ...]}: groups unfrozen at the start of that epoch"}
+    )
+    every: int | None = field(default=None, metadata={"help": "instead of schedule: one more group every N epochs"})
+    start_frozen: bool = field(default=False, metadata={"help": "freeze the backbone (all but the head) at start"})
+    layerwise_decay: float = field(
+        default=1.0, metadata={"help": "lr of group k below the head = lr * decay**k (1.0 = same lr everywhere)"}
+    )
+
+
+@dataclass
+class RunArgs:
+    early_stopping_patience: int | None = field(
+        default=None, metadata={"help": "stop after N evaluations without improving metric_for_best_model"}
+    )
+    resume: bool = field(default=False, metadata={"help": "resume from the last checkpoint in output_dir"})
+    overwrite: bool = field(default=False, metadata={"help": "allow writing into an output_dir of another run"})
+    evaluate_test: bool = field(default=True, metadata={"help": "also evaluate the test split when there is one"})
+
+
+SECTIONS: dict[str, type] = {"data": DataArgs, "model": ModelArgs, "loss": LossArgs, "unfreeze": UnfreezeArgs}
+SECTIONS["run"] = RunArgs
+
+
+@dataclass
+class Recipe:
+    data: DataArgs
+    model: ModelArgs
+    loss: LossArgs
+    unfreeze: UnfreezeArgs
+    run: RunArgs
+    training: dict[str, Any]  # TrainingArguments keyword arguments
+    path: str | None = None
+
+    def training_args(self) -> TrainingArguments:
+        try:
+            return TrainingArguments(**self.training)
+        except (TypeError, ValueError) as err:
+            raise RecipeError(f"training: {err}") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {name: dataclasses.asdict(getattr(self, name)) for name in SECTIONS}
+        out["training"] = dict(self.training)
+        return out
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(yaml.safe_dump(_plain(self.to_dict()), sort_keys=False))
+
+
+def _plain(value: Any) -> Any:
+    """Tuples -> lists so that the YAML stays plain (safe_load-able)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+TRAINING_FIELDS = {f.name for f in dataclasses.fields(TrainingArguments) if f.init}
+SECRET_KEYS = {"hub_token", "token"}
+
+
+def load_recipe(path: str | Path | None = None, overrides: list[str] | None = None) -> Recipe:
+    """Read a YAML recipe (or none: all defaults), apply `--section.key value` overrides and validate."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        if not Path(path).is_file():
+            raise RecipeError(f"{path}: no such recipe file")
+        raw = yaml.safe_load(Path(path).read_text()) or {}
+        if not isinstance(raw, dict):
+            raise RecipeError(f"{path}: a recipe is a mapping of sections {sorted([*SECTIONS, 'training'])}")
+    for key, value in _parse_overrides(overrides or []):
+        section, _, name = key.partition(".")
+        if not name:
+            raise RecipeError(f"--{key}: overrides are --section.key value, e.g. --training.learning_rate 1e-4")
+        raw.setdefault(section, {})[name] = value
+    return _build(raw, str(path) if path else None)
+
+
+def _parse_overrides(argv: list[str]) -> list[tuple[str, Any]]:
+    pairs, i = [], 0
+    while i < len(argv):
+        arg = argv[i]
+        if not arg.startswith("--"):
+            raise RecipeError(f"unexpected argument {arg!r}; overrides look like --training.num_train_epochs 3")
+        if "=" in arg:
+            key, value = arg[2:].split("=", 1)
+            i += 1
+        elif i + 1 < len(argv):
+            key, value = arg[2:], argv[i + 1]
+            i += 2
+        else:
+            raise RecipeError(f"{arg}: missing its value")
+        pairs.append((key, yaml.safe_load(value)))
+    return pairs
+
+
+def _build(raw: dict[str, Any], path: str | None) -> Recipe:
+    unknown = set(raw) - {*SECTIONS, "training"}
+    if unknown:
+        raise RecipeError(_unknown_message("section", unknown, [*SECTIONS, "training"], path))
+    sections = {name: _section(cls, raw.get(name) or {}, name, path) for name, cls in SECTIONS.items()}
+    training = dict(raw.get("training") or {})
+    bad = set(training) - TRAINING_FIELDS
+    if bad:
+        raise RecipeError(_unknown_message("training key", bad, TRAINING_FIELDS, path))
+    leaked = SECRET_KEYS & set(training)
+    if leaked:
+        raise RecipeError(f"training.{sorted(leaked)[0]}: never put tokens in recipes; use `hf auth login` or HF_TOKEN")
+    training.setdefault("output_dir", "runs/default")
+    recipe = Recipe(**sections, training=training, path=path)
+    _validate(recipe)
+    return recipe
+
+
+def _section(cls: type, values: dict[str, Any], name: str, path: str | None) -> Any:
+    if not isinstance(values, dict):
+        raise RecipeError(f"{path or 'recipe'}: section {name!r} must be a mapping, got {values!r}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(values) - names
+    if unknown:
+        raise RecipeError(_unknown_message(f"{name} key", unknown, names, path))
+    values = dict(values)
+    try:
+        if cls is DataArgs and isinstance(values.get("augment"), dict):
+            values["augment"] = _section(Augment, values["augment"], "data.augment", path)
+        return cls(**values)
+    except (TypeError, ValueError) as err:
+        raise RecipeError(f"{path or 'recipe'}: {name}: {err}") from None
+
+
+def _unknown_message(what: str, unknown: set[str], known, path: str | None) -> str:
+    key = sorted(unknown)[0]
+    close = difflib.get_close_matches(key, list(known), n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else f" Known: {sorted(known)}"
+    return f"{path or 'recipe'}: unknown {what} {key!r}.{hint}"
+
+
+def _validate(recipe: Recipe) -> None:
+    if recipe.loss.name not in ("ce", "weighted_ce", "focal"):
+        raise RecipeError(f"loss.name {recipe.loss.name!r}: choose ce, weighted_ce or focal")
+    if recipe.data.sampler not in (None, "weighted"):
+        raise RecipeError(f"data.sampler {recipe.data.sampler!r}: choose null (shuffle) or 'weighted'")
+    if recipe.unfreeze.schedule is not None and recipe.unfreeze.every is not None:
+        raise RecipeError("unfreeze: give either schedule or every, not both")
+    if not 0 < recipe.unfreeze.layerwise_decay <= 1:
+        raise RecipeError(f"unfreeze.layerwise_decay must be in (0, 1], got {recipe.unfreeze.layerwise_decay}")
+    for cls_name, factor in recipe.data.oversample.items():
+        if not isinstance(factor, int) or factor < 1:
+            raise RecipeError(f"data.oversample.{cls_name}: factor must be an integer >= 1, got {factor!r}")
+
+
+def recipe_help() -> str:
+    lines = []
+    for name, cls in {**SECTIONS, "data.augment": Augment}.items():
+        lines.append(f"{name}:")
+        for f in dataclasses.fields(cls):
+            lines.append(f"  {f.name:<24} {f.metadata.get('help', '')}")
+    lines.append("training:\n  any transformers.TrainingArguments field (output_dir, learning_rate, bf16, ...)")
+    return "\n".join(lines)
+
+
+def parse_recipe(argv: list[str] | None = None) -> Recipe:
+    """`RECIPE.yaml [--section.key value ...]` -> Recipe."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in ("-h", "--help", "--help-recipe"):
+        print(__doc__ + "\n" + recipe_help())
+        raise SystemExit(0)
+    path = argv.pop(0) if argv and not argv[0].startswith("--") else None
+    return load_recipe(path, argv)

@@ -1,0 +1,69 @@
+"""Resolve a MODEL argument to a loaded image classifier: the bundled default, a run folder, a saved model
+folder or a Hub id. Used by evaluate, predict, explain, publish and the app, so they all accept the same things."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification, PreTrainedModel
+
+import fer_hf.models  # noqa: F401  (registers the package's model classes with the Auto classes)
+
+DEFAULT_MODEL = "default"
+DEFAULT_MODEL_DIR = Path(__file__).parent / "assets" / "default_model"
+# Model types whose code ships inside this package: safe to load with trust_remote_code.
+OWN_MODEL_TYPES = {"fer_cnn", "fer_vit", "fer_resnet", "fer_timm"}
+
+
+class ModelLoadError(ValueError):
+    """A MODEL argument that does not name a usable image classifier."""
+
+
+@dataclass
+class LoadedModel:
+    model: PreTrainedModel
+    image_processor: object
+    source: str  # what the user passed, resolved ("default" -> its folder)
+
+    @property
+    def label_names(self) -> list[str]:
+        return [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
+
+
+def resolve_model_path(ref: str | Path) -> str:
+    """'default' -> the bundled model; a run folder -> its saved model; a folder or Hub id -> itself."""
+    if str(ref) == DEFAULT_MODEL:
+        if not (DEFAULT_MODEL_DIR / "config.json").is_file():
+            raise ModelLoadError(f"the bundled default model is missing from {DEFAULT_MODEL_DIR}; reinstall fer_hf")
+        return str(DEFAULT_MODEL_DIR)
+    path = Path(ref).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelLoadError(f"{path}: no config.json; expected a saved model or a finished run folder")
+        return str(path)
+    if path.exists():
+        raise ModelLoadError(f"{path}: a file; MODEL must be a model folder, a run folder, 'default' or a Hub id")
+    if str(ref).startswith((".", "/", "~")) or str(ref).count("/") != 1:
+        raise ModelLoadError(f"{ref}: no such folder (and not a Hub id of the form owner/name)")
+    return str(ref)
+
+
+def load_classifier(ref: str | Path = DEFAULT_MODEL, *, trust_remote_code: bool = False, device: str = "cpu"):
+    """Load MODEL for inference (eval mode). Custom code of other repos needs an explicit trust_remote_code=True."""
+    path = resolve_model_path(ref)
+    config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    if not any(arch.endswith("ForImageClassification") for arch in (config.architectures or [])):
+        raise ModelLoadError(f"{ref}: architectures {config.architectures} is not an image classifier")
+    model = AutoModelForImageClassification.from_pretrained(path, trust_remote_code=trust_remote_code)
+    processor = AutoImageProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
+    return LoadedModel(model=model.to(device).eval(), image_processor=processor, source=path)
+
+
+@torch.no_grad()
+def predict_logits(model: PreTrainedModel, pixel_values: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """(N, C, H, W) -> (N, K) logits in batches, on the model's device."""
+    device = next(model.parameters()).device
+    chunks = [model(pixel_values=chunk.to(device)).logits.float().cpu() for chunk in pixel_values.split(batch_size)]
+    return torch.cat(chunks)

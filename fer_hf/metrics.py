@@ -1,0 +1,69 @@
+"""One metric module for training, evaluation and comparison: accuracy, macro/weighted F1, per-class
+precision/recall/F1/support, top-2 accuracy and the confusion matrix, from logits and labels.
+
+`fer_hf/fer_metric/fer_metric.py` wraps the same function as an `evaluate` module that loads offline
+(`evaluate.load(fer_hf.metrics.METRIC_PATH)`); `compute_fer_metrics` is what everything calls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
+
+METRIC_PATH = str(Path(__file__).parent / "fer_metric" / "fer_metric.py")
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def compute_fer_metrics(logits: np.ndarray, labels: np.ndarray, label_names: Sequence[str]) -> dict:
+    """logits (N, K) and labels (N,) -> a JSON-ready dict of FER metrics."""
+    logits, labels = np.asarray(logits, dtype=np.float64), np.asarray(labels, dtype=np.int64)
+    if logits.ndim != 2 or len(logits) != len(labels) or len(labels) == 0:
+        raise ValueError(f"need logits (N, K) and labels (N,) with N > 0, got {logits.shape} and {labels.shape}")
+    k = len(label_names)
+    preds = logits.argmax(axis=-1)
+    ids = list(range(k))
+    precision, recall, f1, support = precision_recall_fscore_support(labels, preds, labels=ids, zero_division=0)
+    top2 = np.argsort(-logits, axis=-1)[:, :2] if k > 2 else np.tile(np.arange(k), (len(labels), 1))
+    return {
+        "accuracy": float((preds == labels).mean()),
+        "macro_f1": float(f1_score(labels, preds, labels=ids, average="macro", zero_division=0)),
+        "weighted_f1": float(f1_score(labels, preds, labels=ids, average="weighted", zero_division=0)),
+        "top2_accuracy": float((top2 == labels[:, None]).any(axis=1).mean()),
+        "per_class": {
+            name: {
+                "precision": float(precision[i]),
+                "recall": float(recall[i]),
+                "f1": float(f1[i]),
+                "support": int(support[i]),
+            }
+            for i, name in enumerate(label_names)
+        },
+        "confusion_matrix": confusion_matrix(labels, preds, labels=ids).tolist(),
+        "num_samples": int(len(labels)),
+    }
+
+
+def flat_scalars(metrics: dict) -> dict[str, float]:
+    """The scalar part (plus per-class recall) of a metrics dict, for Trainer logs."""
+    out = {k: v for k, v in metrics.items() if isinstance(v, float)}
+    for name, row in metrics.get("per_class", {}).items():
+        out[f"recall_{name}"] = row["recall"]
+    return out
+
+
+def trainer_compute_metrics(label_names: Sequence[str]):
+    """A `compute_metrics` for the Trainer that logs the scalar FER metrics each evaluation."""
+
+    def compute(eval_pred) -> dict[str, float]:
+        logits = eval_pred.predictions[0] if isinstance(eval_pred.predictions, tuple) else eval_pred.predictions
+        return flat_scalars(compute_fer_metrics(logits, eval_pred.label_ids, label_names))
+
+    return compute

@@ -1,0 +1,78 @@
+"""Run artefacts people look at: confusion-matrix PNG, training curves PNG, per-class tables."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def plot_confusion_matrix(matrix: Sequence[Sequence[int]], names: Sequence[str], path: str | Path, title: str) -> None:
+    """Row-normalised confusion matrix (rows: true class, so the diagonal is per-class recall)."""
+    m = np.asarray(matrix, dtype=np.float64)
+    norm = m / np.maximum(m.sum(axis=1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(1.1 * len(names) + 2, 1.0 * len(names) + 1.5))
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    for i in range(len(names)):
+        for j in range(len(names)):
+            colour = "white" if norm[i, j] > 0.5 else "black"
+            ax.text(j, i, f"{norm[i, j]:.2f}\n({int(m[i, j])})", ha="center", va="center", fontsize=7, color=colour)
+    ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
+    ax.set_yticks(range(len(names)), names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def epoch_history(log_history: list[dict]) -> dict[str, list[tuple[float, float]]]:
+    """Trainer log history -> {series: [(epoch, value)]} for train loss and eval loss/accuracy/macro-F1."""
+    series: dict[str, list[tuple[float, float]]] = {"train_loss": [], "eval_loss": [], "accuracy": [], "macro_f1": []}
+    for row in log_history:
+        epoch = row.get("epoch")
+        if epoch is None:
+            continue
+        if "loss" in row:
+            series["train_loss"].append((epoch, row["loss"]))
+        for key, name in (("eval_loss", "eval_loss"), ("eval_accuracy", "accuracy"), ("eval_macro_f1", "macro_f1")):
+            if key in row:
+                series[name].append((epoch, row[key]))
+    return series
+
+
+def plot_curves(histories: dict[str, list[dict]], path: str | Path, title: str = "training curves") -> None:
+    """Loss, accuracy and macro-F1 per epoch; several runs (name -> log history) share the axes."""
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    for run, log_history in histories.items():
+        series = epoch_history(log_history)
+        for ax, keys in zip(axes, (("train_loss", "eval_loss"), ("accuracy",), ("macro_f1",)), strict=True):
+            for key in keys:
+                if series[key]:
+                    xs, ys = zip(*series[key], strict=True)
+                    style = "--" if key == "train_loss" else "-"
+                    ax.plot(xs, ys, style, marker="." if key != "train_loss" else None, label=f"{run} {key}")
+    for ax, label in zip(axes, ("loss", "validation accuracy", "validation macro-F1"), strict=True):
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def per_class_table(metrics: dict) -> str:
+    """Markdown table of per-class precision/recall/F1/support."""
+    lines = ["| class | precision | recall | F1 | support |", "|---|---:|---:|---:|---:|"]
+    for name, row in metrics["per_class"].items():
+        lines.append(f"| {name} | {row['precision']:.3f} | {row['recall']:.3f} | {row['f1']:.3f} | {row['support']} |")
+    return "\n".join(lines)

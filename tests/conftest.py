@@ -1,0 +1,39 @@
+"""Shared fixtures: the real FER2013 in ../shared (never downloaded), and small real subsets of it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Tests run offline: nothing may reach the Hub.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_FER = REPO.parent / "shared" / "fer2013"
+
+
+@pytest.fixture(scope="session")
+def shared_fer() -> Path:
+    if not (SHARED_FER / "train.parquet").is_file():
+        pytest.fail(f"the real FER2013 parquet files are expected in {SHARED_FER}")
+    return SHARED_FER
+
+
+@pytest.fixture(scope="session")
+def fer_dd(shared_fer):
+    """The real FER2013 Training + PublicTest splits as a DatasetDict."""
+    from fer_hf.data import load_fer_dataset
+
+    return load_fer_dataset(shared_fer)
+
+
+@pytest.fixture(scope="session")
+def bundled_dd():
+    """The package's bundled real sample (40 train / 10 validation faces per class)."""
+    from fer_hf.data import load_fer_dataset
+
+    return load_fer_dataset("bundled")
