@@ -1,12 +1,198 @@
-"""Trainer callbacks: gradual unfreezing and friends."""
+"""Trainer callbacks: gradual unfreezing (DDP-safe) and friends.
+
+Why gradual unfreezing is not `requires_grad = False`:
+
+- the Trainer's default optimizer only holds the parameters that were trainable when it was built, so layers
+  "unfrozen" later by flipping `requires_grad` never train;
+- DDP registers its gradient hooks when it wraps the model: flipping `requires_grad` afterwards makes ranks
+  silently diverge.
+
+So every parameter stays trainable and sits in the optimizer from the start, and "frozen" means its gradient is
+dropped after backward (`grad = None`): AdamW skips a parameter without a gradient entirely - no step, no weight
+decay, no momentum state - so a frozen parameter is bit-identical to its initial value until its group unfreezes,
+on every rank alike (the all-reduce already happened, every rank drops the same gradients). Frozen BatchNorm
+layers are held in eval mode through a forward pre-hook, because the Trainer calls `model.train()` before every
+step; their running statistics therefore stay put too.
+"""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable, Sequence
+
+import torch
+from torch import nn
 from transformers import EarlyStoppingCallback, TrainerCallback
+
+from fer_hf.configs import RecipeError
+
+LayerGroups = Sequence[tuple[str, Sequence[str]]]  # (group, parameter-name prefixes), head first
+REST_GROUP = "rest"  # parameters that no group's prefixes cover (e.g. embeddings); frozen with the backbone
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+
+
+def group_of(name: str, layer_groups: LayerGroups) -> str:
+    """The layer group that owns parameter/module `name`: the longest matching prefix wins."""
+    best, best_len = REST_GROUP, -1
+    for group, prefixes in layer_groups:
+        for prefix in prefixes:
+            if name.startswith(prefix) and len(prefix) > best_len:
+                best, best_len = group, len(prefix)
+    return best
+
+
+def group_names(layer_groups: LayerGroups) -> list[str]:
+    return [group for group, _ in layer_groups] + [REST_GROUP]
+
+
+def unfreeze_epochs(unfreeze, layer_groups: LayerGroups) -> dict[str, float]:
+    """{group: first epoch (counted from 0) in which it trains}; math.inf = never. The head (group 0) always trains.
+
+    `schedule: {2: [g]}` means g trains from the start of epoch 2, i.e. after two full epochs frozen.
+    `every: N` unfreezes the k-th group below the head at epoch k * N.
+    """
+    names = group_names(layer_groups)
+    head = names[0]
+    frozen_start = bool(unfreeze.start_frozen or unfreeze.schedule or unfreeze.every)
+    epochs = {name: (math.inf if frozen_start else 0.0) for name in names}
+    epochs[head] = 0.0
+    if unfreeze.every:
+        for k, name in enumerate(names[1:], start=1):
+            epochs[name] = float(k * unfreeze.every)
+    for epoch, groups in (unfreeze.schedule or {}).items():
+        for name in [groups] if isinstance(groups, str) else groups:
+            if name not in epochs:
+                raise RecipeError(
+                    f"unfreeze.schedule[{epoch}]: unknown layer group {name!r}; this model's groups are {names}"
+                )
+            if int(epoch) < 0:
+                raise RecipeError(f"unfreeze.schedule: epoch {epoch} must be >= 0")
+            epochs[name] = min(epochs[name], float(epoch))
+    return epochs
+
+
+def _hold_in_eval(module: nn.Module, args) -> None:
+    # Forward pre-hook: runs after the Trainer's model.train(), right before the layer computes.
+    module.train(False)
+
+
+class GradualUnfreezeCallback(TrainerCallback):
+    """Unfreeze layer groups at epoch boundaries (a schedule or one group every N epochs), DDP-safe.
+
+    Args:
+        layer_groups: (group, parameter-name prefixes) from the head down, as `BuiltModel.layer_groups`.
+        unfreeze: the recipe's UnfreezeArgs (schedule / every / start_frozen).
+    Unknown group names raise at construction, before any training.
+    """
+
+    def __init__(self, layer_groups: LayerGroups, unfreeze):
+        if not layer_groups:
+            raise RecipeError("gradual unfreezing needs the model family's layer groups; this model has none")
+        self.layer_groups = [(g, list(p)) for g, p in layer_groups]
+        self.epochs = unfreeze_epochs(unfreeze, self.layer_groups)
+        self.frozen: set[str] = set()
+        self._params: dict[str, list[nn.Parameter]] = {}
+        self._bn: dict[str, list[nn.Module]] = {}
+        self._bn_hooks: dict[str, list] = {}
+        self._model: nn.Module | None = None
+
+    def frozen_groups(self, epoch: float) -> set[str]:
+        """Groups that do not train during (0-based) `epoch`; a resumed run lands mid-epoch, hence the floor."""
+        current = math.floor(epoch + 1e-6)
+        return {name for name, start in self.epochs.items() if start > current}
+
+    def attach(self, model: nn.Module) -> None:
+        """Index the (unwrapped) model's parameters and BatchNorm layers by group; idempotent."""
+        if self._model is model:
+            return
+        self._model, self._params, self._bn = model, {}, {}
+        for name, param in model.named_parameters():
+            self._params.setdefault(group_of(name, self.layer_groups), []).append(param)
+        for name, module in model.named_modules():
+            if isinstance(module, BATCH_NORMS):
+                self._bn.setdefault(group_of(name + ".", self.layer_groups), []).append(module)
+
+    def apply(self, model: nn.Module, epoch: float) -> None:
+        """Freeze / unfreeze groups for `epoch`: (re)hook frozen BatchNorm layers."""
+        self.attach(model)
+        frozen = self.frozen_groups(epoch)
+        for name in self.frozen - frozen:  # unfreezing: BN back to following model.train()
+            for handle in self._bn_hooks.pop(name, []):
+                handle.remove()
+        for name in frozen - self.frozen:
+            self._bn_hooks[name] = [m.register_forward_pre_hook(_hold_in_eval) for m in self._bn.get(name, [])]
+        self.frozen = frozen
+
+    def frozen_parameters(self) -> Iterable[nn.Parameter]:
+        for name in self.frozen:
+            yield from self._params.get(name, [])
+
+    def drop_frozen_grads(self) -> None:
+        """grad = None for frozen parameters: the optimizer then skips them (no step, decay or momentum)."""
+        for param in self.frozen_parameters():
+            param.grad = None
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self.apply(model, state.epoch or 0.0)
+
+    def on_epoch_begin(self, args, state, control, model=None, **kwargs):
+        self.apply(model, state.epoch or 0.0)
+
+    def on_pre_optimizer_step(self, args, state, control, **kwargs):
+        # Also right for a plain Trainer; FerTrainer drops them earlier so gradient clipping ignores them too.
+        self.drop_frozen_grads()
+
+    def on_train_end(self, args, state, control, **kwargs):
+        for handles in self._bn_hooks.values():
+            for handle in handles:
+                handle.remove()
+        self._bn_hooks, self.frozen = {}, set()
+
+
+class StopAfterEpochsCallback(TrainerCallback):
+    """Stop training after N epochs (the checkpoint of epoch N is still saved); for cut-short runs and tests."""
+
+    def __init__(self, epochs: int):
+        self.epochs = epochs
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        if state.epoch is not None and state.epoch >= self.epochs - 1e-6:
+            control.should_training_stop = True
+
+
+def layerwise_lrs(layer_groups: LayerGroups, lr: float, decay: float) -> dict[str, float]:
+    """{group: lr * decay**k} for group k below the head (k = 0: head); the rest group is the deepest."""
+    return {name: lr * decay**k for k, name in enumerate(group_names(layer_groups))}
+
+
+def find_callback(callbacks: Iterable[TrainerCallback], cls: type) -> TrainerCallback | None:
+    return next((cb for cb in callbacks if isinstance(cb, cls)), None)
 
 
 def build_callbacks(recipe, built) -> list[TrainerCallback]:
     callbacks: list[TrainerCallback] = []
     if recipe.run.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=recipe.run.early_stopping_patience))
+    u = recipe.unfreeze
+    if u.schedule or u.every or u.start_frozen:
+        callbacks.append(GradualUnfreezeCallback(built.layer_groups, u))
     return callbacks
+
+
+def parameter_digest(model: nn.Module, buffers: bool = True) -> str:
+    """sha256 of every parameter (and buffer) by name, dtype and bytes: equal digests = bit-identical models.
+
+    Under DDP compare parameters: BatchNorm buffers are only synchronised (from rank 0) at the start of each forward,
+    so after the last step every rank holds its own batch's running statistics.
+    """
+    import hashlib
+
+    tensors = dict(model.named_parameters())
+    if buffers:
+        tensors.update(model.named_buffers())
+    h = hashlib.sha256()
+    for name, tensor in sorted(tensors.items()):
+        h.update(name.encode())
+        h.update(str(tensor.dtype).encode())
+        h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()

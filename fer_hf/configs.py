@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -144,6 +145,28 @@ def _plain(value: Any) -> Any:
     return value
 
 
+class _RecipeLoader(yaml.SafeLoader):
+    """YAML 1.2 booleans: only true/false. YAML 1.1 would read `eval_strategy: no` as False."""
+
+
+_RecipeLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_RecipeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+# PyYAML reads 1e-4 (no dot) as a string; recipes write learning rates that way.
+_RecipeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9]+(?:\.[0-9]*)?[eE][-+]?[0-9]+$"), list("-+0123456789")
+)
+
+
+def read_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_RecipeLoader)
+
+
 TRAINING_FIELDS = {f.name for f in dataclasses.fields(TrainingArguments) if f.init}
 SECRET_KEYS = {"hub_token", "token"}
 
@@ -154,7 +177,7 @@ def load_recipe(path: str | Path | None = None, overrides: list[str] | None = No
     if path is not None:
         if not Path(path).is_file():
             raise RecipeError(f"{path}: no such recipe file")
-        raw = yaml.safe_load(Path(path).read_text()) or {}
+        raw = read_yaml(Path(path).read_text()) or {}
         if not isinstance(raw, dict):
             raise RecipeError(f"{path}: a recipe is a mapping of sections {sorted([*SECTIONS, 'training'])}")
     for key, value in _parse_overrides(overrides or []):
@@ -179,7 +202,7 @@ def _parse_overrides(argv: list[str]) -> list[tuple[str, Any]]:
             i += 2
         else:
             raise RecipeError(f"{arg}: missing its value")
-        pairs.append((key, yaml.safe_load(value)))
+        pairs.append((key, read_yaml(value)))
     return pairs
 
 
@@ -194,7 +217,9 @@ def _build(raw: dict[str, Any], path: str | None) -> Recipe:
         raise RecipeError(_unknown_message("training key", bad, TRAINING_FIELDS, path))
     leaked = SECRET_KEYS & set(training)
     if leaked:
-        raise RecipeError(f"training.{sorted(leaked)[0]}: never put tokens in recipes; use `hf auth login` or HF_TOKEN")
+        raise RecipeError(
+            f"training.{sorted(leaked)[0]}: never put tokens in recipes; use `hf auth login` or HF_TOKEN"
+        )
     training.setdefault("output_dir", "runs/default")
     recipe = Recipe(**sections, training=training, path=path)
     _validate(recipe)

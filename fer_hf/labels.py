@@ -45,7 +45,10 @@ def resolve_classes(classes: str | list[str] | tuple[str, ...] | None) -> tuple[
         if classes in CLASS_SUBSETS:
             return CLASS_SUBSETS[classes]
         classes = [c for c in classes.split(",") if c.strip()]
-    ids = sorted({canonical_id(c) for c in classes})
+    try:
+        ids = sorted({canonical_id(c) for c in classes})
+    except ValueError as err:
+        raise ValueError(f"{err}; or a subset name, one of {list(CLASS_SUBSETS)}") from None
     if len(ids) < 2:
         raise ValueError(f"a class subset needs at least 2 classes, got {list(classes)}")
     if len(ids) != len(classes):

@@ -67,3 +67,8 @@ def predict_logits(model: PreTrainedModel, pixel_values: torch.Tensor, batch_siz
     device = next(model.parameters()).device
     chunks = [model(pixel_values=chunk.to(device)).logits.float().cpu() for chunk in pixel_values.split(batch_size)]
     return torch.cat(chunks)
+
+
+def load_default_model(device: str = "cpu") -> LoadedModel:
+    """The CNN bundled with the package (trained on FER2013 by recipes/cnn.yaml): works offline."""
+    return load_classifier(DEFAULT_MODEL, device=device)

@@ -1,34 +1,70 @@
 """Train a FER model from a recipe with the transformers Trainer (Accelerate does precision and processes).
 
-    python -m fer_hf.train recipes/smoke.yaml
-    accelerate launch -m fer_hf.train recipes/vit_unfreeze.yaml --training.num_train_epochs 12
+python -m fer_hf.train recipes/smoke.yaml
+accelerate launch -m fer_hf.train recipes/vit_unfreeze.yaml --training.num_train_epochs 12
 """
 
+# ruff: noqa: E402  (TQDM_DISABLE must be set before tqdm is imported)
 from __future__ import annotations
+
+import os
+
+# Progress bars only on the main process: tqdm reads TQDM_DISABLE once, when it is first imported (below).
+if int(os.environ.get("LOCAL_RANK", "0")) > 0:
+    os.environ.setdefault("TQDM_DISABLE", "1")
 
 import json
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
-from transformers import Trainer, set_seed
+from datasets import DatasetDict
+from transformers import Trainer, TrainerCallback, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
-from fer_hf.callbacks import build_callbacks
+from fer_hf.callbacks import (
+    GradualUnfreezeCallback,
+    LayerGroups,
+    build_callbacks,
+    find_callback,
+    group_names,
+    group_of,
+    layerwise_lrs,
+)
+from fer_hf.card import write_model_card
 from fer_hf.configs import Recipe, RecipeError, parse_recipe
-from fer_hf.data import class_weights, load_fer_dataset
+from fer_hf.data import class_counts, class_weights, load_fer_dataset
 from fer_hf.labels import canonical_id
 from fer_hf.losses import build_loss
 from fer_hf.metrics import compute_fer_metrics, trainer_compute_metrics
 from fer_hf.models import BuiltModel, build_model
+from fer_hf.models.lora import merge_lora
+from fer_hf.publish import push_trained_run
 from fer_hf.report import per_class_table, plot_confusion_matrix, plot_curves
 from fer_hf.transforms import BatchTransform, FerCollator, FerTensorDataset
 
 
+class EpochWeightedSampler(torch.utils.data.WeightedRandomSampler):
+    """WeightedRandomSampler whose draws depend only on (seed, epoch): the same on every rank (accelerate then
+    shards the batches) and the same after `resume_from_checkpoint` (the Trainer calls `set_epoch`)."""
+
+    def __init__(self, weights: torch.Tensor, seed: int):
+        super().__init__(weights, num_samples=len(weights), replacement=True)
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        self.generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return super().__iter__()
+
+
 class FerTrainer(Trainer):
-    """Trainer with the recipe's loss (focal / weighted CE / smoothing) and an optional class-balanced sampler."""
+    """Trainer with the recipe's loss (focal / weighted CE / smoothing), an optional class-balanced sampler,
+    layer-wise learning rates and the gradient side of gradual unfreezing."""
 
     def __init__(
         self,
@@ -36,10 +72,37 @@ class FerTrainer(Trainer):
         loss_fn: torch.nn.Module,
         eval_collator: FerCollator,
         sample_weights: torch.Tensor | None = None,
+        layer_groups: LayerGroups = (),
+        layerwise_decay: float = 1.0,
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
         self.loss_fn, self.eval_collator, self.sample_weights = loss_fn, eval_collator, sample_weights
+        self.layer_groups, self.layerwise_decay = list(layer_groups), layerwise_decay
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        # Frozen groups lose their gradients right after backward (DDP's all-reduce is done by then), so that
+        # gradient clipping, the logged grad norm and the optimizer only see the groups that train.
+        unfreeze = find_callback(self.callback_handler.callbacks, GradualUnfreezeCallback)
+        if unfreeze is not None:
+            unfreeze.drop_frozen_grads()
+        return loss
+
+    def create_optimizer(self, model=None):
+        if self.optimizer is not None or not self.layer_groups or self.layerwise_decay == 1.0:
+            return super().create_optimizer(model)
+        opt_model = self.model if model is None else model
+        optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
+        if {"params", "model", "optimizer_dict"} & set(optimizer_kwargs) or not isinstance(optimizer_cls, type):
+            raise RecipeError(f"unfreeze.layerwise_decay needs a standard optimizer, not optim={self.args.optim}")
+        decay_names = self.get_decay_parameter_names(opt_model)
+        groups = layerwise_param_groups(self.model, opt_model, self.layer_groups, self.layerwise_decay, decay_names)
+        for group in groups:
+            group["weight_decay"] = self.args.weight_decay if group.pop("decays") else 0.0
+            group["lr"] = self.args.learning_rate * group.pop("lr_scale")
+        self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
+        return self.optimizer
 
     def _with_eval_collator(self, make_loader, dataset):
         # Evaluation and prediction see un-augmented batches; training keeps the augmenting collator.
@@ -65,8 +128,32 @@ class FerTrainer(Trainer):
         if self.sample_weights is None:
             return super()._get_train_sampler(train_dataset)
         # Draw len(dataset) samples per epoch with probability ~ 1 / class count (report-b's sampler).
-        generator = torch.Generator().manual_seed(self.args.seed)
-        return torch.utils.data.WeightedRandomSampler(self.sample_weights, len(self.sample_weights), generator=generator)
+        return EpochWeightedSampler(self.sample_weights, seed=self.args.seed)
+
+
+def layerwise_param_groups(
+    model: torch.nn.Module, opt_model: torch.nn.Module, layer_groups: LayerGroups, decay: float, decay_names
+) -> list[dict]:
+    """One optimizer param group per (layer group, weight decay or not), head first, with lr_scale = decay**k.
+
+    Every trainable parameter is included from the start (gradual unfreezing drops gradients instead). The LR
+    scheduler scales each group from its own initial lr, so the ratios between groups hold all run long.
+    `opt_model` may be a wrapped `model`: parameters are matched by identity, names come from `model`.
+    """
+    scales = layerwise_lrs(layer_groups, 1.0, decay)
+    owner = {id(p): group_of(n, layer_groups) for n, p in model.named_parameters()}
+    decay_names = set(decay_names)
+    buckets: dict[tuple[str, bool], list[torch.nn.Parameter]] = {}
+    for name, param in opt_model.named_parameters():
+        if param.requires_grad:  # LoRA freezes by requires_grad before any wrapping: that is DDP-safe
+            key = (owner.get(id(param), group_names(layer_groups)[-1]), name in decay_names)
+            buckets.setdefault(key, []).append(param)
+    return [
+        {"params": buckets[(group, decays)], "lr_scale": scales[group], "decays": decays, "layer_group": group}
+        for group in group_names(layer_groups)
+        for decays in (True, False)
+        if buckets.get((group, decays))
+    ]
 
 
 def prepare_output_dir(recipe: Recipe) -> str | None:
@@ -100,17 +187,34 @@ def oversample(ds: FerTensorDataset, class_id: int, factor: int, seed: int) -> F
         images = torch.stack([TF.rotate(im, a) for im, a in zip(images, angles, strict=True)])
         copies.append(images.squeeze(1))
     extra = torch.cat(copies) if copies else ds.images[:0]
-    return FerTensorDataset(torch.cat([ds.images, extra]), torch.cat([ds.labels, ds.labels.new_full((len(extra),), class_id)]))
+    return FerTensorDataset(
+        torch.cat([ds.images, extra]), torch.cat([ds.labels, ds.labels.new_full((len(extra),), class_id)])
+    )
+
+
+def load_data(recipe: Recipe, dd: DatasetDict | None = None) -> tuple[DatasetDict, list[str]]:
+    """The recipe's DatasetDict (or the given one) and class names; every class must have training images."""
+    data = recipe.data
+    if dd is None:
+        dd = load_fer_dataset(data.source, classes=data.classes, validation_fraction=data.validation_fraction)
+    names = dd["train"].features["label"].names
+    empty = [name for name, count in zip(names, class_counts(dd["train"]), strict=True) if count == 0]
+    if empty:
+        have = [n for n in names if n not in empty]
+        raise RecipeError(
+            f"data.classes: {data.source} has no training images of {empty}; choose classes it has "
+            f"(e.g. --data.classes '{have}') or another data.source"
+        )
+    return dd, names
 
 
 def prepare_datasets(recipe: Recipe, dd) -> dict[str, FerTensorDataset]:
     """Decode each split once to uint8 tensors; apply the recipe's row limit and oversampling to train."""
     train = dd["train"]
-    if recipe.data.max_train_samples:
-        n = min(recipe.data.max_train_samples, len(train))
-        train = train.train_test_split(train_size=n, stratify_by_column="label", seed=recipe.training.get("seed", 42))[
-            "train"
-        ]
+    if recipe.data.max_train_samples and recipe.data.max_train_samples < len(train):
+        seed = recipe.training.get("seed", 42)
+        n = recipe.data.max_train_samples
+        train = train.train_test_split(train_size=n, stratify_by_column="label", seed=seed)["train"]
     out = {"train": FerTensorDataset.from_split(train, desc="decode train")}
     names = train.features["label"].names
     for cls_name, factor in recipe.data.oversample.items():
@@ -124,25 +228,40 @@ def prepare_datasets(recipe: Recipe, dd) -> dict[str, FerTensorDataset]:
     return out
 
 
-def build_trainer(recipe: Recipe, built: BuiltModel, datasets: dict, names, weights) -> FerTrainer:
-    args = recipe.training_args()
-    args.remove_unused_columns = False  # the collator needs "pixels"
-    transform = dict(size=built.image_size, channels=built.channels, mean=built.mean, std=built.std)
-    train_collator = FerCollator(BatchTransform(**transform, augment=recipe.data.augment, train=True))
+def recipe_loss(recipe: Recipe, weights: Sequence[float]) -> torch.nn.Module:
+    """The recipe's loss; `weights` are the inverse-frequency class weights of the training split."""
     alpha = recipe.loss.alpha
     loss_weights = weights if alpha == "inverse_frequency" else alpha
     if recipe.loss.name == "weighted_ce" and loss_weights is None:
         loss_weights = weights
-    loss_fn = build_loss(
-        recipe.loss.name, class_weights=loss_weights, gamma=recipe.loss.gamma, label_smoothing=recipe.loss.label_smoothing
+    return build_loss(
+        recipe.loss.name,
+        class_weights=loss_weights,
+        gamma=recipe.loss.gamma,
+        label_smoothing=recipe.loss.label_smoothing,
     )
+
+
+def balanced_sample_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Per-sample weight 1 / (count of its class): a WeightedRandomSampler then draws classes uniformly."""
+    counts = torch.bincount(labels, minlength=num_classes).double()
+    return (1.0 / counts)[labels]
+
+
+def build_trainer(
+    recipe: Recipe, built: BuiltModel, datasets: dict, names, weights, callbacks: Sequence[TrainerCallback] = ()
+) -> FerTrainer:
+    args = recipe.training_args()
+    args.remove_unused_columns = False  # the collator needs "pixels"
+    args.push_to_hub = False  # push_to_hub is done by fer_hf.publish after training (same repo as its CLI)
+    transform = dict(size=built.image_size, channels=built.channels, mean=built.mean, std=built.std)
+    train_collator = FerCollator(BatchTransform(**transform, augment=recipe.data.augment, train=True))
     sample_weights = None
     if recipe.data.sampler == "weighted":
-        counts = torch.bincount(datasets["train"].labels, minlength=len(names)).double()
-        sample_weights = (1.0 / counts)[datasets["train"].labels]
+        sample_weights = balanced_sample_weights(datasets["train"].labels, len(names))
     if recipe.model.channels_last:
         built.model = built.model.to(memory_format=torch.channels_last)
-    trainer = FerTrainer(
+    return FerTrainer(
         model=built.model,
         args=args,
         train_dataset=datasets["train"],
@@ -150,12 +269,13 @@ def build_trainer(recipe: Recipe, built: BuiltModel, datasets: dict, names, weig
         data_collator=train_collator,
         processing_class=built.image_processor,
         compute_metrics=trainer_compute_metrics(names),
-        callbacks=build_callbacks(recipe, built),
-        loss_fn=loss_fn,
+        callbacks=list(callbacks),
+        loss_fn=recipe_loss(recipe, weights),
         eval_collator=FerCollator(BatchTransform(**transform, train=False)),
         sample_weights=sample_weights,
+        layer_groups=built.layer_groups,
+        layerwise_decay=recipe.unfreeze.layerwise_decay,
     )
-    return trainer
 
 
 def evaluate_splits(trainer: FerTrainer, datasets: dict, names, include_test: bool) -> dict:
@@ -173,17 +293,32 @@ def evaluate_splits(trainer: FerTrainer, datasets: dict, names, include_test: bo
     return results
 
 
+def save_model(trainer: FerTrainer, out: Path) -> None:
+    """Weights + config + image processor. A LoRA run also keeps its adapter in out/adapter, and saves the merged
+    model at the top so that evaluate, predict, publish and the app load it like any other classifier."""
+    from peft import PeftModel
+
+    if not isinstance(trainer.model, PeftModel):
+        trainer.save_model(str(out))
+        return
+    trainer.model.save_pretrained(str(out / "adapter"))
+    merge_lora(trainer.model).save_pretrained(str(out))
+    trainer.processing_class.save_pretrained(str(out))
+
+
 def save_artifacts(trainer: FerTrainer, recipe: Recipe, metrics: dict, names, train_seconds: float) -> None:
     """Model + image processor (safetensors), resolved recipe, metrics.json, confusion matrix, curves, table."""
     out = Path(recipe.training["output_dir"])
-    trainer.save_model(str(out))  # weights + config + image processor
-    recipe.save(out / "recipe.yaml")
     model = trainer.model
+    parameters = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    save_model(trainer, out)
+    recipe.save(out / "recipe.yaml")
     summary = {
         "model_family": recipe.model.family,
         "labels": list(names),
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "parameters": parameters,
+        "trainable_parameters": trainable,
         "train_seconds": round(train_seconds, 1),
         "epochs": trainer.state.epoch,
         "best_checkpoint": trainer.state.best_model_checkpoint,
@@ -193,9 +328,12 @@ def save_artifacts(trainer: FerTrainer, recipe: Recipe, metrics: dict, names, tr
     }
     (out / "metrics.json").write_text(json.dumps(summary, indent=2))
     for split, m in metrics.items():
-        plot_confusion_matrix(m["confusion_matrix"], names, out / f"confusion_matrix_{split}.png", f"{split} ({m['num_samples']})")
+        plot_confusion_matrix(
+            m["confusion_matrix"], names, out / f"confusion_matrix_{split}.png", f"{split} ({m['num_samples']})"
+        )
         (out / f"per_class_{split}.md").write_text(per_class_table(m) + "\n")
     plot_curves({recipe.model.family: trainer.state.log_history}, out / "training_curves.png")
+    write_model_card(out)  # README.md: the model card (fer_hf.card), regenerated by fer_hf.publish on upload
 
 
 def print_summary(metrics: dict) -> None:
@@ -203,15 +341,20 @@ def print_summary(metrics: dict) -> None:
         print(f"{split}: accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}  top-2 {m['top2_accuracy']:.4f}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    recipe = parse_recipe(argv)
+def train_from_recipe(
+    recipe: Recipe, extra_callbacks: Sequence[TrainerCallback] = (), dd: DatasetDict | None = None
+) -> FerTrainer:
+    """parse -> seed -> data -> model -> trainer -> train -> evaluate -> save artefacts (rank 0 only).
+
+    `dd` replaces the recipe's data source with given train/validation splits (fer_hf.cv passes each fold).
+    """
     set_seed(recipe.training.get("seed", 42))
     resume_from = prepare_output_dir(recipe)
-    dd = load_fer_dataset(recipe.data.source, classes=recipe.data.classes, validation_fraction=recipe.data.validation_fraction)
-    names = dd["train"].features["label"].names
+    dd, names = load_data(recipe, dd)
     built = build_model(recipe.model, names, image_size=recipe.data.image_size)
+    callbacks = [*build_callbacks(recipe, built), *extra_callbacks]  # validates the unfreeze schedule early
     datasets = prepare_datasets(recipe, dd)
-    trainer = build_trainer(recipe, built, datasets, names, class_weights(dd["train"]))
+    trainer = build_trainer(recipe, built, datasets, names, class_weights(dd["train"]), callbacks)
     start = time.perf_counter()
     trainer.train(resume_from_checkpoint=resume_from)
     train_seconds = time.perf_counter() - start
@@ -219,7 +362,13 @@ def main(argv: list[str] | None = None) -> int:
     if trainer.is_world_process_zero():
         save_artifacts(trainer, recipe, metrics, names, train_seconds)
         print_summary(metrics)
-    return 0
+    return trainer
+
+
+def main(argv: list[str] | None = None) -> int:
+    recipe = parse_recipe(argv)
+    trainer = train_from_recipe(recipe)
+    return push_trained_run(recipe) if trainer.is_world_process_zero() else 0  # training.push_to_hub
 
 
 if __name__ == "__main__":

@@ -49,4 +49,4 @@ def build_model(model_args, label_names: Sequence[str], image_size: int | None =
     return MODEL_FAMILIES[model_args.family](model_args, names, id2label(names), label2id(names), image_size)
 
 
-from fer_hf.models import cnn_family  # noqa: E402,F401  (registers the families)
+from fer_hf.models import cnn_family, resnet, timm_family, vit  # noqa: E402,F401  (registers the families)

@@ -69,6 +69,9 @@ class FerCnnPreTrainedModel(PreTrainedModel):
     config_class = FerCnnConfig
     base_model_prefix = "fer_cnn"
     main_input_name = "pixel_values"
+    # forward(**kwargs) would make the Trainer pass num_items_in_batch and skip its gradient-accumulation scaling;
+    # the loss here is a batch mean, so the Trainer must scale it.
+    accepts_loss_kwargs = False
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:

@@ -1,0 +1,34 @@
+"""`python -m fer_hf.bench NAME [args]`: dispatch to `fer_hf.bench.NAME.main(args)`."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from fer_hf.bench import BENCHMARKS
+
+HELP = {
+    "data": "per-batch data pipeline vs. the per-sample set_transform pipeline of transformers' example",
+    "train": "training-step throughput",
+    "predict": "inference throughput",
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m fer_hf.bench",
+        description="fer_hf benchmarks. `python -m fer_hf.bench NAME --help` lists a benchmark's own options.",
+    )
+    sub = parser.add_subparsers(dest="name", required=True, metavar="{" + ",".join(BENCHMARKS) + "}")
+    for name in BENCHMARKS:
+        # add_help=False: `--help` after the name reaches the benchmark's own parser.
+        sub.add_parser(name, help=HELP[name], add_help=False)
+    args, rest = parser.parse_known_args(argv)
+    module = importlib.import_module(f"fer_hf.bench.{args.name}")
+    return module.main(rest) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""End-to-end prediction speed on CPU: read a 640x480 photo with one face, detect, crop, classify.
+
+    python -m fer_hf.bench predict [--families cnn vit resnet] [--size tiny|base]
+
+Per family: the median latency of one photo through `Predictor.predict_images` (JPEG decode + Haar detection +
+crop + image processor + forward), and the throughput when many photos go through in batches. Weights are random
+(speed does not depend on their values): the CNN is the package's default architecture; vit/resnet are stock
+transformers models at `--size base` (ViT-B/16, ResNet-50) or tiny ones. The last line is the CNN summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image
+
+from fer_hf.labels import FER_LABELS
+from fer_hf.loading import LoadedModel
+from fer_hf.predict import Predictor
+
+FAMILIES = ("cnn", "vit", "resnet")
+
+
+def demo_photo() -> np.ndarray:
+    """skimage's astronaut (512x512, one frontal face) scaled to 640 wide and cropped to 640x480 -> (480, 640, 3)."""
+    from skimage.data import astronaut
+
+    return cv2.resize(astronaut(), (640, 640), interpolation=cv2.INTER_AREA)[:480]
+
+
+def _labels() -> dict:
+    return {"id2label": dict(enumerate(FER_LABELS)), "label2id": {n: i for i, n in enumerate(FER_LABELS)}}
+
+
+def random_model(family: str, size: str = "tiny") -> LoadedModel:
+    """A randomly initialised classifier of `family` with the image processor it would be saved with."""
+    if family == "cnn":
+        from fer_hf.models.cnn import FerCnnConfig, FerCnnForImageClassification
+        from fer_hf.models.cnn_family import cnn_image_processor
+
+        model, processor = FerCnnForImageClassification(FerCnnConfig(**_labels())), cnn_image_processor(48)
+    elif family == "vit":
+        from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
+
+        tiny = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 128}
+        model = ViTForImageClassification(ViTConfig(**(tiny if size == "tiny" else {}), **_labels()))
+        processor = ViTImageProcessor(size={"height": 224, "width": 224})
+    elif family == "resnet":
+        from transformers import ConvNextImageProcessor, ResNetConfig, ResNetForImageClassification
+
+        tiny = {"embedding_size": 16, "hidden_sizes": [16, 32, 64, 128], "depths": [1, 1, 1, 1], "layer_type": "basic"}
+        model = ResNetForImageClassification(ResNetConfig(**(tiny if size == "tiny" else {}), **_labels()))
+        processor = ConvNextImageProcessor(size={"shortest_edge": 224})
+    else:
+        raise ValueError(f"unknown family {family!r}; choose from {FAMILIES}")
+    return LoadedModel(model=model.eval(), image_processor=processor, source=f"random {size} {family}")
+
+
+def end_to_end_ms(predictor: Predictor, photo: Path, repeats: int) -> tuple[float, float]:
+    """Median (wall, CPU) milliseconds of one photo through the whole pipeline, after two warm-up calls.
+    CPU time (this process, all threads) is the fairer figure on a machine shared with other jobs."""
+    wall, cpu = [], []
+    for i in range(repeats + 2):
+        start, start_cpu = time.perf_counter(), time.process_time()
+        result = predictor.predict_images([photo], crop_mode="detect")[0]
+        if i >= 2:
+            wall.append(time.perf_counter() - start)
+            cpu.append(time.process_time() - start_cpu)
+    if len(result.faces) != 1:
+        raise RuntimeError(f"expected one face in the benchmark photo, found {len(result.faces)}")
+    return 1000 * statistics.median(wall), 1000 * statistics.median(cpu)
+
+
+def batched_images_per_s(predictor: Predictor, photo: Path, count: int) -> float:
+    """Photos per second (wall) when `count` copies go through predict_images together (one forward batch)."""
+    start = time.perf_counter()
+    predictor.predict_images([photo] * count, crop_mode="detect")
+    return count / (time.perf_counter() - start)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m fer_hf.bench predict", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--families", nargs="+", default=["cnn"], choices=FAMILIES, help="families to time")
+    parser.add_argument("--size", default="tiny", choices=("tiny", "base"), help="size of the random vit/resnet")
+    parser.add_argument("--repeats", type=int, default=20, help="timed single-photo calls (median reported)")
+    parser.add_argument("--batch", type=int, default=32, help="photos in the batched-throughput run")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch and OpenCV threads (1: one core per request; 0: defaults)"
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+        cv2.setNumThreads(args.threads)
+    families = ["cnn", *[f for f in args.families if f != "cnn"]]  # the CNN always runs: its line ends the output
+    with tempfile.TemporaryDirectory() as tmp:
+        photo = Path(tmp) / "astronaut_640x480.jpg"
+        Image.fromarray(demo_photo()).save(photo, quality=90)
+        print(
+            f"photo: {photo.name} 640x480, torch threads {torch.get_num_threads()}, cv2 threads {cv2.getNumThreads()}"
+        )
+        figures = {}
+        for family in families:
+            predictor = Predictor(random_model(family, args.size), batch_size=args.batch)
+            params = sum(p.numel() for p in predictor.loaded.model.parameters()) / 1e6
+            wall, cpu = end_to_end_ms(predictor, photo, args.repeats)
+            figures[family] = (wall, cpu, batched_images_per_s(predictor, photo, args.batch))
+            print(
+                f"  {family:7s} ({params:6.2f}M params): end-to-end {wall:7.1f} ms/image (CPU time {cpu:6.1f} ms), "
+                f"batched {figures[family][2]:6.1f} img/s"
+            )
+    latency, cpu, throughput = figures["cnn"]
+    print(f"predict: cnn end-to-end CPU time {cpu:.1f} ms/image (target < 50 ms)")
+    print(f"predict: cnn end-to-end {latency:.1f} ms/image, batched {throughput:.1f} img/s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,410 @@
+"""Model cards for finished runs: Hub metadata (license, library, task, datasets, base model, tags, model-index)
+followed by prose (what the model is, how to use it, the training recipe and hardware, results, comparison,
+limitations and intended use). Every number comes from the run's metrics.json, always with its split named.
+
+    python -m fer_hf.card runs/vit_unfreeze --repo-id user/fer-vit --comparison runs/comparison.md
+
+`fer_hf.train` writes README.md into each run folder; `fer_hf.publish` writes the card of the repository it stages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+from fer_hf.report import per_class_table
+
+DEFAULT_LICENSE = "apache-2.0"  # the package's own licence; FER2013's terms are stated in the limitations
+DATASET_NAME = "FER2013"
+DATASET_TYPE = "fer2013"  # model-index needs a dataset identifier even when the data was a local copy
+# The standard FER2013 protocol: train on Training, select on PublicTest, report on PrivateTest.
+SPLIT_NOTES = {"validation": "FER2013 PublicTest", "test": "FER2013 PrivateTest"}
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # owner/name
+
+
+class CardError(ValueError):
+    """A run folder that lacks what a model card needs; the message names the file."""
+
+
+@dataclass
+class RunInfo:
+    """What a card is made from: the files a finished `fer_hf.train` run leaves in its folder."""
+
+    run_dir: Path
+    metrics: dict  # metrics.json
+    recipe: dict  # recipe.yaml (the resolved recipe)
+    config: dict  # config.json of the saved model ({} for a LoRA adapter run: only peft's adapter files)
+
+    @property
+    def splits(self) -> list[str]:
+        """Evaluated splits, the reported one (test when there is one) first."""
+        found = [k for k, v in self.metrics.items() if isinstance(v, dict) and "accuracy" in v and "per_class" in v]
+        return sorted(found, key=lambda s: (s != "test", s != "validation", s))
+
+    @property
+    def is_adapter(self) -> bool:
+        return not self.config and (self.run_dir / "adapter_config.json").is_file()
+
+    @property
+    def has_custom_code(self) -> bool:
+        """A model whose code travels with it (auto_map): loading it needs trust_remote_code=True."""
+        return bool(self.config.get("auto_map"))
+
+
+def _read(path: Path, parse) -> dict:
+    if not path.is_file():
+        raise CardError(f"{path}: missing; expected a finished fer_hf.train run folder")
+    try:
+        data = parse(path.read_text())
+    except (json.JSONDecodeError, yaml.YAMLError) as err:
+        raise CardError(f"{path}: cannot parse ({err})") from None
+    if not isinstance(data, dict):
+        raise CardError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def read_run(run_dir: str | Path, model_dir: str | Path | None = None) -> RunInfo:
+    """The run's files; config.json from `model_dir` when given (a staged repository with the merged model)."""
+    run_dir = Path(run_dir)
+    config_path = Path(model_dir or run_dir) / "config.json"
+    adapter_only = not config_path.is_file() and (run_dir / "adapter_config.json").is_file()
+    info = RunInfo(
+        run_dir=run_dir,
+        metrics=_read(run_dir / "metrics.json", json.loads),
+        recipe=_read(run_dir / "recipe.yaml", yaml.safe_load),
+        config={} if adapter_only else _read(config_path, json.loads),
+    )
+    if not info.splits:
+        raise CardError(f"{run_dir / 'metrics.json'}: no evaluated split (a dict with accuracy and per_class)")
+    return info
+
+
+def hub_base_model(info: RunInfo) -> str | None:
+    """The fine-tuned backbone's Hub id (model.name_or_path), or None for models trained from scratch or from a
+    local folder: the Hub rejects a base_model that is not a repository id."""
+    ref = (info.recipe.get("model") or {}).get("name_or_path")
+    if not ref or not HUB_ID.match(str(ref)) or Path(str(ref)).expanduser().exists():
+        return None
+    return str(ref)
+
+
+def hub_dataset(info: RunInfo) -> str | None:
+    source = str((info.recipe.get("data") or {}).get("source") or "")
+    return source if HUB_ID.match(source) and not Path(source).expanduser().exists() else None
+
+
+def split_label(info: RunInfo, split: str) -> str:
+    """'test (FER2013 PrivateTest)', or the bundled sample's split: the card always names the split it reports."""
+    source = (info.recipe.get("data") or {}).get("source")
+    if source == "bundled":
+        return f"{split} (the small FER2013 sample bundled with fer_hf)"
+    return f"{split} ({SPLIT_NOTES[split]})" if split in SPLIT_NOTES else split
+
+
+def card_tags(info: RunInfo) -> list[str]:
+    family = info.metrics.get("model_family") or (info.recipe.get("model") or {}).get("family", "model")
+    tags = ["image-classification", "facial-expression-recognition", "emotion-recognition", "fer2013", "fer_hf"]
+    tags.append(str(family))
+    if (info.recipe.get("model") or {}).get("lora"):
+        tags.append("lora")
+    if info.has_custom_code:
+        tags.append("custom_code")
+    return tags
+
+
+def eval_results(info: RunInfo, model_name: str) -> list[EvalResult]:
+    """Accuracy and macro-F1 of every evaluated split, values exactly as in metrics.json."""
+    dataset = hub_dataset(info) or DATASET_TYPE
+    out = []
+    for split in info.splits:
+        m = info.metrics[split]
+        common = dict(task_type="image-classification", task_name="Facial expression recognition")
+        common.update(dataset_type=dataset, dataset_name=DATASET_NAME, dataset_split=split)
+        out.append(
+            EvalResult(**common, metric_type="accuracy", metric_name=f"{split} accuracy", metric_value=m["accuracy"])
+        )
+        out.append(
+            EvalResult(
+                **common,
+                metric_type="f1",
+                metric_name=f"{split} macro-F1",
+                metric_args={"average": "macro"},
+                metric_value=m["macro_f1"],
+            )
+        )
+    return out
+
+
+def card_data(info: RunInfo, model_name: str, license: str = DEFAULT_LICENSE) -> ModelCardData:
+    dataset = hub_dataset(info)
+    return ModelCardData(
+        license=license,
+        library_name="transformers",
+        pipeline_tag="image-classification",
+        datasets=[dataset] if dataset else None,
+        base_model=hub_base_model(info),
+        tags=card_tags(info),
+        metrics=["accuracy", "f1"],
+        model_name=model_name,
+        eval_results=eval_results(info, model_name),
+    )
+
+
+# ----------------------------------------------------------------------------------------------------- prose
+
+
+def describe_model(info: RunInfo) -> str:
+    model = info.recipe.get("model") or {}
+    family = info.metrics.get("model_family") or model.get("family")
+    arch = (info.config.get("architectures") or [None])[0]
+    name = f"`{arch}` ({family})" if arch else f"a {family} model"
+    if family == "cnn":
+        what = f"the custom CNN `{arch}` (preset `{model.get('preset')}`), trained from scratch"
+    else:
+        base, ref = hub_base_model(info), str(model.get("name_or_path") or "")
+        if base:
+            what = f"{name} fine-tuned from [`{base}`](https://huggingface.co/{base})"
+        elif ref and "/" not in ref and not Path(ref).expanduser().exists():  # a bare timm architecture name
+            what = f"{name}: the architecture `{ref}` trained from random initialisation"
+        else:
+            what = f"{name} fine-tuned from a local backbone folder"
+    if model.get("lora"):
+        what += f", with LoRA ({_inline(model['lora'])})"
+        what += "; this folder holds the adapter" if info.is_adapter else ", the adapters merged into the weights"
+    return what
+
+
+def _inline(value) -> str:
+    return ", ".join(f"{k}={v}" for k, v in value.items()) if isinstance(value, dict) else str(value)
+
+
+def intro_section(info: RunInfo, model_name: str) -> str:
+    labels = info.metrics.get("labels") or [
+        info.config.get("id2label", {}).get(str(i), str(i)) for i in range(len(info.config.get("id2label", {})))
+    ]
+    params = info.metrics.get("parameters")
+    size = f" It has {params:,} parameters." if isinstance(params, int) else ""
+    return (
+        f"# {model_name}\n\n"
+        f"A facial-expression classifier for face crops, trained with the `fer_hf` package on FER2013 "
+        f"(48x48 grayscale faces). It predicts {len(labels)} classes: {', '.join(labels)}.\n\n"
+        f"Model: {describe_model(info)}.{size}\n"
+    )
+
+
+def usage_section(info: RunInfo, model_ref: str) -> str:
+    trust = ", trust_remote_code=True" if info.has_custom_code else ""
+    if info.is_adapter:
+        return (
+            "## How to use\n\nThis run folder holds a peft LoRA adapter and the head, not a standalone model: "
+            f"`python -m fer_hf.publish {info.run_dir} --repo-id USER/NAME` merges them into one model that loads "
+            'with `pipeline("image-classification", model="USER/NAME", trust_remote_code=True)`.\n'
+        )
+    note = (
+        "This model ships its own modeling code (`auto_map` in config.json), so loading it needs "
+        "`trust_remote_code=True`; read the `.py` files in this repository first.\n\n"
+        if trust
+        else ""
+    )
+    return f"""## How to use
+
+{note}```python
+from transformers import pipeline
+
+classifier = pipeline("image-classification", model="{model_ref}"{trust})
+print(classifier("face.jpg"))  # [{{'label': 'happy', 'score': ...}}, ...]
+```
+
+With the Auto classes (the image processor resizes and normalises; the model was trained on grayscale faces,
+so a photo made gray and then 3-channel again is the closest match):
+
+```python
+import torch
+from PIL import Image
+from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+processor = AutoImageProcessor.from_pretrained("{model_ref}")
+model = AutoModelForImageClassification.from_pretrained("{model_ref}"{trust}).eval()
+inputs = processor(Image.open("face.jpg").convert("L").convert("RGB"), return_tensors="pt")
+with torch.no_grad():
+    probs = model(**inputs).logits.softmax(-1)[0]
+print({{model.config.id2label[i]: round(float(p), 3) for i, p in enumerate(probs)}})
+```
+
+Give it a tight, roughly frontal crop of one face, as in FER2013; it does not detect faces itself.
+"""
+
+
+def loss_summary(loss: dict) -> str:
+    parts = [str(loss.get("name", "ce"))]
+    if loss.get("label_smoothing"):
+        parts.append(f"label smoothing {loss['label_smoothing']}")
+    if loss.get("name") == "focal":
+        parts.append(f"gamma {loss.get('gamma')}")
+    if loss.get("alpha") is not None:
+        parts.append(f"class weights {loss['alpha']}")
+    return ", ".join(parts)
+
+
+def training_rows(info: RunInfo) -> list[tuple[str, str]]:
+    r, m = info.recipe, info.metrics
+    data, model, loss, unfreeze, tr = (r.get(k) or {} for k in ("data", "model", "loss", "unfreeze", "training"))
+    world = m.get("world_size") or 1
+    batch = tr.get("per_device_train_batch_size", 8) * world * tr.get("gradient_accumulation_steps", 1)
+    augment = {k: v for k, v in (data.get("augment") or {}).items() if v not in (0, 0.0, [1.0, 1.0], (1.0, 1.0))}
+    rows = [
+        ("data", f"`{data.get('source')}`" + (f", classes {data['classes']}" if data.get("classes") else "")),
+        ("epochs", f"{m.get('epochs')} (of {tr.get('num_train_epochs', 3)} planned)"),
+        ("effective batch size", str(batch)),
+        ("learning rate", f"{tr.get('learning_rate', 5e-5)}, schedule {tr.get('lr_scheduler_type', 'linear')}"),
+        ("optimizer", str(tr.get("optim", "Trainer default (AdamW)"))),
+        ("loss", loss_summary(loss)),
+        ("augmentation", _inline(augment) or "none"),
+        ("sampler", str(data.get("sampler") or "shuffle")),
+    ]
+    if unfreeze.get("schedule") or unfreeze.get("every") or unfreeze.get("start_frozen"):
+        rows.append(("gradual unfreezing", _inline({k: v for k, v in unfreeze.items() if v not in (None, False)})))
+    if model.get("lora"):
+        rows.append(("LoRA", _inline(model["lora"])))
+    precision = "bf16" if tr.get("bf16") else "fp16" if tr.get("fp16") else "fp32"
+    rows.append(("precision", precision))
+    rows.append(("hardware", f"{m.get('device')} x {world} process(es), {m.get('train_seconds')} s of training"))
+    if m.get("trainable_parameters") is not None:
+        rows.append(("trainable parameters", f"{m['trainable_parameters']:,} of {m.get('parameters', 0):,}"))
+    return rows
+
+
+def training_section(info: RunInfo) -> str:
+    table = "\n".join(f"| {k} | {v} |" for k, v in training_rows(info))
+    return (
+        "## Training\n\n"
+        "Trained with the `transformers` Trainer by `fer_hf.train`; the resolved recipe is `recipe.yaml` in this "
+        "repository (`python -m fer_hf.train recipe.yaml` repeats the run).\n\n"
+        f"| setting | value |\n|---|---|\n{table}\n"
+    )
+
+
+def results_section(info: RunInfo) -> str:
+    parts = ["## Results\n", "Single view, no test-time augmentation; from `metrics.json` in this repository.\n"]
+    rows = [
+        "| split | samples | accuracy | macro-F1 | weighted-F1 | top-2 accuracy |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for split in info.splits:
+        m = info.metrics[split]
+        rows.append(
+            f"| {split_label(info, split)} | {m.get('num_samples')} | {m['accuracy']:.4f} | {m['macro_f1']:.4f} "
+            f"| {m.get('weighted_f1', float('nan')):.4f} | {m.get('top2_accuracy', float('nan')):.4f} |"
+        )
+    parts.append("\n".join(rows) + "\n")
+    for split in info.splits:
+        parts.append(f"### Per class, {split_label(info, split)}\n\n{per_class_table(info.metrics[split])}\n")
+        if (info.run_dir / f"confusion_matrix_{split}.png").is_file():
+            parts.append(f"![confusion matrix, {split}](confusion_matrix_{split}.png)\n")
+    if (info.run_dir / "training_curves.png").is_file():
+        parts.append("### Training curves\n\n![training curves](training_curves.png)\n")
+    return "\n".join(parts)
+
+
+def comparison_section(comparison_md: str) -> str:
+    return (
+        "## Comparison\n\n"
+        "Models trained by fer_hf and evaluated with the same metric code (`python -m fer_hf.compare`):\n\n"
+        f"{comparison_md.strip()}\n"
+    )
+
+
+LIMITATIONS = """## Intended use and limitations
+
+Intended use: research, teaching and demos of facial-expression recognition, such as comparing model families
+on FER2013 or trying the model on your own face in a demo.
+
+Out of scope — do not use this model for:
+- surveillance or monitoring of people, in public or at work;
+- hiring, admission, credit, insurance, policing, border control or any other decision about a person;
+- health, mental-state or lie detection, or any judgement of what a person actually feels.
+
+A facial expression is not an emotion: people show feelings differently across cultures, ages, situations and
+disabilities, and an expression can be posed. The model only maps the appearance of a face to a few labels.
+
+Limitations of the data: FER2013 holds 48x48 grayscale faces collected by web image search, many of them posed;
+its labels are noisy (human agreement is about 65%) and its classes are imbalanced (disgust is rare, so its
+scores are the least reliable). Its demographic make-up is undocumented: expect accuracy to vary between groups
+of people and on real-world photos, webcam frames and non-frontal faces, none of which were measured here.
+FER2013 was released for the 2013 ICML representation-learning challenge; check its terms before commercial use.
+"""
+
+
+def card_body(info: RunInfo, model_name: str, model_ref: str, comparison_md: str | None = None) -> str:
+    sections = [intro_section(info, model_name), usage_section(info, model_ref), training_section(info)]
+    sections.append(results_section(info))
+    if comparison_md:
+        sections.append(comparison_section(comparison_md))
+    sections.append(LIMITATIONS)
+    return "\n".join(sections)
+
+
+def default_model_ref(info: RunInfo) -> str:
+    """The id in the usage code of a run folder's own card: its hub_model_id, else the folder itself."""
+    hub_id = (info.recipe.get("training") or {}).get("hub_model_id")
+    return str(hub_id) if hub_id else str(info.run_dir)
+
+
+def build_model_card(
+    run_dir: str | Path,
+    *,
+    repo_id: str | None = None,
+    comparison: str | Path | None = None,
+    license: str = DEFAULT_LICENSE,
+    model_dir: str | Path | None = None,
+) -> ModelCard:
+    """The card of a finished run; `repo_id` names the repository in the usage code (default: hub_model_id or
+    the run folder); `comparison` is a Markdown file (e.g. from fer_hf.compare) appended as a section;
+    `model_dir` holds the config.json to describe (default the run folder; publish passes its staged folder)."""
+    info = read_run(run_dir, model_dir)
+    model_ref = repo_id or default_model_ref(info)
+    model_name = model_ref.rstrip("/").split("/")[-1]
+    comparison_md = None
+    if comparison is not None:
+        if not Path(comparison).is_file():
+            raise CardError(f"--comparison {comparison}: no such file")
+        comparison_md = Path(comparison).read_text()
+    data = card_data(info, model_name, license)
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{card_body(info, model_name, model_ref, comparison_md)}")
+
+
+def write_model_card(run_dir: str | Path, path: str | Path | None = None, **kwargs) -> Path:
+    """Write README.md (default: into the run folder) and return its path."""
+    path = Path(path) if path is not None else Path(run_dir) / "README.md"
+    build_model_card(run_dir, **kwargs).save(path)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fer_hf.card", description=__doc__.split("\n\n")[0])
+    parser.add_argument("run_dir", help="a finished fer_hf.train run folder")
+    parser.add_argument("--repo-id", help="Hub id used in the usage code (default: hub_model_id or the folder)")
+    parser.add_argument("--comparison", help="Markdown file with a comparison table to include")
+    parser.add_argument("--license", default=DEFAULT_LICENSE, help="license identifier for the metadata")
+    parser.add_argument("--out", help="where to write the card (default: RUN_DIR/README.md)")
+    args = parser.parse_args(argv)
+    try:
+        path = write_model_card(
+            args.run_dir, args.out, repo_id=args.repo_id, comparison=args.comparison, license=args.license
+        )
+    except CardError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

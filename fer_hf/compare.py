@@ -1,0 +1,270 @@
+"""Put FER results side by side: one table (Markdown, CSV, JSON) and bar charts, like for like only.
+
+    python -m fer_hf.compare runs/cnn runs/vit runs/eval/cnn-validation-none --output runs/compare
+
+Each input is a training run folder (its metrics.json from `fer_hf.train`; --split picks validation or test),
+an evaluation folder (`fer_hf.evaluate`), a cross-validation folder (`fer_hf.cv`, mean ± std over folds) or
+one of their JSON files. Results on different splits (name or size), label sets or TTA modes are refused
+unless --allow-mismatch: a number is only comparable with numbers measured the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from fer_hf.evaluate import EvaluationError, atomic_output_dir
+from fer_hf.report import plt
+
+OUTPUT_STEM = "comparison"
+
+
+class ComparisonError(ValueError):
+    """Inputs that cannot be read or cannot fairly be put side by side; the message says which and why."""
+
+
+@dataclass
+class ResultRow:
+    """One model's result, whatever file it came from."""
+
+    name: str
+    source: str
+    kind: str  # run | evaluate | cv
+    split: str
+    num_samples: int
+    labels: list[str]
+    tta: str
+    accuracy: float
+    macro_f1: float
+    weighted_f1: float
+    top2_accuracy: float
+    per_class_f1: dict[str, float]
+    parameters: int | None = None
+    trainable_parameters: int | None = None
+    train_seconds: float | None = None
+    images_per_second: float | None = None
+    std: dict = field(default_factory=dict)  # cv only: sample std of each metric over the folds
+
+
+# ---------------------------------------------------------------------------------------------- reading
+def find_metrics_file(path: Path) -> Path:
+    """A folder -> its cv_metrics.json or metrics.json; a file -> itself."""
+    if path.is_file():
+        return path
+    for name in ("cv_metrics.json", "metrics.json"):
+        if (path / name).is_file():
+            return path / name
+    raise ComparisonError(f"{path}: no metrics.json or cv_metrics.json (is the run or evaluation finished?)")
+
+
+def _per_class_f1(metrics: dict) -> dict[str, float]:
+    return {name: row["f1"] for name, row in metrics["per_class"].items()}
+
+
+def _scores(metrics: dict) -> dict:
+    keys = ("accuracy", "macro_f1", "weighted_f1", "top2_accuracy")
+    return {key: metrics[key] for key in keys}
+
+
+def _costs(doc: dict) -> dict:
+    keys = ("parameters", "trainable_parameters", "train_seconds", "images_per_second")
+    return {key: doc.get(key) for key in keys}
+
+
+def row_from_run(doc: dict, name: str, source: str, split: str) -> ResultRow:
+    """A training run: the chosen split's metrics plus the run's parameters and training time."""
+    if split not in doc:
+        present = [k for k, v in doc.items() if isinstance(v, dict) and "accuracy" in v]
+        raise ComparisonError(f"{source}: the run has no {split!r} metrics; it has {present} (choose with --split)")
+    m = doc[split]
+    # Trainer.predict's time for the split (batch size of the recipe), the run's only throughput figure.
+    speed = round(m["num_samples"] / m["seconds"], 1) if m.get("seconds") else None
+    head = dict(name=name, source=source, kind="run", split=split, num_samples=m["num_samples"], tta="none")
+    costs = {**_costs(doc), "images_per_second": speed}
+    return ResultRow(**head, labels=doc["labels"], **_scores(m), per_class_f1=_per_class_f1(m), **costs)
+
+
+def row_from_evaluate(doc: dict, name: str, source: str) -> ResultRow:
+    head = dict(name=name, source=source, kind="evaluate", split=doc["split"], num_samples=doc["split_size"])
+    scores = {**_scores(doc), "per_class_f1": _per_class_f1(doc)}
+    return ResultRow(**head, labels=doc["labels"], tta=doc["tta"], **scores, **_costs(doc))
+
+
+def row_from_cv(doc: dict, name: str, source: str) -> ResultRow:
+    """A cross-validation: the mean over folds, with the folds' sample std kept for the table."""
+    head = dict(name=name, source=source, kind="cv", split=doc["split"], num_samples=doc["split_size"])
+    scores = {**_scores(doc["mean"]), "per_class_f1": doc["mean"]["per_class_f1"], "std": doc["std"]}
+    return ResultRow(**head, labels=doc["labels"], tta=doc["tta"], **scores, **_costs(doc))
+
+
+def load_row(path: str | Path, split: str = "validation") -> ResultRow:
+    """Read one input (folder or JSON file) into a ResultRow, whichever command wrote it."""
+    file = find_metrics_file(Path(path))
+    name = (file.parent if file.name.endswith("metrics.json") else file).name or str(path)
+    try:
+        doc = json.loads(file.read_text())
+        if doc.get("kind") == "evaluate":
+            return row_from_evaluate(doc, name, str(file))
+        if doc.get("kind") == "cv":
+            return row_from_cv(doc, name, str(file))
+        if "model_family" in doc:
+            return row_from_run(doc, name, str(file), split)
+    except (ValueError, KeyError, TypeError) as err:
+        raise ComparisonError(f"{file}: not a metrics file of fer_hf ({type(err).__name__}: {err})") from None
+    raise ComparisonError(f"{file}: not written by fer_hf.train, fer_hf.evaluate or fer_hf.cv")
+
+
+def unique_names(rows: list[ResultRow]) -> None:
+    """Two inputs with the same folder name get their parent folder too, so table rows stay distinct."""
+    seen: dict[str, int] = {}
+    for row in rows:
+        seen[row.name] = seen.get(row.name, 0) + 1
+    for row in rows:
+        if seen[row.name] > 1:
+            row.name = "/".join(Path(row.source).parent.parts[-2:])
+
+
+# ---------------------------------------------------------------------------------------------- checking
+def mismatches(rows: list[ResultRow]) -> list[str]:
+    """Why these rows are not like for like (empty when they are)."""
+    checks = {
+        "split": lambda r: f"{r.split} ({r.num_samples} images)",
+        "label set": lambda r: ", ".join(r.labels),
+        "TTA mode": lambda r: r.tta,
+    }
+    reasons = []
+    for what, key in checks.items():
+        values = {key(r) for r in rows}
+        if len(values) > 1:
+            listing = "; ".join(f"{r.name}: {key(r)}" for r in rows)
+            reasons.append(f"different {what}: {listing}")
+    return reasons
+
+
+# ---------------------------------------------------------------------------------------------- writing
+def _fmt(row: ResultRow, key: str) -> str:
+    value = getattr(row, key)
+    return f"{value:.4f} ± {row.std[key]:.4f}" if key in row.std else f"{value:.4f}"
+
+
+def _num(value, spec: str = ",") -> str:
+    return "" if value is None else format(value, spec)
+
+
+def markdown_table(rows: list[ResultRow]) -> str:
+    names = rows[0].labels
+    head = ["model", "split (n)", "TTA", "accuracy", "macro-F1", "top-2", *[f"F1 {c}" for c in names]]
+    head += ["params", "trainable", "train time (s)", "img/s"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 3 + "---:|" * (len(head) - 3)]
+    for r in rows:
+        cells = [r.name, f"{r.split} ({r.num_samples})", r.tta, *(_fmt(r, k) for k in ("accuracy", "macro_f1"))]
+        cells += [_fmt(r, "top2_accuracy"), *(f"{r.per_class_f1.get(c, float('nan')):.3f}" for c in names)]
+        cells += [_num(r.parameters), _num(r.trainable_parameters), _num(r.train_seconds), _num(r.images_per_second)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def flat_record(row: ResultRow) -> dict:
+    """A CSV row: scalars, per-class F1 as f1_<class>, std as <metric>_std."""
+    out = {k: v for k, v in asdict(row).items() if k not in ("per_class_f1", "std", "labels")}
+    out["labels"] = ",".join(row.labels)
+    out.update({f"f1_{c}": v for c, v in row.per_class_f1.items()})
+    out.update({f"{k}_std": v for k, v in row.std.items() if not isinstance(v, dict)})
+    return out
+
+
+def write_csv(rows: list[ResultRow], path: Path) -> None:
+    records = [flat_record(r) for r in rows]
+    fields = list(dict.fromkeys(k for rec in records for k in rec))
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(records)
+
+
+def plot_comparison(rows: list[ResultRow], path: Path, title: str) -> None:
+    """Left: accuracy and macro-F1 per model; right: per-class F1, one bar group per class."""
+    names = rows[0].labels
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(6 + 1.2 * len(rows), 4.5), gridspec_kw={"width_ratios": [1, 2.2]})
+    width = 0.8 / len(rows)
+    for i, r in enumerate(rows):
+        xs = np.arange(2) + i * width
+        errs = [r.std.get("accuracy", 0), r.std.get("macro_f1", 0)]
+        bars = ax1.bar(xs, [r.accuracy, r.macro_f1], width, yerr=errs, label=r.name)
+        ax1.bar_label(bars, fmt="%.3f", fontsize=7)
+        ax2.bar(np.arange(len(names)) + i * width, [r.per_class_f1.get(c, 0) for c in names], width, label=r.name)
+    for ax, ticks, title in ((ax1, ["accuracy", "macro-F1"], "overall"), (ax2, names, "F1 per class")):
+        ax.set_xticks(np.arange(len(ticks)) + width * (len(rows) - 1) / 2, ticks)
+        ax.set_ylim(0, 1)
+        ax.set_title(title)
+        ax.grid(axis="y", alpha=0.3)
+    ax2.legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_outputs(out: Path, rows: list[ResultRow], notes: list[str]) -> None:
+    table = markdown_table(rows)
+    if notes:  # --allow-mismatch: say in the table itself what is not like for like
+        table += "\n\n" + "\n".join(f"> not like for like: {note}" for note in notes)
+    (out / f"{OUTPUT_STEM}.md").write_text(table + "\n")
+    write_csv(rows, out / f"{OUTPUT_STEM}.csv")
+    doc = {"rows": [asdict(r) for r in rows], "mismatches": notes}
+    (out / f"{OUTPUT_STEM}.json").write_text(json.dumps(doc, indent=2) + "\n")
+    title = f"{rows[0].split} ({rows[0].num_samples} images), TTA {rows[0].tta}"
+    plot_comparison(rows, out / f"{OUTPUT_STEM}.png", "not like for like: see the table" if notes else title)
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+def compare(inputs: Sequence[str], output: str | Path, split: str = "validation", allow_mismatch: bool = False):
+    """Read, check and write; returns the rows. Raises ComparisonError when the inputs are not like for like."""
+    rows = [load_row(path, split) for path in inputs]
+    unique_names(rows)
+    notes = mismatches(rows)
+    if notes and not allow_mismatch:
+        raise ComparisonError(
+            "refusing to put these results side by side:\n  " + "\n  ".join(notes) + "\n"
+            "evaluate them on the same split, classes and TTA mode, or pass --allow-mismatch"
+        )
+    out = Path(output)
+    if out.is_dir() and any(out.iterdir()) and not (out / f"{OUTPUT_STEM}.json").is_file():
+        raise ComparisonError(f"{out}: exists and is not an earlier comparison; choose another --output")
+    with atomic_output_dir(out, overwrite=True) as tmp:
+        write_outputs(tmp, rows, notes)
+    return rows
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m fer_hf.compare", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("inputs", nargs="+", help="run folders, evaluate/cv folders, or their metrics JSON files")
+    parser.add_argument("--output", required=True, help="folder for comparison.{md,csv,json,png}")
+    parser.add_argument("--split", default="validation", help="which split of a training run (validation | test)")
+    parser.add_argument("--allow-mismatch", action="store_true", help="compare different splits/labels/TTA anyway")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        rows = compare(args.inputs, args.output, args.split, args.allow_mismatch)
+    except (ComparisonError, EvaluationError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(markdown_table(rows))
+    print(f"written to {args.output}/{OUTPUT_STEM}.{{md,csv,json,png}}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

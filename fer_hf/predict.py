@@ -1,0 +1,528 @@
+"""Predict facial expressions on photos, folders and videos: find faces, crop them FER-like, classify in batches.
+
+    python -m fer_hf.predict photo.jpg                     # the bundled default model
+    python -m fer_hf.predict --model runs/cnn folder/ clip.mp4 --csv out.csv --annotate out/ --tta hflip
+
+Every face gets a box, a label and the probabilities of all classes. Preprocessing goes through the loaded
+model's own image processor, so any family (CNN, ResNet, ViT, timm) works. A bad file is reported and skipped:
+a batch never aborts because of one input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from fer_hf.faces import DetectorConfig, Face, FaceDetector, ImageLoadError, load_image
+from fer_hf.loading import DEFAULT_MODEL, LoadedModel, load_classifier
+from fer_hf.tta import TTA_MODES, tta_logits
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm"}
+VIDEO_EXTENSIONS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"}
+
+
+class VideoLoadError(ValueError):
+    """A file that cannot be decoded as a video."""
+
+
+@dataclass
+class FacePrediction:
+    box: tuple[int, int, int, int]  # (x, y, w, h) in original image / frame pixels
+    label: str
+    score: float  # probability of `label`
+    probabilities: dict[str, float]  # every class, in the model's label order; sums to 1
+    source: str  # Haar cascade that found the face, or "cropped"
+
+
+@dataclass
+class ImageResult:
+    path: str
+    faces: list[FacePrediction] = field(default_factory=list)  # largest first
+    error: str | None = None  # why the file could not be used
+    size: tuple[int, int] | None = None  # (width, height) of the original image
+    annotated: str | None = None  # path of the annotated copy, with --annotate
+    kind: str = "image"
+
+    @property
+    def status(self) -> str:
+        return "error" if self.error else ("ok" if self.faces else "no face")
+
+    def summary(self) -> str:
+        if self.error:
+            return f"{self.path}: ERROR {self.error}"
+        if not self.faces:
+            return f"{self.path}: no face found"
+        faces = "; ".join(f"{f.label} {f.score:.2f} at {f.box}" for f in self.faces)
+        return f"{self.path}: {len(self.faces)} face(s): {faces}"
+
+
+@dataclass
+class FrameResult:
+    index: int  # frame number in the video
+    time_s: float
+    faces: list[FacePrediction] = field(default_factory=list)  # largest first
+
+
+@dataclass
+class VideoResult:
+    path: str
+    frames: list[FrameResult] = field(default_factory=list)  # the sampled frames, in order
+    error: str | None = None
+    native_fps: float | None = None
+    sample_fps: float | None = None
+    distribution: dict[str, float] = field(default_factory=dict)  # share of face frames per predicted label
+    plot: str | None = None  # timeline PNG
+    kind: str = "video"
+
+    @property
+    def status(self) -> str:
+        if self.error:
+            return "error"
+        return "ok" if any(f.faces for f in self.frames) else "no face"
+
+    def summary(self) -> str:
+        if self.error:
+            return f"{self.path}: ERROR {self.error}"
+        with_face = sum(bool(f.faces) for f in self.frames)
+        top = ", ".join(f"{k} {v:.0%}" for k, v in sorted(self.distribution.items(), key=lambda kv: -kv[1]) if v)
+        return f"{self.path}: {len(self.frames)} frames sampled, {with_face} with a face; {top or 'no face found'}"
+
+
+Result = ImageResult | VideoResult
+
+
+class Predictor:
+    """A loaded classifier + face detector. predict_images / predict_video / classify share one batched path."""
+
+    def __init__(
+        self,
+        model: str | Path | LoadedModel = DEFAULT_MODEL,
+        *,
+        tta: str = "none",
+        detector: DetectorConfig | None = None,
+        batch_size: int = 64,
+        device: str = "cpu",
+        trust_remote_code: bool = False,
+    ):
+        if tta not in TTA_MODES:
+            raise ValueError(f"unknown TTA mode {tta!r}; choose one of {TTA_MODES}")
+        if isinstance(model, LoadedModel):
+            self.loaded = model
+        else:
+            self.loaded = load_classifier(model, trust_remote_code=trust_remote_code, device=device)
+        self.detector = FaceDetector(detector)
+        self.tta, self.batch_size = tta, batch_size
+        self.label_names = self.loaded.label_names
+
+    def pixel_values(self, crops: Sequence[np.ndarray]) -> torch.Tensor:
+        """Gray (S, S) uint8 crops -> (N, C, H, W) through the model's own image processor. The gray face is
+        repeated as RGB: every processor accepts RGB (some reject 1 channel), and the CNN averages it back."""
+        images = [Image.fromarray(np.repeat(c[..., None], 3, axis=-1)) for c in crops]
+        return self.loaded.image_processor(images=images, return_tensors="pt")["pixel_values"]
+
+    def classify(self, crops: Sequence[np.ndarray]) -> np.ndarray:
+        """Gray crops -> (N, K) probabilities (TTA-averaged when tta != 'none')."""
+        if not crops:
+            return np.zeros((0, len(self.label_names)), dtype=np.float32)
+        chunks = []
+        for start in range(0, len(crops), self.batch_size):
+            pixels = self.pixel_values(crops[start : start + self.batch_size])
+            chunks.append(tta_logits(self.loaded.model, pixels, self.tta, self.batch_size).softmax(-1).numpy())
+        return np.concatenate(chunks)
+
+    def predict_faces(
+        self, faces_per_image: Sequence[list[Face]], scales: Sequence[float]
+    ) -> list[list[FacePrediction]]:
+        """Classify the faces of several images in one batch; boxes go back to original pixels (/ scale)."""
+        crops = [face.crop for faces in faces_per_image for face in faces]
+        probs = iter(self.classify(crops))
+        return [
+            [self._prediction(face, next(probs), scale) for face in faces]
+            for faces, scale in zip(faces_per_image, scales, strict=True)
+        ]
+
+    def _prediction(self, face: Face, probs: np.ndarray, scale: float) -> FacePrediction:
+        best = int(probs.argmax())
+        return FacePrediction(
+            box=tuple(int(round(v / scale)) for v in face.box),
+            label=self.label_names[best],
+            score=float(probs[best]),
+            probabilities={name: float(p) for name, p in zip(self.label_names, probs, strict=True)},
+            source=face.source,
+        )
+
+    def predict_images(
+        self, paths: Sequence[str | Path], *, crop_mode: str = "auto", annotate_dir: str | Path | None = None
+    ) -> list[ImageResult]:
+        """One ImageResult per path, in order. Images are read, searched and classified `batch_size` at a time."""
+        results = []
+        bar = tqdm(total=len(paths), desc="images", unit="img", disable=len(paths) < 2, leave=False)
+        for start in range(0, len(paths), self.batch_size):
+            results += self._image_chunk(paths[start : start + self.batch_size], crop_mode, annotate_dir)
+            bar.update(min(self.batch_size, len(paths) - start))
+        bar.close()
+        return results
+
+    def _image_chunk(self, paths, crop_mode, annotate_dir) -> list[ImageResult]:
+        results, loaded = [], []
+        for path in paths:
+            result = ImageResult(path=str(path))
+            try:
+                rgb, scale = load_image(path, self.detector.config)
+                result.size = (round(rgb.shape[1] / scale), round(rgb.shape[0] / scale))
+                loaded.append((result, rgb, scale, self.detector.faces(rgb, crop_mode)))
+            except ImageLoadError as err:
+                result.error = str(err).removeprefix(f"{path}: ")
+            results.append(result)
+        predictions = self.predict_faces([item[3] for item in loaded], [item[2] for item in loaded])
+        for (result, rgb, _scale, faces), preds in zip(loaded, predictions, strict=True):
+            result.faces = preds
+            if annotate_dir is not None:
+                result.annotated = str(save_annotated(rgb, faces, preds, annotate_dir, Path(result.path).stem))
+        return results
+
+    def predict_video(
+        self,
+        path: str | Path,
+        *,
+        fps: float = 2.0,
+        crop_mode: str = "detect",
+        plot_dir: str | Path | None = None,
+    ) -> VideoResult:
+        """Sample `fps` frames per second, classify their faces in batches, and summarise (+ timeline plot)."""
+        result = VideoResult(path=str(path), sample_fps=fps)
+        try:
+            frames = VideoFrames(path, fps)
+        except VideoLoadError as err:
+            result.error = str(err)
+            return result
+        result.native_fps = frames.native_fps
+        for chunk in _chunks(
+            tqdm(frames, total=frames.expected, desc=Path(path).name, unit="frame", leave=False), self.batch_size
+        ):
+            faces = [self.detector.faces(rgb, crop_mode) for _, _, rgb in chunk]
+            predictions = self.predict_faces(faces, [1.0] * len(chunk))
+            result.frames += [FrameResult(i, round(t, 3), p) for (i, t, _), p in zip(chunk, predictions, strict=True)]
+        if not result.frames:
+            result.error = "not a readable video: no frame could be decoded"
+            return result
+        result.distribution = label_distribution(result.frames, self.label_names)
+        if plot_dir is not None:
+            result.plot = str(
+                plot_timeline(result, self.label_names, Path(plot_dir) / f"{Path(path).stem}_timeline.png")
+            )
+        return result
+
+
+class VideoFrames:
+    """Iterate (frame index, time in s, RGB (H, W, 3)) over frames sampled at `fps` (all frames when fps <= 0)."""
+
+    def __init__(self, path: str | Path, fps: float):
+        self.path, self.fps = Path(path), fps
+        if not self.path.is_file():
+            raise VideoLoadError("no such file")
+        capture = cv2.VideoCapture(str(self.path))
+        opened = capture.isOpened()
+        fps_prop, count = capture.get(cv2.CAP_PROP_FPS), capture.get(cv2.CAP_PROP_FRAME_COUNT)
+        capture.release()
+        if not opened:
+            raise VideoLoadError("not a readable video (OpenCV could not open it)")
+        # Some containers carry no frame rate: assume 25 so timestamps stay meaningful.
+        self.native_fps = float(fps_prop) if fps_prop and np.isfinite(fps_prop) and fps_prop > 0 else 25.0
+        step = self.native_fps / fps if fps > 0 else 1.0
+        self.expected = max(1, int(count / max(step, 1.0))) if count and count > 0 else None
+
+    def __iter__(self) -> Iterator[tuple[int, float, np.ndarray]]:
+        capture = cv2.VideoCapture(str(self.path))
+        index, next_time = 0, 0.0
+        try:
+            while capture.grab():  # grab() skips decoding colour for frames we do not keep
+                time_s = index / self.native_fps
+                if self.fps <= 0 or time_s + 1e-6 >= next_time:
+                    ok, frame = capture.retrieve()
+                    if ok:
+                        yield index, time_s, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+                    next_time += 1.0 / self.fps if self.fps > 0 else 0.0
+                index += 1
+        finally:
+            capture.release()
+
+
+def _chunks(items, size: int) -> Iterator[list]:
+    chunk = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def label_distribution(frames: Sequence[FrameResult], label_names: Sequence[str]) -> dict[str, float]:
+    """Share of the frames with a face whose largest face got each label (0 everywhere if no face)."""
+    labels = [frame.faces[0].label for frame in frames if frame.faces]
+    return {name: (labels.count(name) / len(labels) if labels else 0.0) for name in label_names}
+
+
+def plot_timeline(result: VideoResult, label_names: Sequence[str], path: str | Path) -> Path:
+    """Probability of each class over time (largest face per frame; gaps where no face) + the distribution."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    times = [f.time_s for f in result.frames]
+    fig, (ax, bars) = plt.subplots(1, 2, figsize=(13, 4), gridspec_kw={"width_ratios": [3, 1]})
+    for name in label_names:
+        ys = [f.faces[0].probabilities[name] if f.faces else np.nan for f in result.frames]
+        ax.plot(times, ys, marker=".", label=name)
+    ax.set(
+        xlabel="time (s)", ylabel="probability", ylim=(0, 1), title=f"{Path(result.path).name}: expression timeline"
+    )
+    ax.legend(loc="upper right", fontsize=7, ncol=2)
+    shares = [result.distribution.get(name, 0.0) for name in label_names]
+    bars.barh(list(label_names), shares, color="tab:blue")
+    bars.set(xlim=(0, 1), xlabel="share of frames with a face", title="predicted emotions")
+    bars.invert_yaxis()
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
+
+
+def save_annotated(rgb: np.ndarray, faces: Sequence[Face], preds: Sequence[FacePrediction], folder, stem: str) -> Path:
+    """Draw boxes and 'label prob' on a copy of the image; never overwrites an earlier file with the same stem."""
+    canvas = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+    thickness = max(1, round(max(rgb.shape[:2]) / 300))
+    for face, pred in zip(faces, preds, strict=True):
+        x, y, w, h = face.box
+        cv2.rectangle(canvas, (x, y), (x + w, y + h), (0, 220, 0), thickness)
+        text_y = y - 6 if y > 20 else y + h + 18
+        cv2.putText(
+            canvas,
+            f"{pred.label} {pred.score:.2f}",
+            (x, text_y),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.5 * thickness,
+            (0, 220, 0),
+            thickness,
+            cv2.LINE_AA,
+        )
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    out, n = folder / f"{stem}_annotated.png", 1
+    while out.exists():
+        n += 1
+        out = folder / f"{stem}_annotated_{n}.png"
+    cv2.imwrite(str(out), canvas)
+    return out
+
+
+# ---------------------------------------------------------------- inputs, outputs and the command line
+
+
+def expand_inputs(inputs: Sequence[str | Path]) -> list[tuple[str, str]]:
+    """Paths -> [(path, kind)], kind: image | video | missing | empty. Folders are searched recursively for
+    known image/video extensions; a named file of unknown extension is tried as an image, then as a video."""
+    found = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            files = sorted(p for p in item.rglob("*") if p.is_file() and _kind(p) and not p.name.startswith("."))
+            found += [(str(p), _kind(p)) for p in files] or [(str(item), "empty")]
+        elif item.is_file():
+            found.append((str(item), _kind(item) or "image"))
+        else:
+            found.append((str(item), "missing"))
+    return found
+
+
+def _kind(path: Path) -> str | None:
+    suffix = path.suffix.lower()
+    return "image" if suffix in IMAGE_EXTENSIONS else "video" if suffix in VIDEO_EXTENSIONS else None
+
+
+def predict_inputs(
+    predictor: Predictor,
+    inputs: Sequence[str | Path],
+    *,
+    crop_mode: str = "auto",
+    fps: float = 2.0,
+    annotate_dir=None,
+    plot_dir=None,
+) -> list[Result]:
+    """Images, folders and videos -> one result per file, in input order."""
+    entries = expand_inputs(inputs)
+    images = [path for path, kind in entries if kind == "image"]
+    by_path = dict(
+        zip(images, predictor.predict_images(images, crop_mode=crop_mode, annotate_dir=annotate_dir), strict=True)
+    )
+    results: list[Result] = []
+    for path, kind in entries:
+        if kind == "image":
+            results.append(_retry_as_video(predictor, by_path[path], fps, crop_mode, plot_dir))
+        elif kind == "video":
+            results.append(predictor.predict_video(path, fps=fps, crop_mode=_video_mode(crop_mode), plot_dir=plot_dir))
+        else:
+            reason = "no such file or folder" if kind == "missing" else "folder holds no image or video files"
+            results.append(ImageResult(path=path, error=reason))
+    return results
+
+
+def _video_mode(crop_mode: str) -> str:
+    return "detect" if crop_mode == "auto" else crop_mode  # a small video frame is still a scene, not a face
+
+
+def _retry_as_video(predictor: Predictor, result: ImageResult, fps, crop_mode, plot_dir) -> Result:
+    """A file of unknown extension that PIL cannot read may still be a video; otherwise keep a clear error."""
+    if not result.error or _kind(Path(result.path)) == "image":
+        return result
+    video = predictor.predict_video(result.path, fps=fps, crop_mode=_video_mode(crop_mode), plot_dir=plot_dir)
+    if video.error is None:
+        return video
+    result.error = "not an image or a video (neither PIL nor OpenCV can read it)"
+    return result
+
+
+def predict_images(
+    paths: Sequence[str | Path], model: str | Path | LoadedModel | Predictor = DEFAULT_MODEL, **kwargs
+) -> list[ImageResult]:
+    """Convenience: `Predictor(model).predict_images(paths, crop_mode=..., annotate_dir=...)`."""
+    predictor = model if isinstance(model, Predictor) else Predictor(model)
+    return predictor.predict_images(paths, **kwargs)
+
+
+def predict_video(
+    path: str | Path, model: str | Path | LoadedModel | Predictor = DEFAULT_MODEL, **kwargs
+) -> VideoResult:
+    """Convenience: `Predictor(model).predict_video(path, fps=..., crop_mode=..., plot_dir=...)`."""
+    predictor = model if isinstance(model, Predictor) else Predictor(model)
+    return predictor.predict_video(path, **kwargs)
+
+
+def result_rows(results: Sequence[Result], label_names: Sequence[str]) -> list[dict]:
+    """Flat CSV rows: one per face (images) or per sampled frame and face (videos); one row for a file or frame
+    without a face or with an error, so nothing disappears silently."""
+    rows = []
+    for result in results:
+        base = {"path": result.path, "kind": result.kind, "frame": "", "time_s": "", "status": result.status}
+        base["error"] = result.error or ""
+        if isinstance(result, ImageResult):
+            rows += _face_rows(base, result.faces, label_names)
+        elif result.error or not result.frames:
+            rows += _face_rows(base, [], label_names)
+        else:
+            for frame in result.frames:
+                rows += _face_rows({**base, "frame": frame.index, "time_s": frame.time_s}, frame.faces, label_names)
+    return rows
+
+
+def _face_rows(base: dict, faces: Sequence[FacePrediction], label_names: Sequence[str]) -> list[dict]:
+    empty = {"face": "", "x": "", "y": "", "w": "", "h": "", "label": "", "score": ""}
+    if not faces:
+        return [{**base, **empty, **{f"p_{n}": "" for n in label_names}}]
+    return [
+        {
+            **base,
+            "face": i,
+            **dict(zip("xywh", face.box, strict=True)),
+            "label": face.label,
+            "score": round(face.score, 5),
+            **{f"p_{n}": round(face.probabilities[n], 5) for n in label_names},
+        }
+        for i, face in enumerate(faces)
+    ]
+
+
+def write_csv(results: Sequence[Result], label_names: Sequence[str], path: str | Path) -> None:
+    rows = result_rows(results, label_names)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["path"])
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def write_json(results: Sequence[Result], path: str | Path) -> None:
+    records = [{**asdict(r), "status": r.status} for r in results]
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(records, indent=2))
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m fer_hf.predict",
+        description="Find faces in images, folders or videos and predict their facial expressions.",
+    )
+    parser.add_argument(
+        "inputs", nargs="+", metavar="INPUT", help="image files, folders (searched recursively), videos"
+    )
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="'default', a model/run folder or a Hub id")
+    parser.add_argument("--json", metavar="OUT", help="write all results as JSON")
+    parser.add_argument("--csv", metavar="OUT", help="write one row per face (per frame and face for videos)")
+    parser.add_argument("--annotate", metavar="DIR", help="write copies of the images with boxes and labels")
+    parser.add_argument(
+        "--plot-dir",
+        metavar="DIR",
+        help="where video timelines go (default: --annotate DIR, "
+        "else the --json/--csv folder, else the current folder)",
+    )
+    parser.add_argument("--tta", default="none", choices=TTA_MODES, help="test-time augmentation")
+    crop = parser.add_mutually_exclusive_group()
+    crop.add_argument("--cropped", action="store_true", help="inputs are already-cropped faces: no detection")
+    crop.add_argument("--detect", action="store_true", help="always detect, even in small images")
+    parser.add_argument("--fps", type=float, default=2.0, help="video frames sampled per second (0: every frame)")
+    parser.add_argument("--batch-size", type=int, default=64, help="faces per forward pass")
+    parser.add_argument("--device", default="cpu", help="torch device")
+    parser.add_argument("--trust-remote-code", action="store_true", help="allow custom code from a Hub model")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Exit status: 0 when every input was read (faces or not), 1 when some input was unusable, 2 for a bad model."""
+    args = parse_args(argv)
+    try:
+        predictor = Predictor(
+            args.model,
+            tta=args.tta,
+            batch_size=args.batch_size,
+            device=args.device,
+            trust_remote_code=args.trust_remote_code,
+        )
+    except (OSError, ValueError) as err:  # ModelLoadError is a ValueError; transformers raises OSError/ValueError
+        print(f"error: could not load --model {args.model}: {err}", file=sys.stderr)
+        return 2
+    crop_mode = "cropped" if args.cropped else "detect" if args.detect else "auto"
+    results = predict_inputs(
+        predictor, args.inputs, crop_mode=crop_mode, fps=args.fps, annotate_dir=args.annotate, plot_dir=_plot_dir(args)
+    )
+    for result in results:
+        print(result.summary() + (f" -> {result.plot}" if getattr(result, "plot", None) else ""))
+    if args.csv:
+        write_csv(results, predictor.label_names, args.csv)
+    if args.json:
+        write_json(results, args.json)
+    return 1 if any(r.status == "error" for r in results) else 0
+
+
+def _plot_dir(args: argparse.Namespace) -> str:
+    if args.plot_dir or args.annotate:
+        return args.plot_dir or args.annotate
+    out = args.json or args.csv
+    return str(Path(out).parent) if out else "."
+
+
+if __name__ == "__main__":
+    sys.exit(main())

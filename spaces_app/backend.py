@@ -1,0 +1,331 @@
+"""What the Gradio app does, without Gradio: the model catalogue and the photo / video / comparison handlers.
+
+app.py only lays out components and turns these results into component values, so every rule about bad input
+(no face, not an image, a model that failed to load, a missing comparison) lives here, in plain Python.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from fer_hf.explain import ExplainError, attention_rollout, gradcam_map, overlay, saliency_map
+from fer_hf.faces import load_image
+from fer_hf.loading import DEFAULT_MODEL, DEFAULT_MODEL_DIR
+from fer_hf.predict import ImageResult, Predictor, VideoFrames, VideoLoadError
+
+APP_DIR = Path(__file__).resolve().parent
+EXAMPLES_DIR = APP_DIR / "examples"
+MODELS_ENV = "FER_HF_MODELS"  # comma-separated Hub ids or local model / run folders, offered after the default
+COMPARISON_ENV = "FER_HF_COMPARISON"  # a `python -m fer_hf.compare --output DIR` folder
+DEFAULT_COMPARISON_DIR = APP_DIR / "comparison"
+# File names written by fer_hf.compare (OUTPUT_STEM) and fer_hf.evaluate (CONFUSION_FILE); copied, not imported,
+# because those modules pull datasets and scikit-learn into the app's start-up. tests/test_app.py checks they agree.
+COMPARISON_STEM = "comparison"
+CONFUSION_FILE = "confusion_matrix.png"
+
+MAX_FACES_SHOWN = 4  # one probability panel per face; more faces are still boxed and listed in the JSON
+MAX_VIDEO_SAMPLES = 240  # frames classified per clip at most (2 CPU cores: about 10 s of work)
+EXPLAIN_METHODS = ("none", "saliency", "gradcam", "attention")
+METHOD_TITLES = {"none": "None", "saliency": "Saliency", "gradcam": "Grad-CAM", "attention": "Attention rollout"}
+
+
+class UserInputError(ValueError):
+    """Something the person using the app can fix (no image, no face, wrong file): shown as a message."""
+
+
+# ---------------------------------------------------------------- models
+
+
+@dataclass
+class ModelEntry:
+    ref: str  # what FER_HF_MODELS (or "default") named
+    predictor: Predictor | None = None
+    error: str | None = None  # why it could not be loaded
+
+    @property
+    def title(self) -> str:
+        """Dropdown text: short, says what the model is."""
+        if self.ref == DEFAULT_MODEL:
+            return "default (bundled CNN)"
+        return Path(self.ref).name if Path(self.ref).is_dir() else self.ref
+
+    def describe(self) -> str:
+        """One Markdown line for the About tab: family, size, classes."""
+        if self.predictor is None:
+            return f"- **{self.title}**: not available ({self.error})"
+        model = self.predictor.loaded.model
+        params = sum(p.numel() for p in model.parameters())
+        kind = getattr(model.config, "model_type", type(model).__name__)
+        labels = ", ".join(self.predictor.label_names)
+        return f"- **{self.title}** (`{self.ref}`): {kind}, {params / 1e6:.2f}M parameters; classes: {labels}"
+
+
+@dataclass
+class ModelCatalogue:
+    """Every model the app offers, each loaded once at start-up; failures are kept and reported, not raised."""
+
+    entries: list[ModelEntry] = field(default_factory=list)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ModelCatalogue:
+        env = os.environ if env is None else env
+        refs = [DEFAULT_MODEL] + [ref.strip() for ref in env.get(MODELS_ENV, "").split(",") if ref.strip()]
+        return cls([load_entry(ref) for ref in dict.fromkeys(refs)])  # dict: drop repeats, keep order
+
+    @property
+    def available(self) -> list[ModelEntry]:
+        return [entry for entry in self.entries if entry.predictor is not None]
+
+    def choices(self) -> list[tuple[str, str]]:
+        return [(entry.title, entry.ref) for entry in self.available]
+
+    def get(self, ref: str | None) -> Predictor:
+        if not self.available:
+            raise UserInputError("No model could be loaded, so nothing can be predicted. " + self.problems())
+        for entry in self.available:
+            if ref in (entry.ref, entry.title):
+                return entry.predictor
+        if ref in (None, ""):
+            return self.available[0].predictor
+        names = ", ".join(entry.ref for entry in self.available)
+        raise UserInputError(f"Unknown model {ref!r}; choose one of: {names}")
+
+    def problems(self) -> str:
+        """Markdown naming each model that failed to load, and why; empty when all loaded."""
+        failed = [entry for entry in self.entries if entry.error]
+        return "\n".join(f"- **{entry.title}** could not be loaded: {entry.error}" for entry in failed)
+
+
+def load_entry(ref: str) -> ModelEntry:
+    if ref == DEFAULT_MODEL and not (DEFAULT_MODEL_DIR / "config.json").is_file():
+        return ModelEntry(ref, error=f"not bundled in this install ({DEFAULT_MODEL_DIR} is missing)")
+    try:
+        return ModelEntry(ref, predictor=Predictor(ref))
+    except Exception as err:  # noqa: BLE001  (any failure, from a typo to a broken checkpoint, must not stop the app)
+        return ModelEntry(ref, error=f"{type(err).__name__}: {err}")
+
+
+# ---------------------------------------------------------------- photos
+
+
+@dataclass
+class FacePanel:
+    title: str  # "Face 1 — happy (largest)"
+    probabilities: dict[str, float]
+
+
+@dataclass
+class PhotoOutput:
+    annotated: np.ndarray | None = None  # (H, W, 3) uint8 with boxes and labels
+    faces: list[FacePanel] = field(default_factory=list)  # at most MAX_FACES_SHOWN
+    overlays: list[tuple[np.ndarray, str]] = field(default_factory=list)  # explanation images + captions
+    details: list[dict] = field(default_factory=list)  # every face: box, label, score, probabilities
+    message: str = ""
+    warning: bool = False  # the message is a problem (no face, ...), not just a summary
+
+
+def predict_photo(
+    catalogue: ModelCatalogue, image_path: str | None, model_ref: str | None, method: str
+) -> PhotoOutput:
+    """A photo (or an already-cropped face) -> boxes, per-face probabilities and optional explanations."""
+    if not image_path:
+        raise UserInputError("Upload a photo, take one with the webcam, or click an example first.")
+    if method not in EXPLAIN_METHODS:
+        raise UserInputError(f"Unknown explanation {method!r}; choose one of {', '.join(EXPLAIN_METHODS)}")
+    predictor = catalogue.get(model_ref)
+    with tempfile.TemporaryDirectory(prefix="fer_app_") as tmp:
+        (result,) = predictor.predict_images([image_path], crop_mode="auto", annotate_dir=tmp)
+        if result.error:
+            raise UserInputError(f"This file cannot be used as an image: {result.error}")
+        annotated = np.asarray(Image.open(result.annotated).convert("RGB")) if result.annotated else None
+    output = PhotoOutput(annotated=annotated, details=face_details(result))
+    if not result.faces:
+        output.message, output.warning = no_face_message(result), True
+        return output
+    output.faces = [
+        FacePanel(
+            f"Face {i + 1}: {face.label}{' (largest)' if i == 0 and len(result.faces) > 1 else ''}",
+            dict(face.probabilities),
+        )
+        for i, face in enumerate(result.faces[:MAX_FACES_SHOWN])
+    ]
+    if method != "none":
+        output.overlays = explain_faces(predictor, image_path, result, method)
+    output.message = photo_summary(result)
+    return output
+
+
+def face_details(result: ImageResult) -> list[dict]:
+    return [
+        {"face": i + 1, "box_xywh": list(face.box), "label": face.label, "score": round(face.score, 4),
+         "probabilities": {k: round(v, 4) for k, v in face.probabilities.items()}, "found_by": face.source}
+        for i, face in enumerate(result.faces)
+    ]  # fmt: skip
+
+
+def no_face_message(result: ImageResult) -> str:
+    width, height = result.size or (0, 0)
+    return (
+        f"No face found in this {width}x{height} image. The detector (OpenCV Haar cascades) needs a fairly "
+        "frontal face that covers at least ~6% of the picture's longest side; try a closer or better-lit photo."
+    )
+
+
+def photo_summary(result: ImageResult) -> str:
+    faces = result.faces
+    shown = "" if len(faces) <= MAX_FACES_SHOWN else f" (probabilities shown for the {MAX_FACES_SHOWN} largest)"
+    found = "an already-cropped face" if faces[0].source == "cropped" else f"{len(faces)} face(s){shown}"
+    labels = ", ".join(f"{face.label} {face.score:.0%}" for face in faces)
+    return f"Found {found}: {labels}."
+
+
+def explain_faces(predictor: Predictor, image_path: str, result: ImageResult, method: str) -> list[tuple]:
+    """Heat-map overlays (RGB (240, 240, 3)) on the shown faces, each for the class the model predicted."""
+    heat_maps = {
+        "saliency": saliency_map,
+        "gradcam": gradcam_map,
+        "attention": lambda m, x, _: attention_rollout(m, x),
+    }
+    model = predictor.loaded.model
+    rgb, _ = load_image(image_path, predictor.detector.config)
+    faces = predictor.detector.faces(rgb, "auto")  # same array, same detector: the same faces, largest first
+    overlays = []
+    for i, (face, pred) in enumerate(zip(faces[:MAX_FACES_SHOWN], result.faces, strict=False)):
+        pixels = predictor.pixel_values([face.crop])  # (1, C, H, W)
+        try:
+            heat = heat_maps[method](model, pixels, model.config.label2id[pred.label])  # (H, W) in [0, 1]
+        except ExplainError as err:
+            raise UserInputError(f"{METHOD_TITLES[method]} does not apply to this model: {err}") from err
+        caption = f"Face {i + 1}: {METHOD_TITLES[method]} for {pred.label}"
+        overlays.append((overlay(face.crop, heat, size=240), caption))
+    return overlays
+
+
+# ---------------------------------------------------------------- videos
+
+
+@dataclass
+class VideoOutput:
+    timeline: list[dict] = field(default_factory=list)  # rows (time_s, emotion, probability): largest face
+    distribution: dict[str, float] = field(default_factory=dict)  # share of face frames per predicted emotion
+    frames: list[dict] = field(default_factory=list)  # one row per sampled frame
+    message: str = ""
+    warning: bool = False
+
+
+def predict_clip(catalogue: ModelCatalogue, video_path: str | None, model_ref: str | None, fps: float) -> VideoOutput:
+    """A video -> per-frame emotions of the largest face, a timeline and the distribution over the clip."""
+    if not video_path:
+        raise UserInputError("Upload a video clip first.")
+    predictor = catalogue.get(model_ref)
+    fps = sample_rate(video_path, fps)
+    result = predictor.predict_video(video_path, fps=fps, crop_mode="detect")
+    if result.error:
+        raise UserInputError(f"This file cannot be used as a video ({result.error}).")
+    output = VideoOutput(frames=[frame_row(frame) for frame in result.frames])
+    with_face = [frame for frame in result.frames if frame.faces]
+    if not with_face:
+        output.message, output.warning = f"No face found in any of the {len(result.frames)} sampled frames.", True
+        return output
+    output.timeline = [
+        {"time_s": frame.time_s, "emotion": name, "probability": p}
+        for frame in with_face
+        for name, p in frame.faces[0].probabilities.items()
+    ]
+    output.distribution = dict(result.distribution)
+    top = max(output.distribution, key=output.distribution.get)
+    output.message = (
+        f"{len(result.frames)} frames sampled at {fps:.2g} fps, {len(with_face)} with a face; "
+        f"most frequent emotion: {top} ({output.distribution[top]:.0%} of face frames)."
+    )
+    return output
+
+
+def sample_rate(video_path: str, fps: float) -> float:
+    """The requested rate, lowered so that at most MAX_VIDEO_SAMPLES frames are classified."""
+    if not fps or fps <= 0:
+        raise UserInputError("Frames per second must be positive.")
+    try:
+        expected = VideoFrames(video_path, fps).expected
+    except VideoLoadError as err:
+        raise UserInputError(f"This file cannot be used as a video ({err}).") from err
+    return fps * MAX_VIDEO_SAMPLES / expected if expected and expected > MAX_VIDEO_SAMPLES else fps
+
+
+def frame_row(frame) -> dict:
+    face = frame.faces[0] if frame.faces else None
+    return {
+        "time_s": frame.time_s,
+        "faces": len(frame.faces),
+        "emotion": face.label if face else "",
+        "score": round(face.score, 3) if face else None,
+    }
+
+
+# ---------------------------------------------------------------- comparison
+
+
+@dataclass
+class ComparisonView:
+    folder: Path
+    table: str = ""  # Markdown table from fer_hf.compare
+    charts: list[tuple[str, str]] = field(default_factory=list)  # (PNG path, caption)
+    confusions: list[tuple[str, str]] = field(default_factory=list)
+    note: str = ""  # why something is missing
+
+
+def comparison_folder(env: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if env is None else env
+    return Path(env[COMPARISON_ENV]).expanduser() if env.get(COMPARISON_ENV) else DEFAULT_COMPARISON_DIR
+
+
+def load_comparison(folder: Path) -> ComparisonView:
+    """Read a `fer_hf.compare` output folder: comparison.md, its bar charts, and the confusion matrices of the
+    compared evaluations (PNGs copied into the folder, or confusion_matrix.png next to each row's metrics file)."""
+    view = ComparisonView(folder)
+    table = folder / f"{COMPARISON_STEM}.md"
+    if not table.is_file():
+        view.note = (
+            f"No comparison to show yet: `{table}` does not exist. Produce one with "
+            f"`python -m fer_hf.compare EVAL_DIR... --output {folder}`, or point {COMPARISON_ENV} at such a folder."
+        )
+        return view
+    view.table = table.read_text()
+    pngs = sorted(folder.rglob("*.png"))
+    view.charts = [(str(p), _caption(p, folder)) for p in pngs if "confusion" not in p.name]
+    view.confusions = [(str(p), _caption(p, folder)) for p in pngs if "confusion" in p.name]
+    view.confusions += source_confusions(folder / f"{COMPARISON_STEM}.json")
+    if not view.confusions:
+        view.note = "No confusion matrices found: copy the evaluations' confusion_matrix.png files into the folder."
+    return view
+
+
+def source_confusions(comparison_json: Path) -> list[tuple[str, str]]:
+    """confusion_matrix.png beside each compared metrics file, when that folder exists on this machine."""
+    try:
+        rows = json.loads(comparison_json.read_text())["rows"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    found = []
+    for row in rows:
+        png = Path(str(row.get("source", ""))).parent / CONFUSION_FILE
+        if png.is_file():
+            found.append((str(png), f"{row.get('name', png.parent.name)}: confusion matrix"))
+    return found
+
+
+def _caption(path: Path, folder: Path) -> str:
+    return str(path.relative_to(folder).with_suffix("")).replace("_", " ")
+
+
+def examples(folder: Path = EXAMPLES_DIR) -> list[str]:
+    """Bundled example photos: real FER2013 faces (fer_<label>.png) and a real photo (astronaut.jpg)."""
+    return [str(p) for p in sorted(folder.iterdir()) if p.suffix.lower() in {".png", ".jpg", ".jpeg"}]

@@ -1,0 +1,317 @@
+"""The Gradio app (spaces_app/app.py), used the way people use it: a server started as `python spaces_app/app.py`,
+driven through gradio_client and through a real headless Chromium (Debian's `chromium`, via Playwright).
+
+The server gets a tiny random CNN through FER_HF_MODELS (plus a model folder that does not exist, which must be
+reported and skipped), and a comparison folder made by the real `fer_hf.evaluate` + `fer_hf.compare` commands on
+the bundled FER2013 sample. One server serves the whole module: start-up (torch + transformers + gradio) is the
+slow part.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+from skimage import data
+
+from fer_hf.labels import FER_LABELS
+
+REPO = Path(__file__).resolve().parents[1]
+APP = REPO / "spaces_app" / "app.py"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+START_TIMEOUT_S = 240  # torch + transformers + gradio imports on 2 busy cores
+ASTRONAUT_FACE = (150, 40, 320, 230)  # (x0, y0, x1, y1): where the face is in skimage's astronaut photo
+
+sys.path.insert(0, str(REPO / "spaces_app"))
+import backend  # noqa: E402  (the app's own logic, for the checks that need no server)
+
+# ---------------------------------------------------------------- fixtures: model, comparison, server
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    """A random 2-block FerCnn saved like a trained one (weights + image processor)."""
+    import torch
+
+    from fer_hf.models.cnn import FerCnnConfig, FerCnnForImageClassification
+    from fer_hf.models.cnn_family import cnn_image_processor
+
+    torch.manual_seed(0)
+    config = FerCnnConfig(
+        preset=None, blocks=[{"out_channels": 8, "pool": "max"}, {"out_channels": 16, "pool": "max"}], hidden_sizes=[]
+    )
+    out = tmp_path_factory.mktemp("models") / "tiny_cnn"
+    FerCnnForImageClassification(config).save_pretrained(out)
+    cnn_image_processor(48).save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def comparison(tmp_path_factory, tiny_model) -> Path:
+    """A real comparison folder: the tiny model evaluated on the bundled validation faces, then tabulated."""
+    from fer_hf import compare, evaluate
+
+    root = tmp_path_factory.mktemp("comparison")
+    args = [str(tiny_model), "--data", "bundled", "--split", "validation", "--device", "cpu"]
+    assert evaluate.main([*args, "--output", str(root / "eval_tiny")]) == 0
+    assert compare.main([str(root / "eval_tiny"), "--output", str(root / "table")]) == 0
+    return root / "table"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, tiny_model, comparison):
+    """`python spaces_app/app.py` on a free port; yields its URL, stops it afterwards."""
+    port, logs = free_port(), tmp_path_factory.mktemp("server")
+    env = {
+        **os.environ,
+        "FER_HF_MODELS": f"{tiny_model},{logs / 'no_such_model'}",
+        "FER_HF_COMPARISON": str(comparison),
+        "GRADIO_SERVER_NAME": "127.0.0.1",
+        "GRADIO_SERVER_PORT": str(port),
+        "GRADIO_ANALYTICS_ENABLED": "False",
+        "HF_HUB_OFFLINE": "1",
+    }
+    log_path = logs / "server.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([sys.executable, str(APP)], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        wait_for_server(proc, url, log_path)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def wait_for_server(proc: subprocess.Popen, url: str, log_path: Path) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"the app exited with {proc.returncode} during start-up:\n{log_path.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    pytest.fail(f"the app did not answer on {url} within {START_TIMEOUT_S}s:\n{log_path.read_text()[-3000:]}")
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    from gradio_client import Client
+
+    return Client(server, verbose=False)
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> dict[str, Path]:
+    """Real photos from scikit-image (one with a face, one without), a text file posing as a PNG, a huge PNG."""
+    folder = tmp_path_factory.mktemp("photos")
+    Image.fromarray(data.astronaut()).save(folder / "astronaut.png")
+    Image.fromarray(data.coins()).save(folder / "coins.png")
+    (folder / "notes.png").write_text("this is text, not an image")
+    Image.new("1", (15000, 13000)).save(folder / "bomb.png")  # 195 megapixels in 24 kB: a decompression bomb
+    return {path.stem: path for path in folder.iterdir()}
+
+
+def predict(client, path: Path | None, tiny_model: Path, method: str = "none"):
+    from gradio_client import handle_file
+
+    return client.predict(handle_file(str(path)) if path else None, str(tiny_model), method, api_name="/predict")
+
+
+def label_value(update) -> dict:
+    """A gr.Label output as the client sees it: an update dict carrying the value, or the value itself."""
+    return update.get("value", update) if isinstance(update, dict) and "__type__" in update else update
+
+
+# ---------------------------------------------------------------- gradio_client
+
+
+def test_face_photo_gives_annotated_image_boxes_and_seven_probabilities(client, tiny_model, photos):
+    annotated, face1, *_, details, status = predict(client, photos["astronaut"], tiny_model)
+    drawn = np.asarray(Image.open(annotated).convert("RGB"))
+    original = data.astronaut()
+    assert drawn.shape == original.shape
+    assert (np.abs(drawn.astype(int) - original).sum(-1) > 60).mean() > 0.001  # boxes and text were drawn on it
+    confidences = {c["label"]: c["confidence"] for c in label_value(face1)["confidences"]}
+    assert set(confidences) == set(FER_LABELS)
+    assert sum(confidences.values()) == pytest.approx(1.0, abs=1e-3)
+    assert label_value(face1)["label"] == max(confidences, key=confidences.get)
+    assert len(details) == 1 and "Found 1 face" in status
+    x, y, w, h = details[0]["box_xywh"]
+    x0, y0, x1, y1 = ASTRONAUT_FACE
+    assert x0 <= x + w / 2 <= x1 and y0 <= y + h / 2 <= y1, f"box {details[0]['box_xywh']} is not on her face"
+
+
+def test_no_face_photo_returns_a_message(client, tiny_model, photos):
+    annotated, face1, *_, details, status = predict(client, photos["coins"], tiny_model)
+    assert "No face found" in status
+    assert details == [] and not label_value(face1)
+
+
+def test_bad_input_gives_messages_and_the_server_keeps_serving(client, tiny_model, photos):
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match="cannot be used: not a readable image"):
+        predict(client, photos["notes"], tiny_model)
+    with pytest.raises(AppError, match="cannot be used: too large"):
+        predict(client, photos["bomb"], tiny_model)
+    assert "Upload a photo" in predict(client, None, tiny_model)[-1]
+    with pytest.raises(ValueError, match="not in the list of choices"):  # the model selector only offers loaded ones
+        client.predict(None, "no/such-model", "none", api_name="/predict")
+    assert "Found 1 face" in predict(client, photos["astronaut"], tiny_model)[-1]
+
+
+def test_explanation_overlays(client, tiny_model):
+    face = REPO / "spaces_app" / "examples" / "fer_happy.png"
+    *_, gallery, details, status = predict(client, face, tiny_model, "gradcam")
+    (item,) = label_value(gallery)
+    assert Image.open(item["image"]).size == (240, 240)
+    assert "Grad-CAM" in item["caption"] and details[0]["label"] in item["caption"]
+    *_, gallery, _, status = predict(client, face, tiny_model, "attention")  # a CNN has no attention to roll out
+    assert "does not apply" in status and not label_value(gallery)
+
+
+def test_many_requests_at_once_are_queued_and_all_answered(client, tiny_model, photos):
+    from gradio_client import handle_file
+
+    jobs = [
+        client.submit(handle_file(str(photos[name])), str(tiny_model), "none", api_name="/predict")
+        for name in ("astronaut", "coins", "astronaut", "coins", "astronaut")
+    ]
+    statuses = [job.result(timeout=120)[-1] for job in jobs]
+    assert [("Found 1 face" in s, "No face" in s) for s in statuses] == [(True, False), (False, True)] * 2 + [
+        (True, False)
+    ]
+
+
+def test_video_timeline_and_distribution(client, tiny_model, tmp_path):
+    from gradio_client import handle_file
+
+    clip = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 10, (512, 512))
+    face, flat = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR), np.full((512, 512, 3), 128, np.uint8)
+    for i in range(30):  # 2 s with the astronaut, then 1 s of grey
+        writer.write(face if i < 20 else flat)
+    writer.release()
+    timeline, distribution, frames, status = client.predict(
+        handle_file(str(clip)), str(tiny_model), 5, api_name="/predict_video"
+    )
+    faces_per_frame = [row[1] for row in frames["data"]]
+    assert len(faces_per_frame) == 15 and faces_per_frame[:10] == [1] * 10 and faces_per_frame[10:] == [0] * 5
+    assert len(timeline["data"]) == 10 * len(FER_LABELS)
+    shares = {c["label"]: c["confidence"] for c in distribution["confidences"]}
+    assert set(shares) == set(FER_LABELS) and sum(shares.values()) == pytest.approx(1.0)
+    assert "10 with a face" in status
+
+
+# ---------------------------------------------------------------- the page in a real browser
+
+
+def test_page_in_headless_chromium(server, tmp_path, photos):
+    from playwright.sync_api import expect, sync_playwright
+
+    assert CHROMIUM.is_file(), "the browser test needs Debian's chromium: apt-get install -y chromium"
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1100})
+            page.goto(server, wait_until="domcontentloaded", timeout=60_000)
+            expect(page.get_by_role("button", name="Detect and classify")).to_be_visible(timeout=60_000)
+            expect(page.locator("#model-problems")).to_contain_text("no_such_model could not be loaded")
+
+            page.locator("input[type=file]").first.set_input_files(str(photos["astronaut"]))  # an upload
+            page.get_by_label("Grad-CAM").check()
+            page.get_by_role("button", name="Detect and classify").click()
+            expect(page.locator("#photo-status")).to_contain_text("Found 1 face", timeout=60_000)
+            expect(page.get_by_text("Face 1: Grad-CAM for")).to_be_visible(timeout=30_000)
+            page.screenshot(path=str(tmp_path / "predict.png"), full_page=True)
+
+            page.get_by_text("FER2013 face (happy)").click()  # an example: runs on click
+            expect(page.locator("#photo-status")).to_contain_text("already-cropped face", timeout=60_000)
+            label = page.get_by_test_id("label").first  # the probability panel of face 1
+            expect(label).to_contain_text("Face 1", timeout=30_000)
+            expect(label).to_contain_text(re_any(FER_LABELS))
+
+            page.get_by_role("tab", name="Compare").click()
+            table = page.locator("#comparison-table table")
+            expect(table).to_be_visible(timeout=30_000)
+            expect(table).to_contain_text("macro-F1")
+            expect(table).to_contain_text("eval_tiny")
+            page.screenshot(path=str(tmp_path / "compare.png"), full_page=True)
+        finally:
+            browser.close()
+    keep = os.environ.get("FER_HF_SCREENSHOTS")  # optional: where to keep the screenshots for a look
+    for name in ("predict.png", "compare.png"):
+        assert Image.open(tmp_path / name).size[0] >= 1280
+        if keep:
+            Path(keep).mkdir(parents=True, exist_ok=True)
+            shutil.copy(tmp_path / name, Path(keep) / name)
+
+
+def re_any(words) -> object:
+    import re
+
+    return re.compile("|".join(map(re.escape, words)))
+
+
+# ---------------------------------------------------------------- the app's pieces without a server
+
+
+def test_backend_file_names_match_the_commands_that_write_them():
+    from fer_hf.compare import OUTPUT_STEM
+    from fer_hf.evaluate import CONFUSION_FILE
+
+    assert backend.COMPARISON_STEM == OUTPUT_STEM and backend.CONFUSION_FILE == CONFUSION_FILE
+
+
+def test_comparison_view_reads_table_charts_and_confusion_matrices(comparison, tmp_path):
+    view = backend.load_comparison(comparison)
+    assert "macro-F1" in view.table and view.note == ""
+    assert [Path(p).name for p, _ in view.charts] == ["comparison.png"]
+    assert [Path(p).name for p, _ in view.confusions] == ["confusion_matrix.png"]  # beside the evaluated metrics
+    missing = backend.load_comparison(tmp_path / "nothing_here")
+    assert missing.table == "" and "No comparison to show yet" in missing.note
+
+
+def test_catalogue_reports_a_broken_model_and_keeps_the_good_one(tiny_model, tmp_path):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text("{not json")
+    catalogue = backend.ModelCatalogue.from_env({backend.MODELS_ENV: f"{tiny_model}, {broken}, {tiny_model}"})
+    refs = [entry.ref for entry in catalogue.entries]
+    assert refs == ["default", str(tiny_model), str(broken)]  # default first, repeats dropped
+    assert [entry.ref for entry in catalogue.available][-1] == str(tiny_model)
+    assert "broken** could not be loaded" in catalogue.problems()
+    assert catalogue.get(str(tiny_model)).label_names == list(FER_LABELS)
+    with pytest.raises(backend.UserInputError, match="Unknown model"):
+        catalogue.get(str(broken))

@@ -1,0 +1,114 @@
+"""fer_hf.compare on real outputs: a 1-epoch smoke training run and evaluations of tiny models, bundled real faces."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from fer_hf import compare
+from fer_hf import evaluate as fer_eval
+from fer_hf.configs import ModelArgs
+from fer_hf.labels import FER_LABELS
+from fer_hf.models import build_model
+from fer_hf.train import main as train_main
+
+SMOKE = Path(__file__).resolve().parents[1] / "recipes" / "smoke.yaml"
+
+
+def save_tiny_cnn(folder, names=FER_LABELS, preset="report-c-baseline", seed=0):
+    """A randomly initialised package CNN with its image processor, saved like a trained model."""
+    torch.manual_seed(seed)
+    built = build_model(ModelArgs(family="cnn", preset=preset), names)
+    built.model.save_pretrained(folder)
+    built.image_processor.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory) -> dict[str, Path]:
+    """A training run, its evaluation, and evaluations of a random CNN (plain, hflip, 2-class) on bundled faces."""
+    root = tmp_path_factory.mktemp("results")
+    run = root / "smoke_run"
+    train_main(
+        [
+            str(SMOKE),
+            "--training.output_dir",
+            str(run),
+            "--training.num_train_epochs",
+            "1",
+            "--data.max_train_samples",
+            "70",
+        ]
+    )
+    tiny = save_tiny_cnn(root / "tiny_cnn")
+    binary = save_tiny_cnn(root / "binary_cnn", names=("happy", "sad"))
+    jobs = {
+        "eval_run": (run, []),
+        "eval_tiny": (tiny, []),
+        "eval_tiny_hflip": (tiny, ["--tta", "hflip"]),
+        "eval_binary": (binary, ["--classes", "happy_sad"]),
+    }
+    for name, (model, extra) in jobs.items():
+        assert fer_eval.main([str(model), "--data", "bundled", "--output", str(root / name), *extra]) == 0
+    return {"run": run, **{name: root / name for name in jobs}}
+
+
+def test_table_from_a_run_and_evaluations(results, tmp_path):
+    out = tmp_path / "cmp"
+    inputs = [results["run"], results["eval_run"], results["eval_tiny"] / "metrics.json"]
+    assert compare.main([*map(str, inputs), "--output", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [f"comparison.{ext}" for ext in ("csv", "json", "md", "png")]
+
+    rows = json.loads((out / "comparison.json").read_text())["rows"]
+    assert [r["name"] for r in rows] == ["smoke_run", "eval_run", "eval_tiny"]
+    assert [r["kind"] for r in rows] == ["run", "evaluate", "evaluate"]
+    run_metrics = json.loads((results["run"] / "metrics.json").read_text())
+    # The same model on the same faces through training's evaluation and through fer_hf.evaluate.
+    assert rows[0]["accuracy"] == rows[1]["accuracy"] == run_metrics["validation"]["accuracy"]
+    assert rows[0]["per_class_f1"] == rows[1]["per_class_f1"]
+    assert rows[0]["train_seconds"] == rows[1]["train_seconds"] == run_metrics["train_seconds"]
+    tiny = json.loads((results["eval_tiny"] / "metrics.json").read_text())
+    assert rows[2]["parameters"] == tiny["parameters"] != rows[0]["parameters"]
+    assert rows[2]["macro_f1"] == tiny["macro_f1"]
+
+    with (out / "comparison.csv").open() as f:
+        table = list(csv.DictReader(f))
+    assert [float(r["accuracy"]) for r in table] == [r["accuracy"] for r in rows]
+    assert float(table[2]["f1_happy"]) == tiny["per_class"]["happy"]["f1"]
+    markdown = (out / "comparison.md").read_text()
+    assert markdown.count("| validation (70) | none |") == 3 and f"{tiny['accuracy']:.4f}" in markdown
+
+
+def test_refuses_different_tta_labels_or_splits(results, tmp_path, capsys):
+    out = tmp_path / "cmp"
+    assert compare.main([str(results["eval_tiny"]), str(results["eval_tiny_hflip"]), "--output", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "different TTA mode: eval_tiny: none; eval_tiny_hflip: hflip" in err and "--allow-mismatch" in err
+    assert not out.exists()
+
+    assert compare.main([str(results["eval_tiny"]), str(results["eval_binary"]), "--output", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "different label set" in err and "different split" in err  # 20 happy/sad faces, not 70
+
+    assert compare.main([str(results["run"]), "--split", "test", "--output", str(out)]) == 2
+    assert "no 'test' metrics; it has ['validation']" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_allow_mismatch_says_so_in_the_table(results, tmp_path):
+    out = tmp_path / "cmp"
+    rows = compare.compare([results["eval_tiny"], results["eval_tiny_hflip"]], out, allow_mismatch=True)
+    assert [r.tta for r in rows] == ["none", "hflip"]
+    assert "> not like for like: different TTA mode" in (out / "comparison.md").read_text()
+    assert json.loads((out / "comparison.json").read_text())["mismatches"]
+
+
+def test_never_replaces_a_folder_that_is_not_a_comparison(results, capsys):
+    notes = (results["run"] / "recipe.yaml").read_text()
+    assert compare.main([str(results["eval_tiny"]), "--output", str(results["run"])]) == 2
+    assert "not an earlier comparison" in capsys.readouterr().err
+    assert (results["run"] / "recipe.yaml").read_text() == notes

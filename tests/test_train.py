@@ -1,0 +1,233 @@
+"""`python -m fer_hf.train`: artefacts, 2-process DDP, resume, recipe errors, losses and the balanced sampler.
+
+Runs on the package's bundled real FER2013 sample with a tiny CNN. Run as a script (under `accelerate launch`) this
+file is also the DDP entry point: each rank writes a digest of its final parameters and buffers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from transformers import TrainerCallback
+
+from fer_hf.callbacks import StopAfterEpochsCallback, parameter_digest
+from fer_hf.configs import RecipeError, load_recipe
+from fer_hf.losses import FocalLoss, WeightedCrossEntropy
+from fer_hf.train import EpochWeightedSampler, balanced_sample_weights, main, recipe_loss, train_from_recipe
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE = REPO / "recipes" / "smoke.yaml"
+CPU_DDP = REPO / "recipes" / "accelerate_configs" / "cpu_ddp.yaml"
+TINY_CNN = (
+    "{blocks: [{out_channels: 4, norm: batch, pool: max}, {out_channels: 8, norm: batch, pool: max},"
+    " {out_channels: 8, norm: batch, pool: max}], global_pool: avg, hidden_sizes: [], classifier_dropout: 0.2}"
+)
+
+
+def tiny_args(out: Path, *overrides: str) -> list[str]:
+    """The smoke recipe on 64 real faces with a ~1.3k-parameter CNN (dropout and augmentation stay on)."""
+    return [
+        str(SMOKE),
+        *("--training.output_dir", str(out), "--model.cnn_overrides", TINY_CNN),
+        *("--data.max_train_samples", "64", "--training.per_device_train_batch_size", "16"),
+        *("--training.disable_tqdm", "true", "--training.ddp_find_unused_parameters", "false"),
+        *overrides,
+    ]
+
+
+def test_smoke_recipe_trains_and_writes_artefacts(tmp_path):
+    out = tmp_path / "smoke"
+    assert main(tiny_args(out, "--training.num_train_epochs", "1")) == 0
+    for name in (
+        "model.safetensors",
+        "config.json",
+        "preprocessor_config.json",
+        "recipe.yaml",
+        "per_class_validation.md",
+    ):
+        assert (out / name).stat().st_size > 0, name
+    for png in ("confusion_matrix_validation.png", "training_curves.png"):
+        with Image.open(out / png) as im:
+            assert im.format == "PNG" and min(im.size) > 100
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["validation"]["num_samples"] == 70
+    assert 0.0 <= metrics["validation"]["accuracy"] <= 1.0
+    assert sum(map(sum, metrics["validation"]["confusion_matrix"])) == 70
+    saved = load_recipe(out / "recipe.yaml")  # the resolved recipe reloads as the same settings
+    assert (
+        saved.to_dict()
+        == load_recipe(*_path_and_overrides(tiny_args(out, "--training.num_train_epochs", "1"))).to_dict()
+    )
+
+
+def _path_and_overrides(argv: list[str]) -> tuple[str, list[str]]:
+    return argv[0], argv[1:]
+
+
+class DigestCallback(TrainerCallback):
+    """Each rank writes sha256(parameters + buffers) of its own model copy when training ends."""
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        rank = int(os.environ.get("RANK", "0"))
+        Path(args.output_dir, f"digest_rank{rank}.txt").write_text(parameter_digest(model, buffers=False))
+        Path(args.output_dir, f"buffers_rank{rank}.txt").write_text(parameter_digest(model))
+
+
+def ddp_entry(argv: list[str]) -> None:
+    """`accelerate launch ... tests/test_train.py RECIPE [--key value ...]`: train and dump per-rank digests."""
+    train_from_recipe(load_recipe(argv[0], argv[1:]), extra_callbacks=[DigestCallback()])
+
+
+def test_two_gloo_processes_with_unfreezing_stay_bit_identical(tmp_path):
+    out = tmp_path / "ddp"
+    argv = tiny_args(out, "--unfreeze.schedule", "{1: [features.2]}", "--unfreeze.layerwise_decay", "0.5")
+    argv += ["--data.sampler", "weighted", "--training.num_train_epochs", "2", "--training.save_strategy", "'no'"]
+    accelerate = Path(sys.executable).with_name("accelerate")
+    cmd = [str(accelerate), "launch", "--config_file", str(CPU_DDP), "--num_cpu_threads_per_process", "1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([*cmd, __file__, *argv], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    digests = [(out / f"digest_rank{r}.txt").read_text() for r in (0, 1)]
+    assert digests[0] == digests[1]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["world_size"] == 2
+    assert done.stdout.count("validation: accuracy") == 1  # only rank 0 reports and writes
+
+
+def test_resume_after_a_cut_reaches_the_same_weights(tmp_path):
+    common = ("--training.num_train_epochs", "3", "--unfreeze.schedule", "{1: [features.2]}")
+    common += ("--data.sampler", "weighted", "--training.save_strategy", "epoch", "--training.eval_strategy", "epoch")
+    straight = train_from_recipe(load_recipe(*_path_and_overrides(tiny_args(tmp_path / "a", *common))))
+    cut_args = _path_and_overrides(tiny_args(tmp_path / "b", *common))
+    cut = train_from_recipe(load_recipe(*cut_args), extra_callbacks=[StopAfterEpochsCallback(1)])
+    assert cut.state.epoch == 1
+    assert parameter_digest(cut.model) != parameter_digest(straight.model)
+    resumed = train_from_recipe(load_recipe(cut_args[0], [*cut_args[1], "--run.resume", "true"]))
+    assert resumed.state.epoch == 3
+    assert parameter_digest(resumed.model) == parameter_digest(straight.model)
+
+
+@pytest.mark.parametrize(
+    ("override", "error", "message"),
+    [
+        (("--training.learning_rat", "0.1"), RecipeError, "Did you mean 'learning_rate'"),
+        (("--data.sorce", "bundled"), RecipeError, "Did you mean 'source'"),
+        (("--model.family", "vitt"), ValueError, r"unknown model family 'vitt'; choose one of \[.*'cnn'"),
+        (("--unfreeze.schedule", "{1: [features.7]}"), RecipeError, "unknown layer group 'features.7'"),
+        (("--data.classes", "[happy, sadd]"), ValueError, "unknown FER2013 class 'sadd'"),
+    ],
+)
+def test_recipe_errors_say_what_to_fix(tmp_path, override, error, message):
+    out = tmp_path / "run"
+    with pytest.raises(error, match=message):
+        main(tiny_args(out, *override))
+    assert not out.exists() or not any(out.iterdir())  # nothing written
+
+
+def test_labels_subset_missing_from_the_dataset(tmp_path, bundled_dd):
+    only_happy_sad = bundled_dd["train"].filter(lambda row: row["label"] in (3, 4))
+    only_happy_sad.to_parquet(str(tmp_path / "train.parquet"))
+    with pytest.raises(RecipeError, match=r"data.classes: .* has no training images of \['fear'\]"):
+        main(tiny_args(tmp_path / "run", "--data.source", str(tmp_path), "--data.classes", "[happy, fear]"))
+
+
+def test_output_folder_of_another_run_is_refused(tmp_path):
+    out = tmp_path / "taken"
+    out.mkdir()
+    (out / "metrics.json").write_text("{}")
+    with pytest.raises(RecipeError, match="already holds a run.*--run.resume true.*--run.overwrite true"):
+        main(tiny_args(out, "--run.overwrite", "false"))
+    assert (out / "metrics.json").read_text() == "{}"
+    with pytest.raises(RecipeError, match="no checkpoint"):
+        main(tiny_args(out, "--run.resume", "true"))
+
+
+def schedule_groups(recipe) -> list[str]:
+    """The layer groups of the recipe's model family (vit/resnet from their shapes: no weights are loaded)."""
+    from fer_hf.models import build_model
+    from fer_hf.models.resnet import resnet_layer_groups
+    from fer_hf.models.vit import vit_layer_groups
+
+    family = recipe.model.family
+    if family == "vit":
+        groups = vit_layer_groups(12)  # ViT-base
+    elif family == "resnet":
+        groups = resnet_layer_groups(4)
+    else:
+        groups = build_model(recipe.model, ["angry", "happy"]).layer_groups
+    return [g for g, _ in groups]
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "recipes").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_recipe_is_valid(path):
+    recipe = load_recipe(path)
+    assert f"fer_hf.train recipes/{path.name}" in (REPO / "recipes" / "README.md").read_text()
+    if recipe.training.get("bf16"):  # bf16 recipes are for GPUs; on this CPU machine check them with use_cpu
+        recipe.training["use_cpu"] = True
+    recipe.training_args()
+    if recipe.unfreeze.schedule and recipe.model.family in ("vit", "resnet", "cnn"):
+        named = {g for groups in recipe.unfreeze.schedule.values() for g in groups}
+        assert named <= set(schedule_groups(recipe)), path.name
+
+
+@pytest.mark.parametrize(
+    "path", sorted((REPO / "recipes" / "accelerate_configs").glob("*.yaml")), ids=lambda p: p.name
+)
+def test_accelerate_configs_load(path):
+    from accelerate.commands.config.config_args import ClusterConfig
+
+    config = ClusterConfig.from_yaml_file(path)
+    assert config.num_processes == (1 if path.name == "single_gpu.yaml" else 2)
+    assert config.use_cpu == (path.name == "cpu_ddp.yaml")
+
+
+def test_focal_and_weighted_losses_match_a_direct_computation():
+    torch.manual_seed(0)
+    logits, labels = torch.randn(32, 4) * 3, torch.randint(0, 4, (32,))
+    alpha = torch.tensor([2.0, 1.5, 1.0, 1.3])  # report-d's 4-class weights
+    p = logits.softmax(-1)
+    p_t = p[torch.arange(32), labels]
+    focal = (-alpha[labels] * (1 - p_t) ** 2.0 * p_t.log()).mean()
+    assert FocalLoss(2.0, alpha.tolist())(logits, labels).item() == pytest.approx(focal.item(), rel=1e-5)
+    assert FocalLoss(0.0)(logits, labels).item() == pytest.approx(-p_t.log().mean().item(), rel=1e-5)
+    weighted = (-alpha[labels] * p_t.log()).sum() / alpha[labels].sum()  # torch's weighted mean
+    assert WeightedCrossEntropy(alpha.tolist())(logits, labels).item() == pytest.approx(weighted.item(), rel=1e-5)
+    smooth = (0.9 * -p_t.log() + 0.1 * -p.log().mean(-1)).mean()
+    assert WeightedCrossEntropy(None, 0.1)(logits, labels).item() == pytest.approx(smooth.item(), rel=1e-5)
+
+
+def test_recipe_loss_uses_the_recipe_weights():
+    logits, labels = torch.randn(16, 7), torch.randint(0, 7, (16,))
+    inverse = [0.5, 4.0, 1.0, 0.3, 0.8, 1.2, 0.9]
+    recipe = load_recipe(SMOKE, ["--loss.name", "focal", "--loss.alpha", "inverse_frequency", "--loss.gamma", "1.5"])
+    expected = FocalLoss(1.5, inverse)(logits, labels)
+    assert recipe_loss(recipe, inverse)(logits, labels).item() == pytest.approx(expected.item())
+    recipe = load_recipe(SMOKE, ["--loss.name", "weighted_ce"])
+    expected = F.cross_entropy(logits, labels, weight=torch.tensor(inverse))
+    assert recipe_loss(recipe, inverse)(logits, labels).item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_weighted_sampler_draws_classes_roughly_uniformly(shared_fer):
+    labels = torch.tensor(pq.read_table(shared_fer / "train.parquet", columns=["label"])["label"].to_numpy())
+    counts = torch.bincount(labels, minlength=7)
+    assert counts.max() > 10 * counts.min()  # real FER2013: happy ~7.2k vs disgust ~0.4k
+    sampler = EpochWeightedSampler(balanced_sample_weights(labels, 7), seed=0)
+    drawn = torch.tensor(list(sampler))
+    share = torch.bincount(labels[drawn], minlength=7).double() / len(drawn)
+    assert torch.allclose(share, torch.full((7,), 1 / 7, dtype=torch.double), atol=0.015)
+    assert torch.equal(torch.tensor(list(sampler)), drawn)  # same epoch, same draws (resume, all ranks)
+    sampler.set_epoch(1)
+    assert not torch.equal(torch.tensor(list(sampler)), drawn)
+
+
+if __name__ == "__main__":
+    ddp_entry(sys.argv[1:])
