@@ -43,7 +43,7 @@ from fer_hf.models import BuiltModel, build_model
 from fer_hf.models.lora import merge_lora
 from fer_hf.publish import push_trained_run
 from fer_hf.report import per_class_table, plot_confusion_matrix, plot_curves
-from fer_hf.transforms import BatchTransform, FerCollator, FerTensorDataset
+from fer_hf.transforms import BatchTransform, FerCollator, FerTensorDataset, keep_freed_batch_memory
 
 
 class EpochWeightedSampler(torch.utils.data.WeightedRandomSampler):
@@ -349,6 +349,7 @@ def train_from_recipe(
     `dd` replaces the recipe's data source with given train/validation splits (fer_hf.cv passes each fold).
     """
     set_seed(recipe.training.get("seed", 42))
+    keep_freed_batch_memory()  # large batches reuse freed memory instead of page-faulting fresh mmaps
     resume_from = prepare_output_dir(recipe)
     dd, names = load_data(recipe, dd)
     built = build_model(recipe.model, names, image_size=recipe.data.image_size)

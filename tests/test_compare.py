@@ -7,25 +7,13 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
+from helpers import save_tiny_cnn
 
 from fer_hf import compare
 from fer_hf import evaluate as fer_eval
-from fer_hf.configs import ModelArgs
-from fer_hf.labels import FER_LABELS
-from fer_hf.models import build_model
 from fer_hf.train import main as train_main
 
 SMOKE = Path(__file__).resolve().parents[1] / "recipes" / "smoke.yaml"
-
-
-def save_tiny_cnn(folder, names=FER_LABELS, preset="report-c-baseline", seed=0):
-    """A randomly initialised package CNN with its image processor, saved like a trained model."""
-    torch.manual_seed(seed)
-    built = build_model(ModelArgs(family="cnn", preset=preset), names)
-    built.model.save_pretrained(folder)
-    built.image_processor.save_pretrained(folder)
-    return folder
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
+from helpers import save_tiny_cnn
 from PIL import Image
 from sklearn.metrics import (
     accuracy_score,
@@ -21,23 +22,12 @@ from sklearn.metrics import (
 from transformers import ViTImageProcessor
 
 from fer_hf import evaluate as fer_eval
-from fer_hf.configs import ModelArgs
 from fer_hf.labels import FER_LABELS
 from fer_hf.loading import load_classifier
 from fer_hf.metrics import METRIC_PATH, compute_fer_metrics
-from fer_hf.models import build_model
 from fer_hf.transforms import FerTensorDataset
 
 N_FACES = 200
-
-
-def save_tiny_cnn(folder, names=FER_LABELS, preset="report-c-baseline", seed=0):
-    """A randomly initialised package CNN with its image processor, saved like a trained model."""
-    torch.manual_seed(seed)
-    built = build_model(ModelArgs(family="cnn", preset=preset), names)
-    built.model.save_pretrained(folder)
-    built.image_processor.save_pretrained(folder)
-    return folder
 
 
 @pytest.fixture(scope="module")

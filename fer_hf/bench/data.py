@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from fer_hf.data import load_fer_dataset
-from fer_hf.transforms import Augment, BatchTransform, FerCollator, FerTensorDataset
+from fer_hf.transforms import Augment, BatchTransform, FerCollator, FerTensorDataset, keep_freed_batch_memory
 
 SHARED_TRAIN = Path(__file__).resolve().parents[3] / "shared" / "fer2013" / "train.parquet"
 IMAGENET_MEAN = [0.485, 0.456, 0.406]  # ViT/ResNet image processors normalise with these (or 0.5)
@@ -140,6 +140,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(args.threads or threads)
     try:
         torch.manual_seed(args.seed)  # torchvision's random transforms draw from the global RNG
+        kept = keep_freed_batch_memory()  # as fer_hf.train does; applies to both pipelines in this process
+        print(f"allocator: freed batch buffers reused (glibc mallopt): {kept}")
         train = load_fer_dataset(args.source)["train"]
         ds = train.select(range(min(args.num_images, len(train))))
         augment = bench_augment()
