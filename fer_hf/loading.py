@@ -36,7 +36,10 @@ def resolve_model_path(ref: str | Path) -> str:
     """'default' -> the bundled model; a run folder -> its saved model; a folder or Hub id -> itself."""
     if str(ref) == DEFAULT_MODEL:
         if not (DEFAULT_MODEL_DIR / "config.json").is_file():
-            raise ModelLoadError(f"the bundled default model is missing from {DEFAULT_MODEL_DIR}; reinstall fer_hf")
+            raise ModelLoadError(
+                f"no bundled default model in {DEFAULT_MODEL_DIR} yet (it is made from the recipes/cnn.yaml run); "
+                "pass a trained model instead, e.g. --model runs/smoke after `make smoke`"
+            )
         return str(DEFAULT_MODEL_DIR)
     path = Path(ref).expanduser()
     if path.is_dir():

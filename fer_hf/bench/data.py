@@ -140,8 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(args.threads or threads)
     try:
         torch.manual_seed(args.seed)  # torchvision's random transforms draw from the global RNG
-        kept = keep_freed_batch_memory()  # as fer_hf.train does; applies to both pipelines in this process
-        print(f"allocator: freed batch buffers reused (glibc mallopt): {kept}")
+        keep_freed_batch_memory()  # as fer_hf.train does; applies to both pipelines in this process
         train = load_fer_dataset(args.source)["train"]
         ds = train.select(range(min(args.num_images, len(train))))
         augment = bench_augment()
@@ -158,7 +157,9 @@ def report(args: argparse.Namespace, n_images: int, decode_s: float, totals: dic
     (n_ours, s_ours), (n_base, s_base) = totals["fer_hf"], totals["per-sample"]
     ours, base = n_ours / (s_ours + decode_s), n_base / s_base  # our decode counted in, once
     print(f"source {args.source}: {n_images} real faces x {args.epochs} epoch(s), batches of {args.batch_size}")
-    print(f"output (B, 3, {args.size}, {args.size}) float32, torch threads {torch.get_num_threads()}")
+    print(
+        f"output (B, 3, {args.size}, {args.size}) float32, torch threads {torch.get_num_threads()}, freed batch memory reused"
+    )
     print(f"fer_hf: decode {decode_s:.2f} s once + batches {s_ours:.2f} s for {n_ours} images")
     print(f"per-sample: batches {s_base:.2f} s for {n_base} images (decoded per item)")
     print(f"data pipeline: fer_hf {ours:.0f} img/s, per-sample baseline {base:.0f} img/s, ratio {ours / base:.1f}")

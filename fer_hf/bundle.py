@@ -1,0 +1,117 @@
+"""Bundle a trained CNN inside the package as its default model (fer_hf/assets/default_model).
+
+    python -m fer_hf.bundle /work/runs/cnn --recipe recipes/cnn.yaml --data ../shared/fer2013
+
+MODEL_DIR is a finished run folder or one of its `checkpoint-*` folders (the best one is taken from a run whose
+training has not finished). The folder gets the model (safetensors, config, image processor, its code), the
+resolved recipe, `metrics.json` in the layout of a training run (validation = FER2013 PublicTest, single view),
+evaluations by `fer_hf.evaluate` without and with horizontal-flip TTA (reported apart), the confusion matrix,
+the training curves and a model card. Everything is written to a temporary folder and moved into place at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from fer_hf import evaluate as fer_evaluate
+from fer_hf.card import write_model_card
+from fer_hf.configs import load_recipe
+from fer_hf.loading import DEFAULT_MODEL_DIR
+from fer_hf.report import plot_confusion_matrix, plot_curves
+
+MODEL_FILES = ("config.json", "model.safetensors", "preprocessor_config.json")
+
+
+def best_checkpoint(model_dir: Path) -> tuple[Path, dict]:
+    """(folder holding the weights, trainer_state.json) of a run folder or a checkpoint folder."""
+    states = sorted(model_dir.glob("checkpoint-*/trainer_state.json"), key=lambda p: int(p.parent.name.split("-")[1]))
+    state_file = model_dir / "trainer_state.json" if (model_dir / "trainer_state.json").is_file() else None
+    state_file = state_file or (states[-1] if states else None)
+    if state_file is None:
+        raise FileNotFoundError(f"{model_dir}: no trainer_state.json; expected a fer_hf.train run or checkpoint")
+    state = json.loads(state_file.read_text())
+    if (model_dir / "model.safetensors").is_file():
+        return model_dir, state
+    return Path(state["best_model_checkpoint"]), state
+
+
+def bundle(model_dir: Path, recipe_path: str, data: str, out: Path) -> Path:
+    weights_dir, state = best_checkpoint(model_dir)
+    staging = out.with_name(f".{out.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    for name in (*MODEL_FILES, *(p.name for p in weights_dir.glob("*_fer_cnn.py"))):
+        shutil.copy2(weights_dir / name, staging / name)
+    recipe = load_recipe(recipe_path, ["--training.output_dir", str(model_dir)])
+    recipe.save(staging / "recipe.yaml")
+    reports = {}
+    for tta in ("none", "hflip"):
+        args = fer_evaluate.parse_args([str(staging), "--data", data, "--split", "validation", "--tta", tta])
+        args.output = str(staging / ("evaluation" if tta == "none" else "evaluation_hflip"))
+        reports[tta], _ = fer_evaluate.evaluate_model(args)
+    single = reports["none"]
+    epoch = int(json.loads((weights_dir / "trainer_state.json").read_text())["epoch"])
+    metrics = {
+        "model_family": recipe.model.family,
+        "labels": single["labels"],
+        "parameters": single["parameters"],
+        "trainable_parameters": single["parameters"],
+        "epochs": epoch,
+        "device": "cpu (2 cores)",
+        "world_size": 1,
+        "checkpoint": f"{weights_dir.name} (epoch {epoch} of {recipe.training['num_train_epochs']})",
+        "validation": single,
+        "validation_tta_hflip": {k: reports["hflip"][k] for k in ("accuracy", "macro_f1", "tta")},
+    }
+    (staging / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    names = single["labels"]
+    plot_confusion_matrix(single["confusion_matrix"], names, staging / "confusion_matrix_validation.png", "PublicTest")
+    plot_curves({"cnn": state["log_history"]}, staging / "training_curves.png")
+    for report in staging.glob("**/metrics.json"):  # name the model by where it lives, not the staging folder
+        report.write_text(report.read_text().replace(str(staging.resolve()), "fer_hf/assets/default_model"))
+    card = write_model_card(staging, repo_id="fer_hf/assets/default_model")
+    card.write_text(card.read_text() + status_section(metrics, recipe.training["num_train_epochs"]))
+    shutil.rmtree(out, ignore_errors=True)
+    staging.rename(out)
+    return out
+
+
+def status_section(metrics: dict, planned_epochs: int) -> str:
+    tta = metrics["validation_tta_hflip"]
+    finished = metrics["epochs"] >= planned_epochs
+    status = "the finished run" if finished else "an interim checkpoint: the run was cut short and is being resumed"
+    return (
+        f"\n## This checkpoint\n\n{metrics['checkpoint']}, {status}. Trained on FER2013 Training and selected on "
+        "PublicTest (validation) only, on the project's 2-core CPU machine; bundled into the package with\n\n"
+        "```bash\npython -m fer_hf.bundle RUN_DIR --recipe recipes/cnn.yaml --data ../shared/fer2013\n```\n\n"
+        "Inside fer_hf it is the default model: `fer_hf.load_default_model()`, `--model default`.\n\n"
+        f"Horizontal-flip test-time augmentation, reported apart from the single-view numbers above: accuracy "
+        f"{tta['accuracy']:.4f}, macro-F1 {tta['macro_f1']:.4f} on PublicTest "
+        "(`python -m fer_hf.evaluate default --data ../shared/fer2013 --tta hflip`).\n"
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fer_hf.bundle", description=__doc__.split("\n\n")[0])
+    parser.add_argument("model_dir", help="a fer_hf.train run folder (its best checkpoint is taken) or checkpoint")
+    parser.add_argument("--recipe", default="recipes/cnn.yaml", help="the recipe the run was trained with")
+    parser.add_argument("--data", default="../shared/fer2013", help="FER2013 source with the validation split")
+    parser.add_argument("--out", default=str(DEFAULT_MODEL_DIR), help="where the bundled model goes")
+    args = parser.parse_args(argv)
+    out = bundle(Path(args.model_dir), args.recipe, args.data, Path(args.out))
+    m = json.loads((out / "metrics.json").read_text())
+    print(f"bundled {m['checkpoint']} into {out}")
+    print(
+        f"PublicTest single view: accuracy {m['validation']['accuracy']:.4f}, macro-F1 {m['validation']['macro_f1']:.4f}"
+    )
+    print(f"PublicTest hflip TTA:   accuracy {m['validation_tta_hflip']['accuracy']:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
