@@ -1,12 +1,14 @@
 """Bundle a trained CNN inside the package as its default model (fer_hf/assets/default_model).
 
-    python -m fer_hf.bundle /work/runs/cnn --recipe recipes/cnn.yaml --data ../shared/fer2013
+    python -m fer_hf.bundle /work/runs/cnn --recipe recipes/cnn.yaml --data ../shared/fer2013 \
+        [--comparison spaces_app/comparison/comparison.md]
 
-MODEL_DIR is a finished run folder or one of its `checkpoint-*` folders (the best one is taken from a run whose
-training has not finished). The folder gets the model (safetensors, config, image processor, its code), the
-resolved recipe, `metrics.json` in the layout of a training run (validation = FER2013 PublicTest, single view),
-evaluations by `fer_hf.evaluate` without and with horizontal-flip TTA (reported apart), the confusion matrix,
-the training curves and a model card. Everything is written to a temporary folder and moved into place at the end.
+MODEL_DIR is a run folder (its best checkpoint is taken, whether the run finished or was cut short) or one of its
+`checkpoint-*` folders. The folder gets the model (safetensors, config, image processor, its code), the resolved
+recipe, `metrics.json` in the layout of a training run (validation = FER2013 PublicTest, single view; hardware and
+training time from the finished run), evaluations by `fer_hf.evaluate` without and with horizontal-flip TTA
+(reported apart), the confusion matrix, the training curves and a model card, with the `fer_hf.compare` table
+when given. Everything is written to a temporary folder and moved into place at the end.
 """
 
 from __future__ import annotations
@@ -22,25 +24,29 @@ from fer_hf import evaluate as fer_evaluate
 from fer_hf.card import write_model_card
 from fer_hf.configs import load_recipe
 from fer_hf.loading import DEFAULT_MODEL_DIR
-from fer_hf.report import plot_confusion_matrix, plot_curves
+from fer_hf.report import describe_hardware, plot_confusion_matrix, plot_curves
 
 MODEL_FILES = ("config.json", "model.safetensors", "preprocessor_config.json")
 
 
 def best_checkpoint(model_dir: Path) -> tuple[Path, dict]:
-    """(folder holding the weights, trainer_state.json) of a run folder or a checkpoint folder."""
+    """(folder holding the weights, trainer_state.json) of a checkpoint folder, or of a run folder's best checkpoint
+    (finished or not: the Trainer keeps the best one, and a finished run's top-level model is that one)."""
+    if (model_dir / "trainer_state.json").is_file() and (model_dir / "model.safetensors").is_file():
+        return model_dir, json.loads((model_dir / "trainer_state.json").read_text())
     states = sorted(model_dir.glob("checkpoint-*/trainer_state.json"), key=lambda p: int(p.parent.name.split("-")[1]))
-    state_file = model_dir / "trainer_state.json" if (model_dir / "trainer_state.json").is_file() else None
-    state_file = state_file or (states[-1] if states else None)
-    if state_file is None:
-        raise FileNotFoundError(f"{model_dir}: no trainer_state.json; expected a fer_hf.train run or checkpoint")
-    state = json.loads(state_file.read_text())
-    if (model_dir / "model.safetensors").is_file():
-        return model_dir, state
-    return Path(state["best_model_checkpoint"]), state
+    if not states:
+        raise FileNotFoundError(f"{model_dir}: no checkpoint-*/trainer_state.json; expected a fer_hf.train run")
+    state = json.loads(states[-1].read_text())
+    if not state.get("best_model_checkpoint"):
+        raise ValueError(f"{states[-1]}: no best_model_checkpoint; train with metric_for_best_model set")
+    best = model_dir / Path(state["best_model_checkpoint"]).name  # the run may have been moved since
+    if not (best / "model.safetensors").is_file():
+        raise FileNotFoundError(f"{best}: best checkpoint has no model.safetensors")
+    return best, state
 
 
-def bundle(model_dir: Path, recipe_path: str, data: str, out: Path) -> Path:
+def bundle(model_dir: Path, recipe_path: str, data: str, out: Path, comparison: str | None = None) -> Path:
     weights_dir, state = best_checkpoint(model_dir)
     staging = out.with_name(f".{out.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
@@ -56,14 +62,18 @@ def bundle(model_dir: Path, recipe_path: str, data: str, out: Path) -> Path:
         reports[tta], _ = fer_evaluate.evaluate_model(args)
     single = reports["none"]
     epoch = int(json.loads((weights_dir / "trainer_state.json").read_text())["epoch"])
+    run = json.loads((model_dir / "metrics.json").read_text()) if (model_dir / "metrics.json").is_file() else {}
     metrics = {
         "model_family": recipe.model.family,
         "labels": single["labels"],
         "parameters": single["parameters"],
         "trainable_parameters": single["parameters"],
         "epochs": epoch,
-        "device": "cpu (2 cores)",
-        "world_size": 1,
+        "device": run.get("device", "cpu"),
+        # A run folder from before fer_hf.train recorded its hardware was trained on the machine bundling it.
+        "hardware": run.get("hardware") or describe_hardware(run.get("device", "cpu")),
+        "world_size": run.get("world_size", 1),
+        "train_seconds": run.get("train_seconds"),  # None for an interim checkpoint: the run has not ended
         "checkpoint": f"{weights_dir.name} (epoch {epoch} of {recipe.training['num_train_epochs']})",
         "validation": single,
         "validation_tta_hflip": {k: reports["hflip"][k] for k in ("accuracy", "macro_f1", "tta")},
@@ -74,20 +84,23 @@ def bundle(model_dir: Path, recipe_path: str, data: str, out: Path) -> Path:
     plot_curves({"cnn": state["log_history"]}, staging / "training_curves.png")
     for report in staging.glob("**/metrics.json"):  # name the model by where it lives, not the staging folder
         report.write_text(report.read_text().replace(str(staging.resolve()), "fer_hf/assets/default_model"))
-    card = write_model_card(staging, repo_id="fer_hf/assets/default_model")
-    card.write_text(card.read_text() + status_section(metrics, recipe.training["num_train_epochs"]))
+    card = write_model_card(staging, repo_id="fer_hf/assets/default_model", comparison=comparison)
+    card.write_text(card.read_text() + status_section(metrics))
     shutil.rmtree(out, ignore_errors=True)
     staging.rename(out)
     return out
 
 
-def status_section(metrics: dict, planned_epochs: int) -> str:
+def status_section(metrics: dict) -> str:
     tta = metrics["validation_tta_hflip"]
-    finished = metrics["epochs"] >= planned_epochs
-    status = "the finished run" if finished else "an interim checkpoint: the run was cut short and is being resumed"
+    status = (
+        "the best epoch of the finished run"
+        if metrics["train_seconds"]
+        else "an interim checkpoint: the run was cut short and is being resumed"
+    )
     return (
         f"\n## This checkpoint\n\n{metrics['checkpoint']}, {status}. Trained on FER2013 Training and selected on "
-        "PublicTest (validation) only, on the project's 2-core CPU machine; bundled into the package with\n\n"
+        f"PublicTest (validation) only, on {metrics['hardware']}{wall_time(metrics)}; bundled into the package with\n\n"
         "```bash\npython -m fer_hf.bundle RUN_DIR --recipe recipes/cnn.yaml --data ../shared/fer2013\n```\n\n"
         "Inside fer_hf it is the default model: `fer_hf.load_default_model()`, `--model default`.\n\n"
         f"Horizontal-flip test-time augmentation, reported apart from the single-view numbers above: accuracy "
@@ -96,14 +109,20 @@ def status_section(metrics: dict, planned_epochs: int) -> str:
     )
 
 
+def wall_time(metrics: dict) -> str:
+    seconds = metrics.get("train_seconds")
+    return f" in {seconds / 60:.0f} minutes of training (evaluation every epoch included)" if seconds else ""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fer_hf.bundle", description=__doc__.split("\n\n")[0])
     parser.add_argument("model_dir", help="a fer_hf.train run folder (its best checkpoint is taken) or checkpoint")
     parser.add_argument("--recipe", default="recipes/cnn.yaml", help="the recipe the run was trained with")
     parser.add_argument("--data", default="../shared/fer2013", help="FER2013 source with the validation split")
     parser.add_argument("--out", default=str(DEFAULT_MODEL_DIR), help="where the bundled model goes")
+    parser.add_argument("--comparison", help="a fer_hf.compare comparison.md to include in the model card")
     args = parser.parse_args(argv)
-    out = bundle(Path(args.model_dir), args.recipe, args.data, Path(args.out))
+    out = bundle(Path(args.model_dir), args.recipe, args.data, Path(args.out), args.comparison)
     m = json.loads((out / "metrics.json").read_text())
     print(f"bundled {m['checkpoint']} into {out}")
     print(

@@ -275,7 +275,8 @@ def training_rows(info: RunInfo) -> list[tuple[str, str]]:
         rows.append(("LoRA", _inline(model["lora"])))
     precision = "bf16" if tr.get("bf16") else "fp16" if tr.get("fp16") else "fp32"
     rows.append(("precision", precision))
-    rows.append(("hardware", f"{m.get('device')} x {world} process(es), {m.get('train_seconds')} s of training"))
+    hardware = m.get("hardware") or m.get("device")
+    rows.append(("hardware", f"{hardware} x {world} process(es), {m.get('train_seconds')} s of training"))
     if m.get("trainable_parameters") is not None:
         rows.append(("trainable parameters", f"{m['trainable_parameters']:,} of {m.get('parameters', 0):,}"))
     return rows

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import platform
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -76,3 +78,19 @@ def per_class_table(metrics: dict) -> str:
     for name, row in metrics["per_class"].items():
         lines.append(f"| {name} | {row['precision']:.3f} | {row['recall']:.3f} | {row['f1']:.3f} | {row['support']} |")
     return "\n".join(lines)
+
+
+def describe_hardware(device: str = "cpu") -> str:
+    """What a run ran on, for metrics.json and model cards: 'NVIDIA H100 80GB HBM3 (GPU)' or 'AMD EPYC, 2 CPU cores'."""
+    if str(device).startswith("cuda"):
+        import torch
+
+        return f"{torch.cuda.get_device_name(device)} (GPU)"
+    cpu = platform.processor() or platform.machine()
+    try:  # Linux names the CPU model in /proc/cpuinfo; platform.processor() often says only 'x86_64'
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"{cpu}, {cores} CPU cores"

@@ -42,7 +42,7 @@ from fer_hf.metrics import compute_fer_metrics, trainer_compute_metrics
 from fer_hf.models import BuiltModel, build_model
 from fer_hf.models.lora import merge_lora
 from fer_hf.publish import push_trained_run
-from fer_hf.report import per_class_table, plot_confusion_matrix, plot_curves
+from fer_hf.report import describe_hardware, per_class_table, plot_confusion_matrix, plot_curves
 from fer_hf.transforms import BatchTransform, FerCollator, FerTensorDataset, keep_freed_batch_memory
 
 
@@ -323,6 +323,7 @@ def save_artifacts(trainer: FerTrainer, recipe: Recipe, metrics: dict, names, tr
         "epochs": trainer.state.epoch,
         "best_checkpoint": trainer.state.best_model_checkpoint,
         "device": str(trainer.args.device),
+        "hardware": describe_hardware(str(trainer.args.device)),
         "world_size": trainer.args.world_size,
         **metrics,
     }

@@ -62,6 +62,8 @@ def test_smoke_recipe_trains_and_writes_artefacts(tmp_path):
     assert metrics["validation"]["num_samples"] == 70
     assert 0.0 <= metrics["validation"]["accuracy"] <= 1.0
     assert sum(map(sum, metrics["validation"]["confusion_matrix"])) == 70
+    assert metrics["hardware"].endswith(f"{len(os.sched_getaffinity(0))} CPU cores")  # named in the model card
+    assert metrics["hardware"] in (out / "README.md").read_text()
     saved = load_recipe(out / "recipe.yaml")  # the resolved recipe reloads as the same settings
     assert (
         saved.to_dict()

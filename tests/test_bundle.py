@@ -1,0 +1,49 @@
+"""fer_hf.bundle: a finished run's best checkpoint becomes a self-describing model folder (weights, evaluations, card)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from test_train import tiny_args
+
+from fer_hf.bundle import best_checkpoint, bundle
+from fer_hf.loading import load_classifier
+from fer_hf.train import main
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("bundle") / "run"
+    best = ("--training.metric_for_best_model", "accuracy", "--training.load_best_model_at_end", "true")
+    assert main(tiny_args(run, "--training.num_train_epochs", "2", *best)) == 0
+    return run
+
+
+def test_bundle_ships_the_best_checkpoint_with_matching_card(finished_run, tmp_path):
+    out = bundle(finished_run, str(finished_run / "recipe.yaml"), "bundled", tmp_path / "default_model")
+    last_state = sorted(finished_run.glob("checkpoint-*/trainer_state.json"))[-1]
+    best = finished_run / Path(json.loads(last_state.read_text())["best_model_checkpoint"]).name
+    assert (out / "model.safetensors").read_bytes() == (best / "model.safetensors").read_bytes()
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    single = json.loads((out / "evaluation" / "metrics.json").read_text())
+    flipped = json.loads((out / "evaluation_hflip" / "metrics.json").read_text())
+    assert metrics["checkpoint"].startswith(best.name)
+    assert metrics["validation"]["accuracy"] == single["accuracy"] and single["tta"] == "none"
+    assert metrics["validation_tta_hflip"]["accuracy"] == flipped["accuracy"] and flipped["tta"] == "hflip"
+    run_metrics = json.loads((finished_run / "metrics.json").read_text())
+    assert metrics["hardware"] == run_metrics["hardware"]
+    assert metrics["train_seconds"] == run_metrics["train_seconds"]
+
+    card = (out / "README.md").read_text()
+    assert f"{single['accuracy']:.4f}" in card and f"{flipped['accuracy']:.4f}" in card
+    assert metrics["hardware"] in card and "best epoch of the finished run" in card
+    assert not list(tmp_path.glob(".*partial"))  # the staging folder was moved into place
+    assert load_classifier(out).label_names == run_metrics["labels"]
+
+
+def test_bundle_refuses_a_folder_without_checkpoints(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        best_checkpoint(tmp_path)
