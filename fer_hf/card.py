@@ -317,7 +317,7 @@ def results_section(info: RunInfo) -> str:
 def comparison_section(comparison_md: str) -> str:
     return (
         "## Comparison\n\n"
-        "Models trained by fer_hf and evaluated with the same metric code (`python -m fer_hf.compare`):\n\n"
+        "Models evaluated on the same split and TTA mode with the same metric code (`python -m fer_hf.compare`):\n\n"
         f"{comparison_md.strip()}\n"
     )
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import shutil
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -200,10 +201,10 @@ def plot_comparison(rows: list[ResultRow], path: Path, title: str) -> None:
         bars = ax1.bar(xs, [r.accuracy, r.macro_f1], width, yerr=errs, label=r.name)
         ax1.bar_label(bars, fmt="%.3f", fontsize=7)
         ax2.bar(np.arange(len(names)) + i * width, [r.per_class_f1.get(c, 0) for c in names], width, label=r.name)
-    for ax, ticks, title in ((ax1, ["accuracy", "macro-F1"], "overall"), (ax2, names, "F1 per class")):
+    for ax, ticks, panel in ((ax1, ["accuracy", "macro-F1"], "overall"), (ax2, names, "F1 per class")):
         ax.set_xticks(np.arange(len(ticks)) + width * (len(rows) - 1) / 2, ticks)
         ax.set_ylim(0, 1)
-        ax.set_title(title)
+        ax.set_title(panel)
         ax.grid(axis="y", alpha=0.3)
     ax2.legend(fontsize=7)
     fig.suptitle(title)
@@ -222,6 +223,19 @@ def write_outputs(out: Path, rows: list[ResultRow], notes: list[str]) -> None:
     (out / f"{OUTPUT_STEM}.json").write_text(json.dumps(doc, indent=2) + "\n")
     title = f"{rows[0].split} ({rows[0].num_samples} images), TTA {rows[0].tta}"
     plot_comparison(rows, out / f"{OUTPUT_STEM}.png", "not like for like: see the table" if notes else title)
+    copy_confusion_matrices(rows, out)
+
+
+def copy_confusion_matrices(rows: list[ResultRow], out: Path) -> None:
+    """Each row's confusion-matrix PNG (beside its metrics file) as confusion_<name>.png, so that the folder stands
+    alone: the app's Compare tab and model cards show it without the evaluation folders."""
+    for row in rows:
+        folder = Path(row.source).parent  # evaluate/cv write confusion_matrix.png, a training run one per split
+        found = [
+            p for p in (folder / "confusion_matrix.png", folder / f"confusion_matrix_{row.split}.png") if p.is_file()
+        ]
+        if found:
+            shutil.copy2(found[0], out / f"confusion_{row.name.replace('/', '_')}.png")
 
 
 # ---------------------------------------------------------------------------------------------- CLI

@@ -302,7 +302,8 @@ def load_comparison(folder: Path) -> ComparisonView:
     pngs = sorted(folder.rglob("*.png"))
     view.charts = [(str(p), _caption(p, folder)) for p in pngs if "confusion" not in p.name]
     view.confusions = [(str(p), _caption(p, folder)) for p in pngs if "confusion" in p.name]
-    view.confusions += source_confusions(folder / f"{COMPARISON_STEM}.json")
+    if not view.confusions:  # a folder from before fer_hf.compare copied them: look beside each row's source
+        view.confusions = source_confusions(folder / f"{COMPARISON_STEM}.json")
     if not view.confusions:
         view.note = "No confusion matrices found: copy the evaluations' confusion_matrix.png files into the folder."
     return view

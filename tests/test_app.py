@@ -298,7 +298,12 @@ def test_comparison_view_reads_table_charts_and_confusion_matrices(comparison, t
     view = backend.load_comparison(comparison)
     assert "macro-F1" in view.table and view.note == ""
     assert [Path(p).name for p, _ in view.charts] == ["comparison.png"]
-    assert [Path(p).name for p, _ in view.confusions] == ["confusion_matrix.png"]  # beside the evaluated metrics
+    assert [Path(p).name for p, _ in view.confusions] == ["confusion_eval_tiny.png"]  # copied by fer_hf.compare
+    assert Path(view.confusions[0][0]).parent == comparison
+    # A folder without its own copies (older fer_hf.compare) still finds the matrices beside each row's source.
+    older = tmp_path / "older"
+    shutil.copytree(comparison, older, ignore=shutil.ignore_patterns("confusion_*"))
+    assert [Path(p).name for p, _ in backend.load_comparison(older).confusions] == ["confusion_matrix.png"]
     missing = backend.load_comparison(tmp_path / "nothing_here")
     assert missing.table == "" and "No comparison to show yet" in missing.note
 

@@ -49,7 +49,15 @@ def test_table_from_a_run_and_evaluations(results, tmp_path):
     out = tmp_path / "cmp"
     inputs = [results["run"], results["eval_run"], results["eval_tiny"] / "metrics.json"]
     assert compare.main([*map(str, inputs), "--output", str(out)]) == 0
-    assert sorted(p.name for p in out.iterdir()) == [f"comparison.{ext}" for ext in ("csv", "json", "md", "png")]
+    tables = [f"comparison.{ext}" for ext in ("csv", "json", "md", "png")]
+    confusions = [f"confusion_{name}.png" for name in ("eval_run", "eval_tiny", "smoke_run")]
+    assert sorted(p.name for p in out.iterdir()) == tables + confusions
+    # Each row's own confusion matrix travels with the table (the app and model cards show the folder alone).
+    assert (out / "confusion_eval_tiny.png").read_bytes() == (
+        results["eval_tiny"] / "confusion_matrix.png"
+    ).read_bytes()
+    run_png = results["run"] / "confusion_matrix_validation.png"
+    assert (out / "confusion_smoke_run.png").read_bytes() == run_png.read_bytes()
 
     rows = json.loads((out / "comparison.json").read_text())["rows"]
     assert [r["name"] for r in rows] == ["smoke_run", "eval_run", "eval_tiny"]

@@ -11,7 +11,7 @@ A step's time runs from the end of the previous step to the end of this one, so 
 sides; the first `--warmup` steps are dropped and the median step is used. The two paths alternate for
 `--repeats` rounds so that both see the same machine load (this CPU may be shared). Families:
 
-- cnn: the package's fer-resnet preset at 48x48, grayscale (what recipes/cnn.yaml trains);
+- cnn: the package's fer-resnet5 preset at 48x48, grayscale (what recipes/cnn.yaml trains);
 - vit: a ViT-base-sized random model (google/vit-base-patch16-224's shape) at 224x224;
 - resnet: a ResNet-50-sized random model (microsoft/resnet-50's shape) at 224x224.
 
@@ -53,8 +53,8 @@ def build_bench_model(family: str) -> BenchModel:
     if family == "cnn":
         from fer_hf.models.cnn import FerCnnConfig, FerCnnForImageClassification
 
-        model = FerCnnForImageClassification(FerCnnConfig(preset="fer-resnet", num_labels=7))
-        return BenchModel("cnn fer-resnet", model.to(memory_format=torch.channels_last), 48, 1)
+        model = FerCnnForImageClassification(FerCnnConfig(preset="fer-resnet5", num_labels=7))
+        return BenchModel("cnn fer-resnet5", model.to(memory_format=torch.channels_last), 48, 1)
     if family == "vit":
         from transformers import ViTConfig, ViTForImageClassification
 
