@@ -151,6 +151,22 @@ PRESETS: dict[str, dict] = {
         "hidden_sizes": [],
         "classifier_dropout": 0.3,
     },
+    # fer-resnet plus a fifth stage (512 channels at 3x3): 4.9M params but only ~25% more multiply-adds, since the
+    # new stage works on 3x3 maps. 48 -> 24 -> 12 -> 6 -> 3 -> 1. Measured on the 2-core CPU, one training step at
+    # batch 64, channels_last: 157 img/s fp32, 309 img/s bf16 autocast (fer-resnet: 151 / 334).
+    "fer-resnet5": {
+        "num_channels": 1,
+        "blocks": [
+            {"out_channels": 32, "norm": "batch", "bias": False},
+            *(
+                {"out_channels": c, "convs": 2, "norm": "batch", "bias": False, "residual": True, "pool": "max"}
+                for c in (32, 64, 128, 256, 512)
+            ),
+        ],
+        "global_pool": "avg",
+        "hidden_sizes": [],
+        "classifier_dropout": 0.3,
+    },
 }
 DEFAULT_PRESET = "fer-resnet"
 
