@@ -30,3 +30,22 @@ def test_bench_dispatch_rejects_unknown_names(capsys):
     with pytest.raises(SystemExit):
         main(["nope"])
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_train_bench_baseline_uses_the_trainers_optimizer(tmp_path):
+    """Same math on both paths: the plain loop's optimizer has the Trainer's class, groups and weight decay."""
+    from transformers import Trainer
+
+    from fer_hf.bench.train import build_bench_model, parse_args, trainer_like_optimizer, training_args
+
+    model = build_bench_model("cnn").model
+    targs = training_args(parse_args(["--families", "cnn", "--batch-size", "8", "--steps", "1"]), "cpu", str(tmp_path))
+    targs.weight_decay = 0.05
+    ours = trainer_like_optimizer(model, targs)
+    theirs = Trainer(model=model, args=targs).create_optimizer()
+    assert type(ours) is type(theirs)
+    assert [g["weight_decay"] for g in ours.param_groups] == [g["weight_decay"] for g in theirs.param_groups]
+    assert [[id(p) for p in g["params"]] for g in ours.param_groups] == [
+        [id(p) for p in g["params"]] for g in theirs.param_groups
+    ]
+    assert len(ours.param_groups[1]["params"]) > 0  # biases and norms: not decayed

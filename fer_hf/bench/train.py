@@ -5,7 +5,8 @@ For each model family, on the same model weights, the same real FER2013 faces an
 - trainer: `FerTrainer.train(max_steps=...)` exactly as `fer_hf.train` runs it (Accelerate wrapping, autocast,
   callbacks, gradient clipping, LR scheduler, logging and data loading all included);
 - plain: a hand-written loop doing the same math: DataLoader -> forward -> loss -> backward -> clip_grad_norm_
-  -> optimizer step (the Trainer's choice: fused AdamW) -> scheduler step -> zero_grad.
+  -> optimizer step (the Trainer's optimizer: fused AdamW over its weight-decay and no-decay groups) -> scheduler step
+  -> zero_grad.
 
 A step's time runs from the end of the previous step to the end of this one, so batch loading counts on both
 sides; the first `--warmup` steps are dropped and the median step is used. The two paths alternate for
@@ -128,14 +129,25 @@ def time_trainer(
     return step_seconds(clock.marks, args.warmup)
 
 
+def trainer_like_optimizer(model: nn.Module, targs: TrainingArguments) -> torch.optim.Optimizer:
+    """The optimizer the Trainer builds for these arguments: its class (fused AdamW by default in transformers 5)
+    and its two parameter groups, weight decay and none (biases, norms), by the Trainer's own rule
+    (`get_decay_parameter_names` reads nothing from the Trainer instance)."""
+    optimizer_cls, optimizer_kwargs = Trainer.get_optimizer_cls_and_kwargs(targs)
+    decay = set(Trainer.get_decay_parameter_names(None, model))
+    groups = [
+        {"params": [p for n, p in model.named_parameters() if n in decay], "weight_decay": targs.weight_decay},
+        {"params": [p for n, p in model.named_parameters() if n not in decay], "weight_decay": 0.0},
+    ]
+    return optimizer_cls(groups, **optimizer_kwargs)
+
+
 def time_plain(bm: BenchModel, data: FerTensorDataset, collator, args: argparse.Namespace, device: str) -> list[float]:
     model = bm.model.to(device).train()
     loader = torch.utils.data.DataLoader(
         data, args.batch_size, shuffle=True, collate_fn=collator, generator=torch.Generator().manual_seed(0)
     )
-    # The optimizer the Trainer would pick for these arguments (fused AdamW by default in transformers 5).
-    optimizer_cls, optimizer_kwargs = Trainer.get_optimizer_cls_and_kwargs(training_args(args, device, "unused"))
-    optimizer = optimizer_cls(model.parameters(), **optimizer_kwargs)
+    optimizer = trainer_like_optimizer(model, training_args(args, device, "unused"))
     scheduler = get_scheduler("cosine", optimizer, num_warmup_steps=0, num_training_steps=args.warmup + args.steps)
     loss_fn = WeightedCrossEntropy().to(device)
     dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
