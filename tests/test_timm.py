@@ -191,7 +191,7 @@ def test_incomplete_checkpoint_is_refused(tmp_path, lite0_dir):
 @pytest.mark.parametrize("name", ["lite0_unfreeze", "lite0_full", "lite0_linear_probe", "lite0_scratch"])
 def test_recipes_name_real_layer_groups(lite0_dir, name):
     recipe = load_recipe(REPO / "recipes" / f"{name}.yaml")
-    assert recipe.model.family == "timm" and recipe.data.image_size == 112 and recipe.model.channels_last
+    assert recipe.model.family == "timm" and recipe.data.image_size == 96 and recipe.model.channels_last
     built = lite0(lite0_dir, image_size=recipe.data.image_size)
     GradualUnfreezeCallback(built.layer_groups, recipe.unfreeze)  # raises on a group this backbone lacks
 
