@@ -18,11 +18,13 @@ step; their running statistics therefore stay put too.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterable, Sequence
 
 import torch
 from torch import nn
 from transformers import EarlyStoppingCallback, TrainerCallback
+from transformers.trainer_callback import ExportableState
 
 from fer_hf.configs import RecipeError
 
@@ -160,6 +162,42 @@ class StopAfterEpochsCallback(TrainerCallback):
             control.should_training_stop = True
 
 
+class TrainingClockCallback(TrainerCallback, ExportableState):
+    """Training wall time summed over the sessions of a run: one resumed with `resume_from_checkpoint` reports the
+    time of its earlier sessions too (up to the checkpoint it resumed from), not only its own.
+
+    The running total travels in each checkpoint's trainer_state.json (`stateful_callbacks`); on resume the Trainer
+    rebuilds this callback from the saved args (needs `restore_callback_states_from_checkpoint`, which fer_hf.train
+    turns on). It rebuilds it inside `train()`, after `on_train_begin`, hence the clock also starts at construction.
+    """
+
+    def __init__(self, seconds_before: float = 0.0, earlier_sessions: int = 0):
+        self.seconds_before = seconds_before  # trained time saved in the checkpoint resumed from
+        self.earlier_sessions = earlier_sessions
+        self._start = time.perf_counter()
+        self._end: float | None = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._start, self._end = time.perf_counter(), None
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self._end = time.perf_counter()  # the final evaluation and saving after train() do not count
+
+    @property
+    def seconds(self) -> float:
+        return self.seconds_before + (self._end or time.perf_counter()) - self._start
+
+    @property
+    def sessions(self) -> int:
+        return self.earlier_sessions + 1
+
+    def state(self) -> dict:
+        return {
+            "args": {"seconds_before": round(self.seconds, 3), "earlier_sessions": self.sessions},
+            "attributes": {},
+        }
+
+
 def layerwise_lrs(layer_groups: LayerGroups, lr: float, decay: float) -> dict[str, float]:
     """{group: lr * decay**k} for group k below the head (k = 0: head); the rest group is the deepest."""
     return {name: lr * decay**k for k, name in enumerate(group_names(layer_groups))}
@@ -170,7 +208,7 @@ def find_callback(callbacks: Iterable[TrainerCallback], cls: type) -> TrainerCal
 
 
 def build_callbacks(recipe, built) -> list[TrainerCallback]:
-    callbacks: list[TrainerCallback] = []
+    callbacks: list[TrainerCallback] = [TrainingClockCallback()]
     if recipe.run.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=recipe.run.early_stopping_patience))
     u = recipe.unfreeze

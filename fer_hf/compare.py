@@ -5,7 +5,8 @@
 Each input is a training run folder (its metrics.json from `fer_hf.train`; --split picks validation or test),
 an evaluation folder (`fer_hf.evaluate`), a cross-validation folder (`fer_hf.cv`, mean ± std over folds) or
 one of their JSON files. Results on different splits (name or size), label sets or TTA modes are refused
-unless --allow-mismatch: a number is only comparable with numbers measured the same way.
+unless --allow-mismatch: a number is only comparable with numbers measured the same way. Training runs also get
+their learning curves drawn on shared axes (curves.png): validation accuracy and macro-F1 per epoch.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from fer_hf.evaluate import EvaluationError, atomic_output_dir
-from fer_hf.report import plt
+from fer_hf.report import plot_curves, plt, run_log_history
 
 OUTPUT_STEM = "comparison"
 
@@ -47,6 +48,8 @@ class ResultRow:
     weighted_f1: float
     top2_accuracy: float
     per_class_f1: dict[str, float]
+    per_class_recall: dict[str, float] = field(default_factory=dict)  # empty for cv (its folds keep F1 only)
+    epochs: float | None = None  # training runs: epochs trained
     parameters: int | None = None
     trainable_parameters: int | None = None
     train_seconds: float | None = None
@@ -65,8 +68,9 @@ def find_metrics_file(path: Path) -> Path:
     raise ComparisonError(f"{path}: no metrics.json or cv_metrics.json (is the run or evaluation finished?)")
 
 
-def _per_class_f1(metrics: dict) -> dict[str, float]:
-    return {name: row["f1"] for name, row in metrics["per_class"].items()}
+def _per_class(metrics: dict) -> dict[str, dict[str, float]]:
+    per_class = metrics["per_class"].items()
+    return {f"per_class_{key}": {name: row[key] for name, row in per_class} for key in ("f1", "recall")}
 
 
 def _scores(metrics: dict) -> dict:
@@ -89,12 +93,12 @@ def row_from_run(doc: dict, name: str, source: str, split: str) -> ResultRow:
     speed = round(m["num_samples"] / m["seconds"], 1) if m.get("seconds") else None
     head = dict(name=name, source=source, kind="run", split=split, num_samples=m["num_samples"], tta="none")
     costs = {**_costs(doc), "images_per_second": speed}
-    return ResultRow(**head, labels=doc["labels"], **_scores(m), per_class_f1=_per_class_f1(m), **costs)
+    return ResultRow(**head, labels=doc["labels"], **_scores(m), **_per_class(m), epochs=doc.get("epochs"), **costs)
 
 
 def row_from_evaluate(doc: dict, name: str, source: str) -> ResultRow:
     head = dict(name=name, source=source, kind="evaluate", split=doc["split"], num_samples=doc["split_size"])
-    scores = {**_scores(doc), "per_class_f1": _per_class_f1(doc)}
+    scores = {**_scores(doc), **_per_class(doc)}
     return ResultRow(**head, labels=doc["labels"], tta=doc["tta"], **scores, **_costs(doc))
 
 
@@ -159,24 +163,42 @@ def _num(value, spec: str = ",") -> str:
     return "" if value is None else format(value, spec)
 
 
-def markdown_table(rows: list[ResultRow]) -> str:
+PER_CLASS = {"f1": "F1", "recall": "recall"}  # --per-class: which per-class score the table and chart show
+
+
+def per_class_scores(row: ResultRow, per_class: str) -> dict[str, float]:
+    return row.per_class_f1 if per_class == "f1" else row.per_class_recall
+
+
+def markdown_table(rows: list[ResultRow], per_class: str = "f1") -> str:
     names = rows[0].labels
-    head = ["model", "split (n)", "TTA", "accuracy", "macro-F1", "top-2", *[f"F1 {c}" for c in names]]
-    head += ["params", "trainable", "train time (s)", "img/s"]
+    head = [
+        "model",
+        "split (n)",
+        "TTA",
+        "accuracy",
+        "macro-F1",
+        "top-2",
+        *[f"{PER_CLASS[per_class]} {c}" for c in names],
+    ]
+    head += ["params", "trainable", "epochs", "train time (s)", "img/s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 3 + "---:|" * (len(head) - 3)]
     for r in rows:
+        scores = per_class_scores(r, per_class)
         cells = [r.name, f"{r.split} ({r.num_samples})", r.tta, *(_fmt(r, k) for k in ("accuracy", "macro_f1"))]
-        cells += [_fmt(r, "top2_accuracy"), *(f"{r.per_class_f1.get(c, float('nan')):.3f}" for c in names)]
-        cells += [_num(r.parameters), _num(r.trainable_parameters), _num(r.train_seconds), _num(r.images_per_second)]
+        cells += [_fmt(r, "top2_accuracy"), *(f"{scores[c]:.3f}" if c in scores else "" for c in names)]
+        cells += [_num(r.parameters), _num(r.trainable_parameters), _num(r.epochs, "g")]
+        cells += [_num(r.train_seconds), _num(r.images_per_second)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def flat_record(row: ResultRow) -> dict:
     """A CSV row: scalars, per-class F1 as f1_<class>, std as <metric>_std."""
-    out = {k: v for k, v in asdict(row).items() if k not in ("per_class_f1", "std", "labels")}
+    out = {k: v for k, v in asdict(row).items() if k not in ("per_class_f1", "per_class_recall", "std", "labels")}
     out["labels"] = ",".join(row.labels)
     out.update({f"f1_{c}": v for c, v in row.per_class_f1.items()})
+    out.update({f"recall_{c}": v for c, v in row.per_class_recall.items()})
     out.update({f"{k}_std": v for k, v in row.std.items() if not isinstance(v, dict)})
     return out
 
@@ -190,8 +212,8 @@ def write_csv(rows: list[ResultRow], path: Path) -> None:
         writer.writerows(records)
 
 
-def plot_comparison(rows: list[ResultRow], path: Path, title: str) -> None:
-    """Left: accuracy and macro-F1 per model; right: per-class F1, one bar group per class."""
+def plot_comparison(rows: list[ResultRow], path: Path, title: str, per_class: str = "f1") -> None:
+    """Left: accuracy and macro-F1 per model; right: per-class F1 (or recall), one bar group per class."""
     names = rows[0].labels
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(6 + 1.2 * len(rows), 4.5), gridspec_kw={"width_ratios": [1, 2.2]})
     width = 0.8 / len(rows)
@@ -200,8 +222,10 @@ def plot_comparison(rows: list[ResultRow], path: Path, title: str) -> None:
         errs = [r.std.get("accuracy", 0), r.std.get("macro_f1", 0)]
         bars = ax1.bar(xs, [r.accuracy, r.macro_f1], width, yerr=errs, label=r.name)
         ax1.bar_label(bars, fmt="%.3f", fontsize=7)
-        ax2.bar(np.arange(len(names)) + i * width, [r.per_class_f1.get(c, 0) for c in names], width, label=r.name)
-    for ax, ticks, panel in ((ax1, ["accuracy", "macro-F1"], "overall"), (ax2, names, "F1 per class")):
+        scores = per_class_scores(r, per_class)
+        ax2.bar(np.arange(len(names)) + i * width, [scores.get(c, 0) for c in names], width, label=r.name)
+    panels = ((ax1, ["accuracy", "macro-F1"], "overall"), (ax2, names, f"{PER_CLASS[per_class]} per class"))
+    for ax, ticks, panel in panels:
         ax.set_xticks(np.arange(len(ticks)) + width * (len(rows) - 1) / 2, ticks)
         ax.set_ylim(0, 1)
         ax.set_title(panel)
@@ -213,8 +237,8 @@ def plot_comparison(rows: list[ResultRow], path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def write_outputs(out: Path, rows: list[ResultRow], notes: list[str]) -> None:
-    table = markdown_table(rows)
+def write_outputs(out: Path, rows: list[ResultRow], notes: list[str], per_class: str = "f1") -> None:
+    table = markdown_table(rows, per_class)
     if notes:  # --allow-mismatch: say in the table itself what is not like for like
         table += "\n\n" + "\n".join(f"> not like for like: {note}" for note in notes)
     (out / f"{OUTPUT_STEM}.md").write_text(table + "\n")
@@ -222,8 +246,13 @@ def write_outputs(out: Path, rows: list[ResultRow], notes: list[str]) -> None:
     doc = {"rows": [asdict(r) for r in rows], "mismatches": notes}
     (out / f"{OUTPUT_STEM}.json").write_text(json.dumps(doc, indent=2) + "\n")
     title = f"{rows[0].split} ({rows[0].num_samples} images), TTA {rows[0].tta}"
-    plot_comparison(rows, out / f"{OUTPUT_STEM}.png", "not like for like: see the table" if notes else title)
+    plot_comparison(
+        rows, out / f"{OUTPUT_STEM}.png", "not like for like: see the table" if notes else title, per_class
+    )
     copy_confusion_matrices(rows, out)
+    histories = {r.name: h for r in rows if r.kind == "run" and (h := run_log_history(Path(r.source).parent))}
+    if histories:
+        plot_curves(histories, out / "curves.png", f"learning curves, {title}")
 
 
 def copy_confusion_matrices(rows: list[ResultRow], out: Path) -> None:
@@ -239,7 +268,13 @@ def copy_confusion_matrices(rows: list[ResultRow], out: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- CLI
-def compare(inputs: Sequence[str], output: str | Path, split: str = "validation", allow_mismatch: bool = False):
+def compare(
+    inputs: Sequence[str],
+    output: str | Path,
+    split: str = "validation",
+    allow_mismatch: bool = False,
+    per_class: str = "f1",
+):
     """Read, check and write; returns the rows. Raises ComparisonError when the inputs are not like for like."""
     rows = [load_row(path, split) for path in inputs]
     unique_names(rows)
@@ -253,7 +288,7 @@ def compare(inputs: Sequence[str], output: str | Path, split: str = "validation"
     if out.is_dir() and any(out.iterdir()) and not (out / f"{OUTPUT_STEM}.json").is_file():
         raise ComparisonError(f"{out}: exists and is not an earlier comparison; choose another --output")
     with atomic_output_dir(out, overwrite=True) as tmp:
-        write_outputs(tmp, rows, notes)
+        write_outputs(tmp, rows, notes, per_class)
     return rows
 
 
@@ -265,18 +300,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--output", required=True, help="folder for comparison.{md,csv,json,png}")
     parser.add_argument("--split", default="validation", help="which split of a training run (validation | test)")
     parser.add_argument("--allow-mismatch", action="store_true", help="compare different splits/labels/TTA anyway")
+    parser.add_argument("--per-class", choices=sorted(PER_CLASS), default="f1", help="per-class score in the table")
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        rows = compare(args.inputs, args.output, args.split, args.allow_mismatch)
+        rows = compare(args.inputs, args.output, args.split, args.allow_mismatch, args.per_class)
     except (ComparisonError, EvaluationError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(markdown_table(rows))
-    print(f"written to {args.output}/{OUTPUT_STEM}.{{md,csv,json,png}}")
+    print(markdown_table(rows, args.per_class))
+    curves = " and curves.png" if (Path(args.output) / "curves.png").is_file() else ""
+    print(f"written to {args.output}/{OUTPUT_STEM}.{{md,csv,json,png}}{curves}")
     return 0
 
 

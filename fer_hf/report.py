@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 from collections.abc import Sequence
@@ -48,6 +49,15 @@ def epoch_history(log_history: list[dict]) -> dict[str, list[tuple[float, float]
             if key in row:
                 series[name].append((epoch, row[key]))
     return series
+
+
+def run_log_history(run_dir: Path) -> list[dict] | None:
+    """The Trainer's log history of a run folder: its trainer_state.json (written at the end of fer_hf.train), else
+    that of its latest checkpoint (a run cut short); None when neither exists (e.g. an evaluation folder)."""
+    states = sorted(run_dir.glob("checkpoint-*/trainer_state.json"), key=lambda p: int(p.parent.name.split("-")[-1]))
+    path = run_dir / "trainer_state.json"
+    path = path if path.is_file() else (states[-1] if states else None)
+    return json.loads(path.read_text())["log_history"] if path else None
 
 
 def plot_curves(histories: dict[str, list[dict]], path: str | Path, title: str = "training curves") -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from helpers import save_tiny_cnn
+from PIL import Image
 
 from fer_hf import compare
 from fer_hf import evaluate as fer_eval
@@ -51,7 +52,7 @@ def test_table_from_a_run_and_evaluations(results, tmp_path):
     assert compare.main([*map(str, inputs), "--output", str(out)]) == 0
     tables = [f"comparison.{ext}" for ext in ("csv", "json", "md", "png")]
     confusions = [f"confusion_{name}.png" for name in ("eval_run", "eval_tiny", "smoke_run")]
-    assert sorted(p.name for p in out.iterdir()) == tables + confusions
+    assert sorted(p.name for p in out.iterdir()) == tables + confusions + ["curves.png"]  # curves: the run's
     # Each row's own confusion matrix travels with the table (the app and model cards show the folder alone).
     assert (out / "confusion_eval_tiny.png").read_bytes() == (
         results["eval_tiny"] / "confusion_matrix.png"
@@ -77,6 +78,29 @@ def test_table_from_a_run_and_evaluations(results, tmp_path):
     assert float(table[2]["f1_happy"]) == tiny["per_class"]["happy"]["f1"]
     markdown = (out / "comparison.md").read_text()
     assert markdown.count("| validation (70) | none |") == 3 and f"{tiny['accuracy']:.4f}" in markdown
+    assert float(table[2]["recall_happy"]) == tiny["per_class"]["happy"]["recall"]
+    assert rows[0]["epochs"] == run_metrics["epochs"] == 1 and rows[1]["epochs"] is None
+
+
+def test_per_class_recall_table_and_learning_curves(results, tmp_path):
+    out = tmp_path / "cmp"
+    assert (
+        compare.main([str(results["run"]), str(results["eval_tiny"]), "--output", str(out), "--per-class", "recall"])
+        == 0
+    )
+    header, _, run_row, tiny_row = (out / "comparison.md").read_text().splitlines()
+    names = json.loads((results["run"] / "metrics.json").read_text())["labels"]
+    assert "| recall angry |" in header and "F1 angry" not in header
+    recall = json.loads((results["eval_tiny"] / "metrics.json").read_text())["per_class"]
+    cells = tiny_row.split(" | ")
+    first = header.split(" | ").index("recall angry")
+    assert cells[first : first + len(names)] == [f"{recall[c]['recall']:.3f}" for c in names]
+    assert run_row.split(" | ")[header.split(" | ").index("epochs")] == "1"
+    # The run's learning curves come from the trainer_state.json that fer_hf.train leaves in the run folder.
+    state = json.loads((results["run"] / "trainer_state.json").read_text())
+    assert any("eval_accuracy" in row for row in state["log_history"])
+    with Image.open(out / "curves.png") as im:
+        assert im.format == "PNG" and im.size[0] > 1000
 
 
 def test_refuses_different_tta_labels_or_splits(results, tmp_path, capsys):

@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -113,9 +114,18 @@ def test_resume_after_a_cut_reaches_the_same_weights(tmp_path):
     cut = train_from_recipe(load_recipe(*cut_args), extra_callbacks=[StopAfterEpochsCallback(1)])
     assert cut.state.epoch == 1
     assert parameter_digest(cut.model) != parameter_digest(straight.model)
+    saved = json.loads(next((tmp_path / "b").glob("checkpoint-*/trainer_state.json")).read_text())
+    clock = saved["stateful_callbacks"]["TrainingClockCallback"]["args"]
+    assert clock["earlier_sessions"] == 1 and clock["seconds_before"] > 0
+    start = time.perf_counter()
     resumed = train_from_recipe(load_recipe(cut_args[0], [*cut_args[1], "--run.resume", "true"]))
+    resumed_seconds = time.perf_counter() - start
     assert resumed.state.epoch == 3
     assert parameter_digest(resumed.model) == parameter_digest(straight.model)
+    # metrics.json counts the time of both sessions, not only the resumed one's
+    metrics = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    assert metrics["train_sessions"] == 2
+    assert clock["seconds_before"] < metrics["train_seconds"] < clock["seconds_before"] + resumed_seconds
 
 
 @pytest.mark.parametrize(
