@@ -1,7 +1,9 @@
-"""Bundle a trained CNN inside the package as its default model (fer_hf/assets/default_model).
+"""Bundle a trained model inside the package: the default CNN (fer_hf/assets/default_model) or another bundled model.
 
-    python -m fer_hf.bundle /work/runs/cnn --recipe recipes/cnn.yaml --data ../shared/fer2013 \
-        [--comparison spaces_app/comparison/comparison.md]
+    python -m fer_hf.bundle /work/runs/cnn --data ../shared/fer2013 [--comparison spaces_app/comparison/comparison.md]
+    python -m fer_hf.bundle /work/runs/lite0_main --name lite0 --data ../shared/fer2013
+
+--name picks the bundled model (`default`, `lite0`): its folder and, unless --recipe is given, its recipe.
 
 MODEL_DIR is a run folder (its best checkpoint is taken, whether the run finished or was cut short) or one of its
 `checkpoint-*` folders. The folder gets the model (safetensors, config, image processor, its code), the resolved
@@ -23,7 +25,7 @@ from pathlib import Path
 from fer_hf import evaluate as fer_evaluate
 from fer_hf.card import write_model_card
 from fer_hf.configs import load_recipe
-from fer_hf.loading import DEFAULT_MODEL_DIR
+from fer_hf.loading import BUNDLED_MODELS, DEFAULT_MODEL
 from fer_hf.report import describe_hardware, plot_confusion_matrix, plot_curves
 
 MODEL_FILES = ("config.json", "model.safetensors", "preprocessor_config.json")
@@ -32,9 +34,10 @@ MODEL_FILES = ("config.json", "model.safetensors", "preprocessor_config.json")
 def best_checkpoint(model_dir: Path) -> tuple[Path, dict]:
     """(folder holding the weights, trainer_state.json) of a checkpoint folder, or of a run folder's best checkpoint
     (finished or not: the Trainer keeps the best one, and a finished run's top-level model is that one)."""
-    if (model_dir / "trainer_state.json").is_file() and (model_dir / "model.safetensors").is_file():
-        return model_dir, json.loads((model_dir / "trainer_state.json").read_text())
     states = sorted(model_dir.glob("checkpoint-*/trainer_state.json"), key=lambda p: int(p.parent.name.split("-")[1]))
+    # A checkpoint folder itself (a finished run folder also holds a trainer_state.json, beside its checkpoints).
+    if not states and (model_dir / "trainer_state.json").is_file() and (model_dir / "model.safetensors").is_file():
+        return model_dir, json.loads((model_dir / "trainer_state.json").read_text())
     if not states:
         raise FileNotFoundError(f"{model_dir}: no checkpoint-*/trainer_state.json; expected a fer_hf.train run")
     state = json.loads(states[-1].read_text())
@@ -46,13 +49,21 @@ def best_checkpoint(model_dir: Path) -> tuple[Path, dict]:
     return best, state
 
 
-def bundle(model_dir: Path, recipe_path: str, data: str, out: Path, comparison: str | None = None) -> Path:
+def bundle(
+    model_dir: Path,
+    recipe_path: str,
+    data: str,
+    out: Path,
+    comparison: str | None = None,
+    name: str = DEFAULT_MODEL,
+) -> Path:
+    """Write the bundled model `name` into `out` (staged, then moved into place). Returns `out`."""
     weights_dir, state = best_checkpoint(model_dir)
     staging = out.with_name(f".{out.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    for name in (*MODEL_FILES, *(p.name for p in weights_dir.glob("*_fer_cnn.py"))):
-        shutil.copy2(weights_dir / name, staging / name)
+    for file in (*MODEL_FILES, *(p.name for p in weights_dir.glob("*.py"))):  # + the model's own code (Hub use)
+        shutil.copy2(weights_dir / file, staging / file)
     recipe = load_recipe(recipe_path, ["--training.output_dir", str(model_dir)])
     recipe.save(staging / "recipe.yaml")
     reports = {}
@@ -79,19 +90,22 @@ def bundle(model_dir: Path, recipe_path: str, data: str, out: Path, comparison: 
         "validation_tta_hflip": {k: reports["hflip"][k] for k in ("accuracy", "macro_f1", "tta")},
     }
     (staging / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    names = single["labels"]
-    plot_confusion_matrix(single["confusion_matrix"], names, staging / "confusion_matrix_validation.png", "PublicTest")
-    plot_curves({"cnn": state["log_history"]}, staging / "training_curves.png")
+    labels = single["labels"]
+    plot_confusion_matrix(
+        single["confusion_matrix"], labels, staging / "confusion_matrix_validation.png", "PublicTest"
+    )
+    plot_curves({recipe.model.family: state["log_history"]}, staging / "training_curves.png")
+    where = f"fer_hf/assets/{out.name}"
     for report in staging.glob("**/metrics.json"):  # name the model by where it lives, not the staging folder
-        report.write_text(report.read_text().replace(str(staging.resolve()), "fer_hf/assets/default_model"))
-    card = write_model_card(staging, repo_id="fer_hf/assets/default_model", comparison=comparison)
-    card.write_text(card.read_text() + status_section(metrics))
+        report.write_text(report.read_text().replace(str(staging.resolve()), where))
+    card = write_model_card(staging, repo_id=where, comparison=comparison)
+    card.write_text(card.read_text() + status_section(metrics, name, recipe_path))
     shutil.rmtree(out, ignore_errors=True)
     staging.rename(out)
     return out
 
 
-def status_section(metrics: dict) -> str:
+def status_section(metrics: dict, name: str, recipe_path: str) -> str:
     tta = metrics["validation_tta_hflip"]
     status = (
         "the best epoch of the finished run"
@@ -101,12 +115,18 @@ def status_section(metrics: dict) -> str:
     return (
         f"\n## This checkpoint\n\n{metrics['checkpoint']}, {status}. Trained on FER2013 Training and selected on "
         f"PublicTest (validation) only, on {metrics['hardware']}{wall_time(metrics)}; bundled into the package with\n\n"
-        "```bash\npython -m fer_hf.bundle RUN_DIR --recipe recipes/cnn.yaml --data ../shared/fer2013\n```\n\n"
-        "Inside fer_hf it is the default model: `fer_hf.load_default_model()`, `--model default`.\n\n"
+        f"```bash\npython -m fer_hf.bundle RUN_DIR --name {name} --recipe {recipe_path} --data ../shared/fer2013\n```\n\n"
+        f"{how_to_load(name)}\n\n"
         f"Horizontal-flip test-time augmentation, reported apart from the single-view numbers above: accuracy "
         f"{tta['accuracy']:.4f}, macro-F1 {tta['macro_f1']:.4f} on PublicTest "
-        "(`python -m fer_hf.evaluate default --data ../shared/fer2013 --tta hflip`).\n"
+        f"(`python -m fer_hf.evaluate {name} --data ../shared/fer2013 --tta hflip`).\n"
     )
+
+
+def how_to_load(name: str) -> str:
+    if name == DEFAULT_MODEL:
+        return "Inside fer_hf it is the default model: `fer_hf.load_default_model()`, `--model default`."
+    return f"Inside fer_hf it is the bundled model `{name}`: `fer_hf.load_classifier({name!r})`, `--model {name}`."
 
 
 def wall_time(metrics: dict) -> str:
@@ -117,12 +137,15 @@ def wall_time(metrics: dict) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fer_hf.bundle", description=__doc__.split("\n\n")[0])
     parser.add_argument("model_dir", help="a fer_hf.train run folder (its best checkpoint is taken) or checkpoint")
-    parser.add_argument("--recipe", default="recipes/cnn.yaml", help="the recipe the run was trained with")
+    parser.add_argument("--name", choices=list(BUNDLED_MODELS), default=DEFAULT_MODEL, help="which bundled model")
+    parser.add_argument("--recipe", help="the recipe the run was trained with (default: the bundled model's)")
     parser.add_argument("--data", default="../shared/fer2013", help="FER2013 source with the validation split")
-    parser.add_argument("--out", default=str(DEFAULT_MODEL_DIR), help="where the bundled model goes")
+    parser.add_argument("--out", help="where the bundled model goes (default: its folder in fer_hf/assets)")
     parser.add_argument("--comparison", help="a fer_hf.compare comparison.md to include in the model card")
     args = parser.parse_args(argv)
-    out = bundle(Path(args.model_dir), args.recipe, args.data, Path(args.out), args.comparison)
+    bundled = BUNDLED_MODELS[args.name]
+    recipe, out = args.recipe or bundled.recipe, Path(args.out or bundled.path)
+    out = bundle(Path(args.model_dir), recipe, args.data, out, args.comparison, args.name)
     m = json.loads((out / "metrics.json").read_text())
     print(f"bundled {m['checkpoint']} into {out}")
     print(

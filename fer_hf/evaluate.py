@@ -2,7 +2,7 @@
 
     python -m fer_hf.evaluate runs/cnn --data ../shared/fer2013 --split validation --tta hflip
 
-MODEL is a run folder, a saved model folder, a Hub id or `default` (the bundled model); --data is anything
+MODEL is a run folder, a saved model folder, a Hub id or a bundled model (`default`, `lite0`); --data is anything
 `load_fer_dataset` takes, including a single parquet file (used whole, as one split). Writes metrics.json
 (the keys of `fer_hf.metrics.compute_fer_metrics` plus split, model, TTA mode, throughput and parameters),
 a normalised confusion matrix and a grid of the most confident mistakes. Outputs are written to a temporary
@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from fer_hf.data import FerDataError, _load_raw, load_fer_dataset, select_classes
 from fer_hf.labels import FER_LABELS, resolve_classes
-from fer_hf.loading import LoadedModel, ModelLoadError, load_classifier
+from fer_hf.loading import MODEL_HELP, LoadedModel, ModelLoadError, load_classifier
 from fer_hf.metrics import compute_fer_metrics, softmax
 from fer_hf.report import per_class_table, plot_confusion_matrix, plt
 from fer_hf.transforms import BatchTransform, FerTensorDataset
@@ -246,7 +246,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m fer_hf.evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("model", help="run folder, saved model folder, Hub id, or 'default' (the bundled model)")
+    parser.add_argument("model", help=MODEL_HELP)
     parser.add_argument("--data", required=True, help="FER2013 source: parquet file/folder, Kaggle CSV, ImageFolder")
     parser.add_argument("--split", default=None, help="split to evaluate (default: validation, or the only split)")
     parser.add_argument("--classes", default=None, help="class subset (name or comma-separated), as in training")

@@ -33,7 +33,7 @@ from PIL import Image
 from torch import nn
 
 from fer_hf.faces import ImageLoadError, load_image
-from fer_hf.loading import DEFAULT_MODEL, LoadedModel, load_classifier
+from fer_hf.loading import DEFAULT_MODEL, MODEL_HELP, LoadedModel, load_classifier
 from fer_hf.predict import Predictor
 
 METHODS = ("saliency", "gradcam", "attention", "activations", "filters")
@@ -299,7 +299,7 @@ def explain(
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m fer_hf.explain", description=__doc__.split("\n\n")[0])
     parser.add_argument("image", metavar="IMAGE", help="a photo (the largest face is explained) or a face crop")
-    parser.add_argument("--model", default=DEFAULT_MODEL, help="'default', a model/run folder or a Hub id")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help=MODEL_HELP)
     parser.add_argument(
         "--method",
         nargs="+",

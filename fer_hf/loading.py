@@ -11,8 +11,25 @@ from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassi
 
 import fer_hf.models  # noqa: F401  (registers the package's model classes with the Auto classes)
 
+ASSETS_DIR = Path(__file__).parent / "assets"
+
+
+@dataclass(frozen=True)
+class BundledModel:
+    """A model trained by this project on FER2013 and shipped inside the package (offline), made by fer_hf.bundle."""
+
+    path: Path
+    title: str  # what it is, in a few words (the app's model menu)
+    recipe: str  # the recipe that trains it
+
+
 DEFAULT_MODEL = "default"
-DEFAULT_MODEL_DIR = Path(__file__).parent / "assets" / "default_model"
+DEFAULT_MODEL_DIR = ASSETS_DIR / "default_model"
+BUNDLED_MODELS = {
+    DEFAULT_MODEL: BundledModel(DEFAULT_MODEL_DIR, "fer-resnet5 CNN from scratch", "recipes/cnn.yaml"),
+    "lite0": BundledModel(ASSETS_DIR / "lite0_model", "EfficientNet-Lite0 from ImageNet", "recipes/lite0_main.yaml"),
+}
+MODEL_HELP = f"{' or '.join(map(repr, BUNDLED_MODELS))} (bundled), a model/run folder or a Hub id"
 # Model types whose code ships inside this package: safe to load with trust_remote_code.
 OWN_MODEL_TYPES = {"fer_cnn", "fer_vit", "fer_resnet", "fer_timm"}
 
@@ -33,14 +50,16 @@ class LoadedModel:
 
 
 def resolve_model_path(ref: str | Path) -> str:
-    """'default' -> the bundled model; a run folder -> its saved model; a folder or Hub id -> itself."""
-    if str(ref) == DEFAULT_MODEL:
-        if not (DEFAULT_MODEL_DIR / "config.json").is_file():
+    """A bundled model's name ('default', 'lite0') -> its folder; a run folder -> its saved model; a folder or Hub
+    id -> itself."""
+    if str(ref) in BUNDLED_MODELS:
+        bundled = BUNDLED_MODELS[str(ref)]
+        if not is_installed(bundled):
             raise ModelLoadError(
-                f"no bundled default model in {DEFAULT_MODEL_DIR} yet (it is made from the recipes/cnn.yaml run); "
-                "pass a trained model instead, e.g. --model runs/smoke after `make smoke`"
+                f"no bundled model {str(ref)!r} in {bundled.path} yet (fer_hf.bundle makes it from a "
+                f"{bundled.recipe} run); pass a trained model instead, e.g. --model runs/smoke after `make smoke`"
             )
-        return str(DEFAULT_MODEL_DIR)
+        return str(bundled.path)
     path = Path(ref).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
@@ -51,6 +70,10 @@ def resolve_model_path(ref: str | Path) -> str:
     if str(ref).startswith((".", "/", "~")) or str(ref).count("/") != 1:
         raise ModelLoadError(f"{ref}: no such folder (and not a Hub id of the form owner/name)")
     return str(ref)
+
+
+def is_installed(bundled: BundledModel) -> bool:
+    return (bundled.path / "config.json").is_file()
 
 
 def load_classifier(ref: str | Path = DEFAULT_MODEL, *, trust_remote_code: bool = False, device: str = "cpu"):

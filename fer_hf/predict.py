@@ -1,6 +1,7 @@
 """Predict facial expressions on photos, folders and videos: find faces, crop them FER-like, classify in batches.
 
     python -m fer_hf.predict photo.jpg                     # the bundled default model
+    python -m fer_hf.predict --model lite0 photo.jpg       # the bundled EfficientNet-Lite0, also offline
     python -m fer_hf.predict --model runs/cnn folder/ clip.mp4 --csv out.csv --annotate out/ --tta hflip
 
 Every face gets a box, a label and the probabilities of all classes. Preprocessing goes through the loaded
@@ -25,7 +26,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from fer_hf.faces import DetectorConfig, Face, FaceDetector, ImageLoadError, load_image
-from fer_hf.loading import DEFAULT_MODEL, LoadedModel, load_classifier
+from fer_hf.loading import DEFAULT_MODEL, MODEL_HELP, LoadedModel, load_classifier
 from fer_hf.tta import TTA_MODES, tta_logits
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm"}
@@ -469,7 +470,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "inputs", nargs="+", metavar="INPUT", help="image files, folders (searched recursively), videos"
     )
-    parser.add_argument("--model", default=DEFAULT_MODEL, help="'default', a model/run folder or a Hub id")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help=MODEL_HELP)
     parser.add_argument("--json", metavar="OUT", help="write all results as JSON")
     parser.add_argument("--csv", metavar="OUT", help="write one row per face (per frame and face for videos)")
     parser.add_argument("--annotate", metavar="DIR", help="write copies of the images with boxes and labels")

@@ -18,12 +18,12 @@ from PIL import Image
 
 from fer_hf.explain import ExplainError, attention_rollout, gradcam_map, overlay, saliency_map
 from fer_hf.faces import load_image
-from fer_hf.loading import DEFAULT_MODEL, DEFAULT_MODEL_DIR
+from fer_hf.loading import BUNDLED_MODELS, DEFAULT_MODEL, is_installed
 from fer_hf.predict import ImageResult, Predictor, VideoFrames, VideoLoadError
 
 APP_DIR = Path(__file__).resolve().parent
 EXAMPLES_DIR = APP_DIR / "examples"
-MODELS_ENV = "FER_HF_MODELS"  # comma-separated Hub ids or local model / run folders, offered after the default
+MODELS_ENV = "FER_HF_MODELS"  # comma-separated Hub ids or local model / run folders, offered after the bundled ones
 COMPARISON_ENV = "FER_HF_COMPARISON"  # a `python -m fer_hf.compare --output DIR` folder
 DEFAULT_COMPARISON_DIR = APP_DIR / "comparison"
 # File names written by fer_hf.compare (OUTPUT_STEM) and fer_hf.evaluate (CONFUSION_FILE); copied, not imported,
@@ -46,15 +46,15 @@ class UserInputError(ValueError):
 
 @dataclass
 class ModelEntry:
-    ref: str  # what FER_HF_MODELS (or "default") named
+    ref: str  # what FER_HF_MODELS named, or a bundled model's name ("default", "lite0")
     predictor: Predictor | None = None
     error: str | None = None  # why it could not be loaded
 
     @property
     def title(self) -> str:
         """Dropdown text: short, says what the model is."""
-        if self.ref == DEFAULT_MODEL:
-            return "default (bundled CNN)"
+        if self.ref in BUNDLED_MODELS:
+            return f"{self.ref} (bundled {BUNDLED_MODELS[self.ref].title})"
         return Path(self.ref).name if Path(self.ref).is_dir() else self.ref
 
     def describe(self) -> str:
@@ -77,7 +77,9 @@ class ModelCatalogue:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ModelCatalogue:
         env = os.environ if env is None else env
-        refs = [DEFAULT_MODEL] + [ref.strip() for ref in env.get(MODELS_ENV, "").split(",") if ref.strip()]
+        # The default first (reported when missing), then the other bundled models this install has.
+        bundled = [name for name, model in BUNDLED_MODELS.items() if name == DEFAULT_MODEL or is_installed(model)]
+        refs = bundled + [ref.strip() for ref in env.get(MODELS_ENV, "").split(",") if ref.strip()]
         return cls([load_entry(ref) for ref in dict.fromkeys(refs)])  # dict: drop repeats, keep order
 
     @property
@@ -105,8 +107,8 @@ class ModelCatalogue:
 
 
 def load_entry(ref: str) -> ModelEntry:
-    if ref == DEFAULT_MODEL and not (DEFAULT_MODEL_DIR / "config.json").is_file():
-        return ModelEntry(ref, error=f"not bundled in this install ({DEFAULT_MODEL_DIR} is missing)")
+    if ref in BUNDLED_MODELS and not is_installed(BUNDLED_MODELS[ref]):
+        return ModelEntry(ref, error=f"not bundled in this install ({BUNDLED_MODELS[ref].path} is missing)")
     try:
         return ModelEntry(ref, predictor=Predictor(ref))
     except Exception as err:  # noqa: BLE001  (any failure, from a typo to a broken checkpoint, must not stop the app)

@@ -9,6 +9,7 @@ slow part.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import socket
@@ -24,6 +25,7 @@ import pytest
 from PIL import Image
 from skimage import data
 
+from fer_hf import loading
 from fer_hf.labels import FER_LABELS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -308,7 +310,26 @@ def test_comparison_view_reads_table_charts_and_confusion_matrices(comparison, t
     assert missing.table == "" and "No comparison to show yet" in missing.note
 
 
-def test_catalogue_reports_a_broken_model_and_keeps_the_good_one(tiny_model, tmp_path):
+def bundle_as(monkeypatch, name: str, path: Path) -> None:
+    """Point the bundled model `name` at `path` (a tiny model, or a missing folder) for one test."""
+    bundled = loading.BUNDLED_MODELS[name]
+    monkeypatch.setitem(loading.BUNDLED_MODELS, name, dataclasses.replace(bundled, path=path))
+
+
+def test_catalogue_offers_every_installed_bundled_model(tiny_model, tmp_path, monkeypatch):
+    bundle_as(monkeypatch, "lite0", tmp_path / "not_bundled")
+    assert [entry.ref for entry in backend.ModelCatalogue.from_env({}).entries] == ["default"]
+    bundle_as(monkeypatch, "lite0", tiny_model)
+    catalogue = backend.ModelCatalogue.from_env({backend.MODELS_ENV: str(tiny_model)})
+    assert [entry.ref for entry in catalogue.entries] == ["default", "lite0", str(tiny_model)]
+    assert ("lite0 (bundled EfficientNet-Lite0 from ImageNet)", "lite0") in catalogue.choices()
+    assert catalogue.get("lite0").loaded.source == str(tiny_model)
+    bundle_as(monkeypatch, "default", tmp_path / "no_default")  # a default missing from the install is reported
+    assert "default" in backend.ModelCatalogue.from_env({}).problems()
+
+
+def test_catalogue_reports_a_broken_model_and_keeps_the_good_one(tiny_model, tmp_path, monkeypatch):
+    bundle_as(monkeypatch, "lite0", tmp_path / "not_bundled")
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "config.json").write_text("{not json")

@@ -47,3 +47,15 @@ def test_bundle_ships_the_best_checkpoint_with_matching_card(finished_run, tmp_p
 def test_bundle_refuses_a_folder_without_checkpoints(tmp_path):
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         best_checkpoint(tmp_path)
+
+
+def test_bundle_under_another_name_says_how_to_load_it(finished_run, tmp_path, capsys):
+    from fer_hf.bundle import main as bundle_main
+
+    out = tmp_path / "lite0_model"
+    argv = [str(finished_run), "--name", "lite0", "--recipe", str(finished_run / "recipe.yaml"), "--data", "bundled"]
+    assert bundle_main([*argv, "--out", str(out)]) == 0
+    card = (out / "README.md").read_text()
+    assert "`--model lite0`" in card and "evaluate lite0 --data" in card and "default model" not in card
+    assert "fer_hf/assets/lite0_model" in json.loads((out / "evaluation" / "metrics.json").read_text())["model"]
+    assert "PublicTest single view: accuracy" in capsys.readouterr().out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 from types import SimpleNamespace
@@ -150,13 +151,19 @@ def test_bad_inputs_fail_clearly_and_leave_nothing(tiny_model, faces_parquet, tm
     assert "--overwrite" in capsys.readouterr().err and (out / "notes.txt").read_text() == "keep me"
 
 
-def test_default_model_resolves_to_the_bundled_folder(tiny_model, monkeypatch, tmp_path):
+@pytest.mark.parametrize("name", ["default", "lite0"])
+def test_bundled_models_resolve_to_their_folders(name, tiny_model, monkeypatch, tmp_path, capsys):
     import fer_hf.loading
 
-    monkeypatch.setattr(fer_hf.loading, "DEFAULT_MODEL_DIR", tmp_path / "missing")
-    assert run_cli("default", "--data", "bundled", "--output", tmp_path / "a") == 2
-    monkeypatch.setattr(fer_hf.loading, "DEFAULT_MODEL_DIR", tiny_model)
-    assert run_cli("default", "--data", "bundled", "--output", tmp_path / "b", "--tta", "tencrop") == 0
+    def bundle_as(path):
+        bundled = dataclasses.replace(fer_hf.loading.BUNDLED_MODELS[name], path=path)
+        monkeypatch.setitem(fer_hf.loading.BUNDLED_MODELS, name, bundled)
+
+    bundle_as(tmp_path / "missing")
+    assert run_cli(name, "--data", "bundled", "--output", tmp_path / "a") == 2
+    assert f"no bundled model {name!r}" in capsys.readouterr().err and not (tmp_path / "a").exists()
+    bundle_as(tiny_model)
+    assert run_cli(name, "--data", "bundled", "--output", tmp_path / "b", "--tta", "tencrop") == 0
     m = json.loads((tmp_path / "b" / "metrics.json").read_text())
     assert (m["model"], m["split"], m["split_size"], m["tta"]) == (str(tiny_model), "validation", 70, "tencrop")
 
