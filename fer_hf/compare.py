@@ -172,15 +172,8 @@ def per_class_scores(row: ResultRow, per_class: str) -> dict[str, float]:
 
 def markdown_table(rows: list[ResultRow], per_class: str = "f1") -> str:
     names = rows[0].labels
-    head = [
-        "model",
-        "split (n)",
-        "TTA",
-        "accuracy",
-        "macro-F1",
-        "top-2",
-        *[f"{PER_CLASS[per_class]} {c}" for c in names],
-    ]
+    score = PER_CLASS[per_class]
+    head = ["model", "split (n)", "TTA", "accuracy", "macro-F1", "top-2", *[f"{score} {c}" for c in names]]
     head += ["params", "trainable", "epochs", "train time (s)", "img/s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 3 + "---:|" * (len(head) - 3)]
     for r in rows:
@@ -245,14 +238,13 @@ def write_outputs(out: Path, rows: list[ResultRow], notes: list[str], per_class:
     write_csv(rows, out / f"{OUTPUT_STEM}.csv")
     doc = {"rows": [asdict(r) for r in rows], "mismatches": notes}
     (out / f"{OUTPUT_STEM}.json").write_text(json.dumps(doc, indent=2) + "\n")
-    title = f"{rows[0].split} ({rows[0].num_samples} images), TTA {rows[0].tta}"
-    plot_comparison(
-        rows, out / f"{OUTPUT_STEM}.png", "not like for like: see the table" if notes else title, per_class
-    )
+    split = f"{rows[0].split} ({rows[0].num_samples} images)"
+    title = "not like for like: see the table" if notes else f"{split}, TTA {rows[0].tta}"
+    plot_comparison(rows, out / f"{OUTPUT_STEM}.png", title, per_class)
     copy_confusion_matrices(rows, out)
     histories = {r.name: h for r in rows if r.kind == "run" and (h := run_log_history(Path(r.source).parent))}
     if histories:
-        plot_curves(histories, out / "curves.png", f"learning curves, {title}")
+        plot_curves(histories, out / "curves.png", f"learning curves: {', '.join(histories)} on {split}")
 
 
 def copy_confusion_matrices(rows: list[ResultRow], out: Path) -> None:
