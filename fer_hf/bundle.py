@@ -9,8 +9,8 @@ MODEL_DIR is a run folder (its best checkpoint is taken, whether the run finishe
 `checkpoint-*` folders. The folder gets the model (safetensors, config, image processor, its code), the resolved
 recipe, `metrics.json` in the layout of a training run (validation = FER2013 PublicTest, single view; hardware and
 training time from the finished run), evaluations by `fer_hf.evaluate` without and with horizontal-flip TTA
-(reported apart), the confusion matrix, the training curves and a model card, with the `fer_hf.compare` table
-when given. Everything is written to a temporary folder and moved into place at the end.
+(reported apart), the confusion matrix, the training curves and a model card; with --comparison, the
+`fer_hf.compare` table in the card and its whole folder (charts, learning curves) in comparison/. Everything is written to a temporary folder and moved into place at the end.
 """
 
 from __future__ import annotations
@@ -98,11 +98,20 @@ def bundle(
     where = f"fer_hf/assets/{out.name}"
     for report in staging.glob("**/metrics.json"):  # name the model by where it lives, not the staging folder
         report.write_text(report.read_text().replace(str(staging.resolve()), where))
+    if comparison:  # the comparison folder's table and charts travel with the model; the card shows the charts
+        shutil.copytree(Path(comparison).parent, staging / "comparison", ignore=shutil.ignore_patterns(".*"))
     card = write_model_card(staging, repo_id=where, comparison=comparison)
-    card.write_text(card.read_text() + status_section(metrics, name, recipe_path))
+    card.write_text(card.read_text() + comparison_charts(staging) + status_section(metrics, name, recipe_path))
     shutil.rmtree(out, ignore_errors=True)
     staging.rename(out)
     return out
+
+
+def comparison_charts(folder: Path) -> str:
+    """Markdown images of the comparison's bar chart and learning curves, when bundled (comparison/)."""
+    charts = {"comparison.png": "scores side by side", "curves.png": "learning curves of the compared runs"}
+    found = [f"![{alt}](comparison/{png})" for png, alt in charts.items() if (folder / "comparison" / png).is_file()]
+    return "\n" + "\n\n".join(found) + "\n" if found else ""
 
 
 def status_section(metrics: dict, name: str, recipe_path: str) -> str:

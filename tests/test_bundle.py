@@ -9,6 +9,8 @@ import pytest
 from test_train import tiny_args
 
 from fer_hf.bundle import best_checkpoint, bundle
+from fer_hf.bundle import main as bundle_main
+from fer_hf.compare import compare
 from fer_hf.loading import load_classifier
 from fer_hf.train import main
 
@@ -50,12 +52,15 @@ def test_bundle_refuses_a_folder_without_checkpoints(tmp_path):
 
 
 def test_bundle_under_another_name_says_how_to_load_it(finished_run, tmp_path, capsys):
-    from fer_hf.bundle import main as bundle_main
-
+    compare([finished_run], tmp_path / "cmp")
     out = tmp_path / "lite0_model"
     argv = [str(finished_run), "--name", "lite0", "--recipe", str(finished_run / "recipe.yaml"), "--data", "bundled"]
-    assert bundle_main([*argv, "--out", str(out)]) == 0
+    assert bundle_main([*argv, "--out", str(out), "--comparison", str(tmp_path / "cmp" / "comparison.md")]) == 0
     card = (out / "README.md").read_text()
     assert "`--model lite0`" in card and "evaluate lite0 --data" in card and "default model" not in card
+    # the comparison travels with the model: its table in the card, its charts in comparison/, linked from the card
+    assert (tmp_path / "cmp" / "comparison.md").read_text().strip() in card
+    assert (out / "comparison" / "curves.png").read_bytes() == (tmp_path / "cmp" / "curves.png").read_bytes()
+    assert "](comparison/curves.png)" in card and "](comparison/comparison.png)" in card
     assert "fer_hf/assets/lite0_model" in json.loads((out / "evaluation" / "metrics.json").read_text())["model"]
     assert "PublicTest single view: accuracy" in capsys.readouterr().out
