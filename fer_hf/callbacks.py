@@ -134,6 +134,17 @@ class GradualUnfreezeCallback(TrainerCallback):
         for param in self.frozen_parameters():
             param.grad = None
 
+    def trained_parameters(self, epochs_run: float) -> int:
+        """How many parameters trained at some point of a run of `epochs_run` epochs: a linear probe's head only.
+        (All of them have requires_grad, so that count would say every parameter trained.)"""
+        return sum(
+            p.numel()
+            for g, params in self._params.items()
+            if self.epochs[g] < epochs_run
+            for p in params
+            if p.requires_grad
+        )
+
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         self.apply(model, state.epoch or 0.0)
 

@@ -315,7 +315,12 @@ def save_artifacts(trainer: FerTrainer, recipe: Recipe, metrics: dict, names, cl
     out = Path(recipe.training["output_dir"])
     model = trainer.model
     parameters = sum(p.numel() for p in model.parameters())
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    unfreeze = find_callback(trainer.callback_handler.callbacks, GradualUnfreezeCallback)
+    trainable = (
+        unfreeze.trained_parameters(trainer.state.epoch)
+        if unfreeze
+        else sum(p.numel() for p in model.parameters() if p.requires_grad)
+    )
     save_model(trainer, out)
     recipe.save(out / "recipe.yaml")
     summary = {

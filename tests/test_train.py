@@ -125,6 +125,8 @@ def test_resume_after_a_cut_reaches_the_same_weights(tmp_path):
     # metrics.json counts the time of both sessions, not only the resumed one's
     metrics = json.loads((tmp_path / "b" / "metrics.json").read_text())
     assert metrics["train_sessions"] == 2
+    # only the head and features.2 ever trained: the groups left frozen do not count as trainable
+    assert 0 < metrics["trainable_parameters"] < metrics["parameters"]
     assert clock["seconds_before"] < metrics["train_seconds"] < clock["seconds_before"] + resumed_seconds
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 from transformers import TrainerCallback
 
 from fer_hf.callbacks import GradualUnfreezeCallback, build_callbacks, group_of, unfreeze_epochs
@@ -158,3 +159,15 @@ def test_every_n_epochs_and_resume_mid_epoch():
     assert callback.frozen_groups(2.0) == {"b1", "rest"}
     head_only = GradualUnfreezeCallback(groups, UnfreezeArgs(start_frozen=True))
     assert head_only.frozen_groups(100.0) == {"b2", "b1", "rest"}
+
+
+def test_trained_parameter_count_leaves_out_groups_that_never_unfroze():
+    model = nn.ModuleDict({"classifier": nn.Linear(4, 3), "b2": nn.Linear(4, 4), "b1": nn.Linear(2, 4)})
+    groups = [("head", ["classifier."]), ("b2", ["b2."]), ("b1", ["b1."])]
+    scheduled = GradualUnfreezeCallback(groups, UnfreezeArgs(schedule={2: ["b2"], 5: ["b1"]}))
+    probe = GradualUnfreezeCallback(groups, UnfreezeArgs(start_frozen=True))  # a linear probe: the head only
+    for callback in (scheduled, probe):
+        callback.attach(model)
+    assert scheduled.trained_parameters(4.0) == 15 + 20  # b1 was due at epoch 5; a 4-epoch run never trained it
+    assert scheduled.trained_parameters(6.0) == 15 + 20 + 12
+    assert probe.trained_parameters(6.0) == 15
