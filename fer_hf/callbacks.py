@@ -13,6 +13,10 @@ decay, no momentum state - so a frozen parameter is bit-identical to its initial
 on every rank alike (the all-reduce already happened, every rank drops the same gradients). Frozen BatchNorm
 layers are held in eval mode through a forward pre-hook, because the Trainer calls `model.train()` before every
 step; their running statistics therefore stay put too.
+
+On a single process (nothing to desynchronise) frozen groups also get `requires_grad = False` once the optimizer
+exists (at each epoch start), so that backward stops at the lowest training group: a frozen backbone costs no
+backward pass. The optimizer still holds every parameter, so groups unfrozen later train as scheduled.
 """
 
 from __future__ import annotations
@@ -97,6 +101,7 @@ class GradualUnfreezeCallback(TrainerCallback):
         self._bn: dict[str, list[nn.Module]] = {}
         self._bn_hooks: dict[str, list] = {}
         self._model: nn.Module | None = None
+        self._trainable: set[int] = set()  # ids of the parameters that had requires_grad (LoRA freezes the rest)
 
     def frozen_groups(self, epoch: float) -> set[str]:
         """Groups that do not train during (0-based) `epoch`; a resumed run lands mid-epoch, hence the floor."""
@@ -108,14 +113,16 @@ class GradualUnfreezeCallback(TrainerCallback):
         if self._model is model:
             return
         self._model, self._params, self._bn = model, {}, {}
+        self._trainable = {id(p) for p in model.parameters() if p.requires_grad}
         for name, param in model.named_parameters():
             self._params.setdefault(group_of(name, self.layer_groups), []).append(param)
         for name, module in model.named_modules():
             if isinstance(module, BATCH_NORMS):
                 self._bn.setdefault(group_of(name + ".", self.layer_groups), []).append(module)
 
-    def apply(self, model: nn.Module, epoch: float) -> None:
-        """Freeze / unfreeze groups for `epoch`: (re)hook frozen BatchNorm layers."""
+    def apply(self, model: nn.Module, epoch: float, skip_backward: bool = False) -> None:
+        """Freeze / unfreeze groups for `epoch`: (re)hook frozen BatchNorm layers; with `skip_backward` (single
+        process, optimizer built) also switch requires_grad off for frozen groups and back on for the others."""
         self.attach(model)
         frozen = self.frozen_groups(epoch)
         for name in self.frozen - frozen:  # unfreezing: BN back to following model.train()
@@ -124,6 +131,14 @@ class GradualUnfreezeCallback(TrainerCallback):
         for name in frozen - self.frozen:
             self._bn_hooks[name] = [m.register_forward_pre_hook(_hold_in_eval) for m in self._bn.get(name, [])]
         self.frozen = frozen
+        if skip_backward:
+            self.set_requires_grad(lambda group: group not in frozen)
+
+    def set_requires_grad(self, trains) -> None:
+        for group, params in self._params.items():
+            for param in params:
+                if id(param) in self._trainable:
+                    param.requires_grad_(trains(group))
 
     def frozen_parameters(self) -> Iterable[nn.Parameter]:
         for name in self.frozen:
@@ -136,20 +151,21 @@ class GradualUnfreezeCallback(TrainerCallback):
 
     def trained_parameters(self, epochs_run: float) -> int:
         """How many parameters trained at some point of a run of `epochs_run` epochs: a linear probe's head only.
-        (All of them have requires_grad, so that count would say every parameter trained.)"""
+        (requires_grad says little: it stays on under DDP, where frozen groups only lose their gradients.)"""
         return sum(
             p.numel()
             for g, params in self._params.items()
             if self.epochs[g] < epochs_run
             for p in params
-            if p.requires_grad
+            if id(p) in self._trainable
         )
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         self.apply(model, state.epoch or 0.0)
 
     def on_epoch_begin(self, args, state, control, model=None, **kwargs):
-        self.apply(model, state.epoch or 0.0)
+        # The optimizer exists by now (it is built after on_train_begin); under DDP requires_grad must not change.
+        self.apply(model, state.epoch or 0.0, skip_backward=args.world_size == 1)
 
     def on_pre_optimizer_step(self, args, state, control, **kwargs):
         # Also right for a plain Trainer; FerTrainer drops them earlier so gradient clipping ignores them too.
@@ -160,6 +176,7 @@ class GradualUnfreezeCallback(TrainerCallback):
             for handle in handles:
                 handle.remove()
         self._bn_hooks, self.frozen = {}, set()
+        self.set_requires_grad(lambda group: True)  # the saved / returned model is trainable as it came
 
 
 class StopAfterEpochsCallback(TrainerCallback):

@@ -69,6 +69,24 @@ class Snapshots(TrainerCallback):
         self._take(model)
 
 
+class GradFlags(TrainerCallback):
+    """Which groups had requires_grad during the first step of every epoch: {group: [flag per epoch]}."""
+
+    def __init__(self, layer_groups):
+        self.layer_groups, self.flags, self._epoch = layer_groups, {}, -1
+
+    def on_step_begin(self, args, state, control, model=None, **kwargs):
+        if int(state.epoch) == self._epoch:
+            return
+        self._epoch = int(state.epoch)
+        per_group: dict[str, bool] = {}
+        for name, param in model.named_parameters():
+            group = group_of(name, self.layer_groups)
+            per_group[group] = per_group.get(group, False) or param.requires_grad
+        for group, flag in per_group.items():
+            self.flags.setdefault(group, []).append(flag)
+
+
 def changed_per_epoch(snapshots: Snapshots, layer_groups) -> dict[str, list[bool]]:
     """{group: [did any of its tensors change during epoch e]}."""
     states, out = snapshots.states, {}
@@ -87,7 +105,16 @@ def test_groups_train_exactly_from_their_scheduled_epoch(tmp_path, bundled_dd):
     )
     snapshots = Snapshots()
     trainer, built = make_trainer(recipe, bundled_dd, [snapshots])
+    flags = GradFlags(built.layer_groups)
+    trainer.add_callback(flags)
     trainer.train()
+    # Single process: frozen groups also drop out of backward (requires_grad off) until they unfreeze.
+    assert flags.flags == {
+        "head": [True, True, True],
+        "features.2": [False, True, True],
+        "features.1": [False, False, True],
+        "features.0": [False, False, False],
+    }
 
     assert [g for g, _ in built.layer_groups] == ["head", "features.2", "features.1", "features.0"]
     changed = changed_per_epoch(snapshots, built.layer_groups)
@@ -105,12 +132,12 @@ def test_groups_train_exactly_from_their_scheduled_epoch(tmp_path, bundled_dd):
 
 
 def assert_frozen_params_stayed_out_of_adamw(trainer, layer_groups, start_epochs: dict[str, int]) -> None:
-    """Every parameter sits in the optimizer from the start and keeps requires_grad (DDP-safe), but AdamW
+    """Every parameter sits in the optimizer from the start and has requires_grad after training, but AdamW
     counted steps only while its group trained: no weight decay or momentum while frozen."""
     model, epochs = trainer.model, int(trainer.state.epoch)
     in_optimizer = {id(p) for group in trainer.optimizer.param_groups for p in group["params"]}
     assert in_optimizer == {id(p) for p in model.parameters()}
-    assert all(p.requires_grad for p in model.parameters())
+    assert all(p.requires_grad for p in model.parameters())  # on a single process restored at the end of training
     steps_per_epoch = math.ceil(TRAIN_ROWS / BATCH)
     for name, param in model.named_parameters():
         start = start_epochs.get(group_of(name, layer_groups), epochs)
