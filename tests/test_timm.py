@@ -254,6 +254,9 @@ def test_fine_tuned_model_reloads_in_a_fresh_process(tmp_path, lite0_dir, bundle
         assert (run / name).is_file(), name
     model = AutoModelForImageClassification.from_pretrained(run).eval()
     assert model.config.model_type == "fer_timm" and model.config.pretrained_cfg["input_size"] == [3, 32, 32]
+    weights = model.config.backbone_source["weights"]  # the card names where the pretrained weights came from
+    card = (run / "README.md").read_text()
+    assert f"package `{weights['package']}` {weights['version']} ({weights['license']}" in card
     # The Trainer's resume / best-model path goes through load_state_dict with the saved (prefixed) names.
     result = model.load_state_dict(load_file(run / "model.safetensors"))
     assert not result.missing_keys and not result.unexpected_keys
