@@ -28,7 +28,9 @@ from fer_hf.configs import load_recipe
 from fer_hf.loading import BUNDLED_MODELS, DEFAULT_MODEL
 from fer_hf.report import describe_hardware, plot_confusion_matrix, plot_curves
 
-MODEL_FILES = ("config.json", "model.safetensors", "preprocessor_config.json")
+MODEL_FILES = ("config.json", "model.safetensors")
+# + preprocessor_config.json where the family has one (a timm model's image processor lives in its config.json)
+OPTIONAL_FILES = ("preprocessor_config.json",)
 
 
 def best_checkpoint(model_dir: Path) -> tuple[Path, dict]:
@@ -62,7 +64,8 @@ def bundle(
     staging = out.with_name(f".{out.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    for file in (*MODEL_FILES, *(p.name for p in weights_dir.glob("*.py"))):  # + the model's own code (Hub use)
+    optional = [name for name in OPTIONAL_FILES if (weights_dir / name).is_file()]
+    for file in (*MODEL_FILES, *optional, *(p.name for p in weights_dir.glob("*.py"))):  # + the model's own code
         shutil.copy2(weights_dir / file, staging / file)
     recipe = load_recipe(recipe_path, ["--training.output_dir", str(model_dir)])
     recipe.save(staging / "recipe.yaml")
