@@ -282,7 +282,9 @@ def training_rows(info: RunInfo) -> list[tuple[str, str]]:
     precision = "bf16" if tr.get("bf16") else "fp16" if tr.get("fp16") else "fp32"
     rows.append(("precision", precision))
     hardware = m.get("hardware") or m.get("device")
-    rows.append(("hardware", f"{hardware} x {world} process(es), {m.get('train_seconds')} s of training"))
+    seconds = m.get("train_seconds")  # None for an interim checkpoint of a run still going
+    trained = f", {seconds:,.0f} s of training" if seconds else ", training time not recorded (interim checkpoint)"
+    rows.append(("hardware", f"{hardware} x {world} process(es){trained}"))
     if m.get("trainable_parameters") is not None:
         rows.append(("trainable parameters", f"{m['trainable_parameters']:,} of {m.get('parameters', 0):,}"))
     return rows
