@@ -63,14 +63,15 @@ def run_log_history(run_dir: Path) -> list[dict] | None:
 def plot_curves(histories: dict[str, list[dict]], path: str | Path, title: str = "training curves") -> None:
     """Loss, accuracy and macro-F1 per epoch; several runs (name -> log history) share the axes."""
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    for run, log_history in histories.items():
+    for i, (run, log_history) in enumerate(histories.items()):  # one colour per run on every panel
         series = epoch_history(log_history)
         for ax, keys in zip(axes, (("train_loss", "eval_loss"), ("accuracy",), ("macro_f1",)), strict=True):
             for key in keys:
                 if series[key]:
                     xs, ys = zip(*series[key], strict=True)
                     style = "--" if key == "train_loss" else "-"
-                    ax.plot(xs, ys, style, marker="." if key != "train_loss" else None, label=f"{run} {key}")
+                    marker = "." if key != "train_loss" else None
+                    ax.plot(xs, ys, style, color=f"C{i}", marker=marker, label=f"{run} {key}")
     for ax, label in zip(axes, ("loss", "validation accuracy", "validation macro-F1"), strict=True):
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
