@@ -10,7 +10,8 @@ MODEL_DIR is a run folder (its best checkpoint is taken, whether the run finishe
 recipe, `metrics.json` in the layout of a training run (validation = FER2013 PublicTest, single view; hardware and
 training time from the finished run), evaluations by `fer_hf.evaluate` without and with horizontal-flip TTA
 (reported apart), the confusion matrix, the training curves and a model card; with --comparison, the
-`fer_hf.compare` table in the card and its whole folder (charts, learning curves) in comparison/. Everything is written to a temporary folder and moved into place at the end.
+`fer_hf.compare` table in the card and its whole folder (charts, learning curves) in comparison/. Everything is
+written to a temporary folder and moved into place at the end.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from fer_hf import evaluate as fer_evaluate
 from fer_hf.card import write_model_card
 from fer_hf.configs import load_recipe
 from fer_hf.loading import BUNDLED_MODELS, DEFAULT_MODEL
-from fer_hf.report import describe_hardware, plot_confusion_matrix, plot_curves
+from fer_hf.report import checkpoint_states, describe_hardware, plot_confusion_matrix, plot_curves
 
 MODEL_FILES = ("config.json", "model.safetensors")
 # + preprocessor_config.json where the family has one (a timm model's image processor lives in its config.json)
@@ -36,7 +37,7 @@ OPTIONAL_FILES = ("preprocessor_config.json",)
 def best_checkpoint(model_dir: Path) -> tuple[Path, dict]:
     """(folder holding the weights, trainer_state.json) of a checkpoint folder, or of a run folder's best checkpoint
     (finished or not: the Trainer keeps the best one, and a finished run's top-level model is that one)."""
-    states = sorted(model_dir.glob("checkpoint-*/trainer_state.json"), key=lambda p: int(p.parent.name.split("-")[1]))
+    states = checkpoint_states(model_dir)
     # A checkpoint folder itself (a finished run folder also holds a trainer_state.json, beside its checkpoints).
     if not states and (model_dir / "trainer_state.json").is_file() and (model_dir / "model.safetensors").is_file():
         return model_dir, json.loads((model_dir / "trainer_state.json").read_text())

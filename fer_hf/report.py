@@ -51,10 +51,15 @@ def epoch_history(log_history: list[dict]) -> dict[str, list[tuple[float, float]
     return series
 
 
+def checkpoint_states(run_dir: Path) -> list[Path]:
+    """The run's checkpoint-*/trainer_state.json files, oldest step first."""
+    return sorted(run_dir.glob("checkpoint-*/trainer_state.json"), key=lambda p: int(p.parent.name.split("-")[-1]))
+
+
 def run_log_history(run_dir: Path) -> list[dict] | None:
     """The Trainer's log history of a run folder: its trainer_state.json (written at the end of fer_hf.train), else
     that of its latest checkpoint (a run cut short); None when neither exists (e.g. an evaluation folder)."""
-    states = sorted(run_dir.glob("checkpoint-*/trainer_state.json"), key=lambda p: int(p.parent.name.split("-")[-1]))
+    states = checkpoint_states(run_dir)
     path = run_dir / "trainer_state.json"
     path = path if path.is_file() else (states[-1] if states else None)
     return json.loads(path.read_text())["log_history"] if path else None
