@@ -21,12 +21,15 @@ backward pass. The optimizer still holds every parameter, so groups unfrozen lat
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 from transformers import EarlyStoppingCallback, TrainerCallback
 from transformers.trainer_callback import ExportableState
 
@@ -226,6 +229,107 @@ class TrainingClockCallback(TrainerCallback, ExportableState):
         }
 
 
+class WeightAveragingCallback(TrainerCallback):
+    """Stochastic weight averaging (Izmailov et al. 2018): the running mean of the weights at the end of every epoch
+    from `from_epoch` on (1-based) replaces the model's weights when training ends; BatchNorm running statistics
+    are then recomputed on the training loader, since those of the last weights do not fit the averaged ones.
+
+    The average travels in every checkpoint (`weight_average.safetensors`), so a resumed run carries it on instead
+    of restarting it. It replaces the weights in `on_train_end`, which the Trainer calls after loading the best
+    checkpoint: recipes therefore cannot ask for both (fer_hf.configs refuses it).
+    """
+
+    FILE = "weight_average.safetensors"
+
+    def __init__(self, from_epoch: int):
+        if from_epoch < 1:
+            raise RecipeError(f"run.swa_from_epoch: epochs count from 1, got {from_epoch}")
+        self.from_epoch = from_epoch
+        self.average: dict[str, torch.Tensor] = {}  # parameter name -> fp32 running mean
+        self.epochs: list[int] = []  # the epochs averaged so far
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if not state.global_step:
+            return
+        # resumed: the checkpoint resumed from is the one of the current global step
+        path = Path(args.output_dir) / f"checkpoint-{state.global_step}" / self.FILE
+        done = round(state.epoch or 0)
+        if path.is_file():
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as f:
+                self.average = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is no mapping)
+                self.epochs = json.loads(f.metadata()["epochs"])
+        elif done >= self.from_epoch:
+            raise RecipeError(
+                f"run.swa_from_epoch {self.from_epoch}: resuming at epoch {done}, but {path} holds no weight average "
+                "(the checkpoint was written without run.swa_from_epoch); resume with the recipe it was trained with"
+            )
+
+    def on_epoch_end(self, args, state, control, model=None, **kwargs):
+        epoch = round(state.epoch)
+        if epoch < self.from_epoch or epoch in self.epochs:
+            return
+        n = len(self.epochs)
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                current = p.detach().float().cpu()
+                if name in self.average:
+                    self.average[name].mul_(n / (n + 1)).add_(current, alpha=1 / (n + 1))
+                else:
+                    self.average[name] = current.clone()
+        self.epochs.append(epoch)
+
+    def on_save(self, args, state, control, **kwargs):
+        if self.average and state.is_world_process_zero:
+            from safetensors.torch import save_file
+
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            folder.mkdir(parents=True, exist_ok=True)
+            tensors = {k: v.contiguous() for k, v in self.average.items()}
+            save_file(tensors, str(folder / self.FILE), metadata={"epochs": json.dumps(self.epochs)})
+
+    def on_train_end(self, args, state, control, model=None, train_dataloader=None, **kwargs):
+        if not self.average:
+            return  # training stopped before from_epoch: the last weights stay
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                p.copy_(self.average[name].to(p.device, p.dtype))
+        recompute_batch_norm(model, train_dataloader, bf16=args.bf16)
+
+    def summary(self) -> dict:
+        return {"method": "stochastic weight averaging, BatchNorm statistics recomputed", "epochs": self.epochs}
+
+
+def recompute_batch_norm(model: nn.Module, loader, bf16: bool = False) -> None:
+    """Running mean/var of every BatchNorm that trains, as exact averages over one pass of `loader`.
+
+    BatchNorms held in eval (frozen groups of gradual unfreezing) do not see the pass: they keep their statistics.
+    """
+    norms = [m for m in model.modules() if isinstance(m, BATCH_NORMS) and m.track_running_stats]
+    if not norms or loader is None:
+        return
+    saved = {
+        m: (m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone(), m.momentum) for m in norms
+    }
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the pass
+    was_training = model.training
+    model.train()
+    device = next(model.parameters()).device
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        for batch in tqdm(loader, desc="BatchNorm statistics", leave=False):
+            model(pixel_values=batch["pixel_values"].to(device))
+    for m, (mean, var, tracked, momentum) in saved.items():
+        m.momentum = momentum
+        if not m.num_batches_tracked:  # held in eval during the pass
+            m.running_mean.copy_(mean)
+            m.running_var.copy_(var)
+            m.num_batches_tracked.copy_(tracked)
+    model.train(was_training)
+
+
 def layerwise_lrs(layer_groups: LayerGroups, lr: float, decay: float) -> dict[str, float]:
     """{group: lr * decay**k} for group k below the head (k = 0: head); the rest group is the deepest."""
     return {name: lr * decay**k for k, name in enumerate(group_names(layer_groups))}
@@ -242,6 +346,8 @@ def build_callbacks(recipe, built) -> list[TrainerCallback]:
     u = recipe.unfreeze
     if u.schedule or u.every or u.start_frozen:
         callbacks.append(GradualUnfreezeCallback(built.layer_groups, u))
+    if recipe.run.swa_from_epoch:
+        callbacks.append(WeightAveragingCallback(recipe.run.swa_from_epoch))
     return callbacks
 
 

@@ -285,9 +285,23 @@ def training_rows(info: RunInfo) -> list[tuple[str, str]]:
     seconds = m.get("train_seconds")  # None for an interim checkpoint of a run still going
     trained = f", {seconds:,.0f} s of training" if seconds else ", training time not recorded (interim checkpoint)"
     rows.append(("hardware", f"{hardware} x {world} process(es){trained}"))
+    if m.get("init_from"):
+        rows.append(("started from", started_from(m["init_from"], seconds)))
+    if m.get("weight_average"):
+        epochs = m["weight_average"]["epochs"]
+        rows.append(("weight averaging", f"SWA of the weights after epochs {epochs}, BatchNorm statistics recomputed"))
     if m.get("trainable_parameters") is not None:
         rows.append(("trainable parameters", f"{m['trainable_parameters']:,} of {m.get('parameters', 0):,}"))
     return rows
+
+
+def started_from(init: dict, seconds: float | None) -> str:
+    """model.init_from: the earlier run, its epochs and time, and the time of both stages together."""
+    before = init.get("train_seconds")
+    text = f"`{init['path']}` (a fer_hf.train run: {init.get('epochs')} epochs"
+    if before:
+        text += f", {before:,.0f} s of training" + (f"; {before + seconds:,.0f} s for both stages" if seconds else "")
+    return text + ")"
 
 
 def training_section(info: RunInfo) -> str:

@@ -73,6 +73,13 @@ class ModelArgs:
         default=None, metadata={"help": "peft LoRA instead of unfreezing, e.g. {r: 16, alpha: 16, dropout: 0.1}"}
     )
     channels_last: bool = field(default=True, metadata={"help": "channels_last memory format (faster convs on CPU)"})
+    init_from: str | None = field(
+        default=None,
+        metadata={
+            "help": "a trained run folder (model.safetensors) of the same architecture and classes to start "
+            "from, e.g. for a second stage with another loss or sampler"
+        },
+    )
 
 
 @dataclass
@@ -105,6 +112,13 @@ class RunArgs:
     resume: bool = field(default=False, metadata={"help": "resume from the last checkpoint in output_dir"})
     overwrite: bool = field(default=False, metadata={"help": "allow writing into an output_dir of another run"})
     evaluate_test: bool = field(default=True, metadata={"help": "also evaluate the test split when there is one"})
+    swa_from_epoch: int | None = field(
+        default=None,
+        metadata={
+            "help": "stochastic weight averaging: average the weights at the end of every epoch from this one "
+            "(1-based) on, then recompute BatchNorm statistics; needs load_best_model_at_end false"
+        },
+    )
 
 
 SECTIONS: dict[str, type] = {"data": DataArgs, "model": ModelArgs, "loss": LossArgs, "unfreeze": UnfreezeArgs}
@@ -258,6 +272,14 @@ def _validate(recipe: Recipe) -> None:
         raise RecipeError("unfreeze: give either schedule or every, not both")
     if not 0 < recipe.unfreeze.layerwise_decay <= 1:
         raise RecipeError(f"unfreeze.layerwise_decay must be in (0, 1], got {recipe.unfreeze.layerwise_decay}")
+    if recipe.run.swa_from_epoch is not None:
+        if not isinstance(recipe.run.swa_from_epoch, int) or recipe.run.swa_from_epoch < 1:
+            raise RecipeError(f"run.swa_from_epoch must be an integer >= 1, got {recipe.run.swa_from_epoch!r}")
+        if recipe.training.get("load_best_model_at_end"):
+            raise RecipeError(
+                "run.swa_from_epoch: the averaged weights replace the model at the end of training, so "
+                "training.load_best_model_at_end must be false (the best checkpoint would be overwritten)"
+            )
     for cls_name, factor in recipe.data.oversample.items():
         if not isinstance(factor, int) or factor < 1:
             raise RecipeError(f"data.oversample.{cls_name}: factor must be an integer >= 1, got {factor!r}")

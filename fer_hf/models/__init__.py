@@ -7,9 +7,12 @@ layer groups from the top of the network down (head first) for gradual unfreezin
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from safetensors.torch import load_file
 from torch import nn
 from transformers import BaseImageProcessor
 
@@ -47,6 +50,44 @@ def build_model(model_args, label_names: Sequence[str], image_size: int | None =
         raise ValueError(f"unknown model family {model_args.family!r}; choose one of {sorted(MODEL_FAMILIES)}")
     names = tuple(label_names)
     return MODEL_FAMILIES[model_args.family](model_args, names, id2label(names), label2id(names), image_size)
+
+
+def load_trained_weights(model: nn.Module, folder: str | Path, label_names: Sequence[str]) -> None:
+    """Start `model` from a trained run's weights (model.init_from): same classes in the same order, same
+    architecture. Every tensor must match by name and shape; nothing is loaded partially."""
+    path = Path(folder).expanduser()
+    weights = path / "model.safetensors"
+    if not weights.is_file():
+        found = (
+            "pytorch_model.bin (not loaded: only safetensors are)" if (path / "pytorch_model.bin").is_file() else ""
+        )
+        raise ValueError(
+            f"model.init_from {str(folder)!r}: no model.safetensors there {found}".rstrip()
+            + "; give the output_dir of a finished fer_hf.train run"
+        )
+    config = json.loads((path / "config.json").read_text()) if (path / "config.json").is_file() else {}
+    saved = [config.get("id2label", {}).get(str(i)) for i in range(len(config.get("id2label", {})))]
+    if saved and saved != list(label_names):
+        raise ValueError(
+            f"model.init_from {str(folder)!r}: trained on classes {saved}, this run has {list(label_names)}"
+        )
+    state = load_file(str(weights))
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    shapes = [
+        f"{k}: {tuple(state[k].shape)} vs {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and state[k].shape != v.shape
+    ]
+    if missing or unexpected or shapes:
+        problems = [f"missing {missing[:3]}" * bool(missing), f"unexpected {unexpected[:3]}" * bool(unexpected)]
+        problems.append(f"shape mismatch {shapes[:3]}" * bool(shapes))
+        raise ValueError(
+            f"model.init_from {weights}: does not fit this recipe's model ({'; '.join(p for p in problems if p)}); "
+            "use the model section the run was trained with"
+        )
+    model.load_state_dict(state)
 
 
 from fer_hf.models import cnn_family, resnet, timm_family, vit  # noqa: E402,F401  (registers the families)
