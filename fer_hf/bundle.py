@@ -5,8 +5,8 @@
 
 --name picks the bundled model (`default`, `lite0`): its folder and, unless --recipe is given, its recipe.
 
-MODEL_DIR is a run folder (its best checkpoint is taken, whether the run finished or was cut short) or one of its
-`checkpoint-*` folders. The folder gets the model (safetensors, config, image processor, its code), the resolved
+MODEL_DIR is a run folder (its best checkpoint is taken, whether the run finished or was cut short; a finished
+weight-averaging run gives its final, averaged weights) or one of its `checkpoint-*` folders. The folder gets the model (safetensors, config, image processor, its code), the resolved
 recipe, `metrics.json` in the layout of a training run (validation = FER2013 PublicTest, single view; hardware and
 training time from the finished run), evaluations by `fer_hf.evaluate` without and with horizontal-flip TTA
 (reported apart), the confusion matrix, the training curves and a model card; with --comparison, the
@@ -52,6 +52,15 @@ def best_checkpoint(model_dir: Path) -> tuple[Path, dict]:
     return best, state
 
 
+def weights_to_bundle(model_dir: Path) -> tuple[Path, dict]:
+    """A finished weight-averaging run (run.swa_from_epoch) ships its final, averaged weights: no checkpoint holds
+    them. Any other run ships its best checkpoint."""
+    run = model_dir / "metrics.json"
+    if run.is_file() and "weight_average" in json.loads(run.read_text()):
+        return model_dir, json.loads((model_dir / "trainer_state.json").read_text())
+    return best_checkpoint(model_dir)
+
+
 def bundle(
     model_dir: Path,
     recipe_path: str,
@@ -61,7 +70,7 @@ def bundle(
     name: str = DEFAULT_MODEL,
 ) -> Path:
     """Write the bundled model `name` into `out` (staged, then moved into place). Returns `out`."""
-    weights_dir, state = best_checkpoint(model_dir)
+    weights_dir, state = weights_to_bundle(model_dir)
     staging = out.with_name(f".{out.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
@@ -89,7 +98,8 @@ def bundle(
         "hardware": run.get("hardware") or describe_hardware(run.get("device", "cpu")),
         "world_size": run.get("world_size", 1),
         "train_seconds": run.get("train_seconds"),  # None for an interim checkpoint: the run has not ended
-        "checkpoint": f"{weights_dir.name} (epoch {epoch} of {recipe.training['num_train_epochs']})",
+        "checkpoint": checkpoint_name(weights_dir, model_dir, run, epoch, recipe.training["num_train_epochs"]),
+        **{k: run[k] for k in ("init_from", "weight_average") if k in run},  # a second stage: the card says so
         "validation": single,
         "validation_tta_hflip": {k: reports["hflip"][k] for k in ("accuracy", "macro_f1", "tta")},
     }
@@ -111,6 +121,12 @@ def bundle(
     return out
 
 
+def checkpoint_name(weights_dir: Path, model_dir: Path, run: dict, epoch: int, planned: int) -> str:
+    if weights_dir == model_dir:
+        return f"the final weights, averaged over epochs {run['weight_average']['epochs']} (of {planned})"
+    return f"{weights_dir.name} (epoch {epoch} of {planned})"
+
+
 def comparison_charts(folder: Path) -> str:
     """Markdown images of the comparison's bar chart and learning curves, when bundled (comparison/)."""
     charts = {"comparison.png": "scores side by side", "curves.png": "learning curves of the compared runs"}
@@ -121,9 +137,11 @@ def comparison_charts(folder: Path) -> str:
 def status_section(metrics: dict, name: str, recipe_path: str) -> str:
     tta = metrics["validation_tta_hflip"]
     status = (
-        "the best epoch of the finished run"
-        if metrics["train_seconds"]
-        else "an interim checkpoint: the run was cut short and is being resumed"
+        "an interim checkpoint: the run was cut short and is being resumed"
+        if not metrics["train_seconds"]
+        else "the finished run's model"
+        if "weight_average" in metrics
+        else "the best epoch of the finished run"
     )
     return (
         f"\n## This checkpoint\n\n{metrics['checkpoint']}, {status}. Trained on FER2013 Training and selected on "
@@ -144,7 +162,15 @@ def how_to_load(name: str) -> str:
 
 def wall_time(metrics: dict) -> str:
     seconds = metrics.get("train_seconds")
-    return f" in {seconds / 60:.0f} minutes of training (evaluation every epoch included)" if seconds else ""
+    if not seconds:
+        return ""
+    earlier = (metrics.get("init_from") or {}).get("train_seconds")
+    if earlier:  # a second stage: both stages' time
+        return (
+            f" in {(earlier + seconds) / 60:.0f} minutes of training over two stages ({earlier / 60:.0f} + "
+            f"{seconds / 60:.0f}, evaluation every epoch included)"
+        )
+    return f" in {seconds / 60:.0f} minutes of training (evaluation every epoch included)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

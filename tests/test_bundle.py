@@ -64,3 +64,19 @@ def test_bundle_under_another_name_says_how_to_load_it(finished_run, tmp_path, c
     assert "](comparison/curves.png)" in card and "](comparison/comparison.png)" in card
     assert "fer_hf/assets/lite0_model" in json.loads((out / "evaluation" / "metrics.json").read_text())["model"]
     assert "PublicTest single view: accuracy" in capsys.readouterr().out
+
+
+def test_bundle_of_a_second_stage_ships_its_averaged_weights_and_both_stages_time(finished_run, tmp_path):
+    stage2 = tmp_path / "stage2"
+    swa = ("--run.swa_from_epoch", "1", "--training.load_best_model_at_end", "false")
+    assert (
+        main(tiny_args(stage2, "--training.num_train_epochs", "2", "--model.init_from", str(finished_run), *swa)) == 0
+    )
+    out = bundle(stage2, str(stage2 / "recipe.yaml"), "bundled", tmp_path / "default_model")
+    assert (out / "model.safetensors").read_bytes() == (stage2 / "model.safetensors").read_bytes()  # not a checkpoint
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["checkpoint"] == "the final weights, averaged over epochs [1, 2] (of 2)"
+    first, second = (json.loads((d / "metrics.json").read_text())["train_seconds"] for d in (finished_run, stage2))
+    card = (out / "README.md").read_text()
+    assert f"{first + second:,.0f} s for both stages" in card and "finished run's model" in card
+    assert f"{(first + second) / 60:.0f} minutes of training over two stages" in card
