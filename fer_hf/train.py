@@ -250,6 +250,19 @@ def balanced_sample_weights(labels: torch.Tensor, num_classes: int) -> torch.Ten
     return (1.0 / counts)[labels]
 
 
+def check_last_batch(n_train: int, args, model: torch.nn.Module) -> None:
+    """A last training batch of one face fails in BatchNorm at the end of the first epoch (it needs more than one
+    value per channel in training): refuse it before training starts."""
+    per_step = args.per_device_train_batch_size * max(args.world_size, 1)
+    has_norm = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    if has_norm and not args.dataloader_drop_last and n_train % per_step == 1:
+        raise RecipeError(
+            f"training: {n_train:,} training faces in batches of {per_step} leave a last batch of 1 face, on which "
+            "BatchNorm cannot train; set training.dataloader_drop_last true (a different face is left out each "
+            "epoch) or another per_device_train_batch_size"
+        )
+
+
 def build_trainer(
     recipe: Recipe, built: BuiltModel, datasets: dict, names, weights, callbacks: Sequence[TrainerCallback] = ()
 ) -> FerTrainer:
@@ -259,6 +272,7 @@ def build_trainer(
     if "restore_callback_states_from_checkpoint" not in recipe.training:
         # A resumed run carries on its training clock and early-stopping patience instead of starting them afresh.
         args.restore_callback_states_from_checkpoint = True
+    check_last_batch(len(datasets["train"]), args, built.model)
     transform = dict(size=built.image_size, channels=built.channels, mean=built.mean, std=built.std)
     train_collator = FerCollator(BatchTransform(**transform, augment=recipe.data.augment, train=True))
     sample_weights = None

@@ -138,6 +138,11 @@ def test_resume_after_a_cut_reaches_the_same_weights(tmp_path):
         (("--model.family", "vitt"), ValueError, r"unknown model family 'vitt'; choose one of \[.*'cnn'"),
         (("--unfreeze.schedule", "{1: [features.7]}"), RecipeError, "unknown layer group 'features.7'"),
         (("--data.classes", "[happy, sadd]"), ValueError, "unknown FER2013 class 'sadd'"),
+        (
+            ("--data.max_train_samples", "65"),
+            RecipeError,
+            "65 training faces in batches of 16 leave a last batch of 1",
+        ),
     ],
 )
 def test_recipe_errors_say_what_to_fix(tmp_path, override, error, message):
