@@ -27,7 +27,13 @@ from fer_hf import evaluate as fer_evaluate
 from fer_hf.card import write_model_card
 from fer_hf.configs import load_recipe
 from fer_hf.loading import BUNDLED_MODELS, DEFAULT_MODEL
-from fer_hf.report import checkpoint_states, describe_hardware, plot_confusion_matrix, plot_curves
+from fer_hf.report import (
+    checkpoint_states,
+    describe_hardware,
+    plot_confusion_matrix,
+    plot_curves,
+    total_train_seconds,
+)
 
 MODEL_FILES = ("config.json", "model.safetensors")
 # + preprocessor_config.json where the family has one (a timm model's image processor lives in its config.json)
@@ -167,7 +173,7 @@ def wall_time(metrics: dict) -> str:
     earlier = (metrics.get("init_from") or {}).get("train_seconds")
     if earlier:  # a second stage: both stages' time
         return (
-            f" in {(earlier + seconds) / 60:.0f} minutes of training over two stages ({earlier / 60:.0f} + "
+            f" in {total_train_seconds(metrics) / 60:.0f} minutes of training over two stages ({earlier / 60:.0f} + "
             f"{seconds / 60:.0f}, evaluation every epoch included)"
         )
     return f" in {seconds / 60:.0f} minutes of training (evaluation every epoch included)"

@@ -32,7 +32,7 @@ from fer_hf.data import FerDataError, _load_raw, load_fer_dataset, select_classe
 from fer_hf.labels import FER_LABELS, resolve_classes
 from fer_hf.loading import MODEL_HELP, LoadedModel, ModelLoadError, load_classifier
 from fer_hf.metrics import compute_fer_metrics, softmax
-from fer_hf.report import per_class_table, plot_confusion_matrix, plt
+from fer_hf.report import per_class_table, plot_confusion_matrix, plt, total_train_seconds
 from fer_hf.transforms import BatchTransform, FerTensorDataset
 from fer_hf.tta import TTA_MODES, tta_logits
 
@@ -185,10 +185,11 @@ def atomic_output_dir(out: str | Path, overwrite: bool = False) -> Iterator[Path
 
 
 def _train_seconds(model_dir: str) -> float | None:
-    """Training wall time from a run folder's metrics.json (written by fer_hf.train), when there is one."""
+    """Training wall time from a run folder's metrics.json (written by fer_hf.train), when there is one; a second
+    stage's includes the first's."""
     path = Path(model_dir) / METRICS_FILE
     with contextlib.suppress(OSError, ValueError):
-        return json.loads(path.read_text()).get("train_seconds")
+        return total_train_seconds(json.loads(path.read_text()))
     return None
 
 

@@ -110,3 +110,10 @@ def describe_hardware(device: str = "cpu") -> str:
         pass
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return f"{cpu}, {cores} CPU cores"
+
+
+def total_train_seconds(metrics: dict) -> float | None:
+    """A run's training time including the run it started from (model.init_from), from its metrics.json."""
+    seconds = metrics.get("train_seconds")
+    earlier = (metrics.get("init_from") or {}).get("train_seconds")
+    return seconds + earlier if seconds and earlier else seconds

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from test_train import tiny_args
 
+from fer_hf import evaluate as fer_evaluate
 from fer_hf.bundle import best_checkpoint, bundle
 from fer_hf.bundle import main as bundle_main
 from fer_hf.compare import compare
@@ -80,3 +81,6 @@ def test_bundle_of_a_second_stage_ships_its_averaged_weights_and_both_stages_tim
     card = (out / "README.md").read_text()
     assert f"{first + second:,.0f} s for both stages" in card and "finished run's model" in card
     assert f"{(first + second) / 60:.0f} minutes of training over two stages" in card
+    args = fer_evaluate.parse_args([str(out), "--data", "bundled", "--output", str(tmp_path / "eval")])
+    report, _ = fer_evaluate.evaluate_model(args)
+    assert report["train_seconds"] == pytest.approx(first + second)  # compare's train-time column: both stages
