@@ -298,7 +298,8 @@ def training_rows(info: RunInfo) -> list[tuple[str, str]]:
 def started_from(init: dict, seconds: float | None) -> str:
     """model.init_from: the earlier run, its epochs and time, and the time of both stages together."""
     before = init.get("train_seconds")
-    text = f"`{init['path']}` (a fer_hf.train run: {init.get('epochs')} epochs"
+    epochs = init.get("epochs")
+    text = f"`{init['path']}` (a fer_hf.train run: {f'{epochs:g}' if epochs is not None else 'unknown'} epochs"
     if before:
         text += f", {before:,.0f} s of training" + (f"; {before + seconds:,.0f} s for both stages" if seconds else "")
     return text + ")"

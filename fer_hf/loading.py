@@ -26,7 +26,7 @@ class BundledModel:
 DEFAULT_MODEL = "default"
 DEFAULT_MODEL_DIR = ASSETS_DIR / "default_model"
 BUNDLED_MODELS = {
-    DEFAULT_MODEL: BundledModel(DEFAULT_MODEL_DIR, "fer-resnet5 CNN from scratch", "recipes/cnn.yaml"),
+    DEFAULT_MODEL: BundledModel(DEFAULT_MODEL_DIR, "fer-resnet5 CNN from scratch", "recipes/cnn_swa.yaml"),
     "lite0": BundledModel(ASSETS_DIR / "lite0_model", "EfficientNet-Lite0 from ImageNet", "recipes/lite0_main.yaml"),
 }
 MODEL_HELP = f"{' or '.join(map(repr, BUNDLED_MODELS))} (bundled), a model/run folder or a Hub id"
@@ -96,5 +96,5 @@ def predict_logits(model: PreTrainedModel, pixel_values: torch.Tensor, batch_siz
 
 
 def load_default_model(device: str = "cpu") -> LoadedModel:
-    """The CNN bundled with the package (trained on FER2013 by recipes/cnn.yaml): works offline."""
+    """The CNN bundled with the package (trained on FER2013 by recipes/cnn.yaml, then cnn_swa.yaml): works offline."""
     return load_classifier(DEFAULT_MODEL, device=device)

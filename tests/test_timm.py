@@ -188,7 +188,9 @@ def test_incomplete_checkpoint_is_refused(tmp_path, lite0_dir):
         build_model(ModelArgs(family="timm", name_or_path=str(tmp_path)), FER_LABELS)
 
 
-@pytest.mark.parametrize("name", ["lite0_unfreeze", "lite0_full", "lite0_linear_probe", "lite0_scratch", "lite0_main"])
+@pytest.mark.parametrize(
+    "name", ["lite0_unfreeze", "lite0_full", "lite0_linear_probe", "lite0_scratch", "lite0_main", "lite0_balance"]
+)
 def test_recipes_name_real_layer_groups(lite0_dir, name):
     recipe = load_recipe(REPO / "recipes" / f"{name}.yaml")
     assert recipe.model.family == "timm" and recipe.data.image_size == 96 and recipe.model.channels_last

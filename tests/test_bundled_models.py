@@ -1,0 +1,69 @@
+"""The models bundled with the package load offline and read real faces far better than chance."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from transformers import pipeline
+
+from fer_hf.labels import FER_LABELS
+from fer_hf.loading import BUNDLED_MODELS, DEFAULT_MODEL, is_installed, load_classifier, load_default_model
+from fer_hf.predict import Predictor
+
+MODEL_TYPES = {"default": "fer_cnn", "lite0": "fer_timm"}
+NAMES = sorted(BUNDLED_MODELS)
+
+
+def test_every_bundled_model_is_installed_and_described():
+    assert set(BUNDLED_MODELS) == set(MODEL_TYPES)
+    for name, bundled in BUNDLED_MODELS.items():
+        assert is_installed(bundled), f"{name}: {bundled.path} is empty; run fer_hf.bundle"
+        assert (bundled.path.parents[2] / bundled.recipe).is_file(), bundled.recipe
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_bundled_model_loads_offline_as_safetensors_under_25_mb(name):
+    loaded = load_classifier(name)
+    assert loaded.model.config.model_type == MODEL_TYPES[name]
+    assert loaded.label_names == list(FER_LABELS)
+    weights = BUNDLED_MODELS[name].path / "model.safetensors"
+    assert 0 < weights.stat().st_size < 25 * 2**20
+    assert not list(BUNDLED_MODELS[name].path.glob("*.bin"))  # no pickled weights shipped
+
+
+def test_load_default_model_is_the_default_bundle():
+    assert load_default_model().source == str(BUNDLED_MODELS[DEFAULT_MODEL].path)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_bundled_model_reads_bundled_real_faces(name, bundled_dd):
+    """70 real FER2013 faces (10 per class), through the model's own image processor: chance is 1/7."""
+    loaded = load_classifier(name)
+    faces = bundled_dd["validation"]
+    images = [np.asarray(im.convert("RGB")) for im in faces["image"]]  # 48x48 uint8 RGB, as a user passes them
+    pixels = loaded.image_processor(images, return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        preds = loaded.model(pixel_values=pixels).logits.argmax(-1)
+    accuracy = (preds == torch.tensor(faces["label"])).float().mean().item()
+    assert accuracy > 0.4, f"{name}: accuracy {accuracy:.2f} on the bundled faces"
+    assert len(set(preds.tolist())) >= 5  # it does not collapse onto one or two classes
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_bundled_model_in_a_pipeline_and_the_predictor_matches_its_card(name, bundled_dd):
+    path = BUNDLED_MODELS[name].path
+    classifier = pipeline("image-classification", model=str(path), top_k=len(FER_LABELS))
+    face = bundled_dd["validation"][0]["image"]
+    scores = classifier(face)
+    assert sorted(s["label"] for s in scores) == sorted(FER_LABELS)
+    assert np.isclose(sum(s["score"] for s in scores), 1.0, atol=1e-4)
+    probs = Predictor(name).classify([np.asarray(face.convert("L"))])[0]  # a gray 48x48 crop, as detected
+    predictor = {label: float(p) for label, p in zip(FER_LABELS, probs, strict=True)}
+    assert np.allclose([predictor[s["label"]] for s in scores], [s["score"] for s in scores], atol=1e-4)
+    metrics = json.loads((path / "evaluation" / "metrics.json").read_text())
+    card = (path / "README.md").read_text()
+    assert f"{metrics['accuracy']:.4f}" in card
+    assert f"{metrics['macro_f1']:.4f}" in card
