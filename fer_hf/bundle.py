@@ -149,8 +149,9 @@ def status_section(metrics: dict, name: str, recipe_path: str) -> str:
         if "weight_average" in metrics
         else "the best epoch of the finished run"
     )
+    what = metrics["checkpoint"][:1].upper() + metrics["checkpoint"][1:]  # it starts the sentence
     return (
-        f"\n## This checkpoint\n\n{metrics['checkpoint'][:1].upper()}{metrics['checkpoint'][1:]}, {status}. Trained on FER2013 Training and selected on "
+        f"\n## This checkpoint\n\n{what}, {status}. Trained on FER2013 Training and selected on "
         f"PublicTest (validation) only, on {metrics['hardware']}{wall_time(metrics)}; bundled into the package with\n\n"
         f"```bash\npython -m fer_hf.bundle RUN_DIR --name {name} --recipe {recipe_path} --data ../shared/fer2013\n```\n\n"
         f"{how_to_load(name)}\n\n"

@@ -242,9 +242,7 @@ class WeightAveragingCallback(TrainerCallback):
     FILE = "weight_average.safetensors"
 
     def __init__(self, from_epoch: int):
-        if from_epoch < 1:
-            raise RecipeError(f"run.swa_from_epoch: epochs count from 1, got {from_epoch}")
-        self.from_epoch = from_epoch
+        self.from_epoch = from_epoch  # >= 1 (fer_hf.configs checks recipes)
         self.average: dict[str, torch.Tensor] = {}  # parameter name -> fp32 running mean
         self.epochs: list[int] = []  # the epochs averaged so far
 
