@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from fer_hf.report import per_class_table
+from fer_hf.report import per_class_table, total_train_seconds
 
 DEFAULT_LICENSE = "apache-2.0"  # the package's own licence; FER2013's terms are stated in the limitations
 DATASET_NAME = "FER2013"
@@ -286,7 +286,7 @@ def training_rows(info: RunInfo) -> list[tuple[str, str]]:
     trained = f", {seconds:,.0f} s of training" if seconds else ", training time not recorded (interim checkpoint)"
     rows.append(("hardware", f"{hardware} x {world} process(es){trained}"))
     if m.get("init_from"):
-        rows.append(("started from", started_from(m["init_from"], seconds)))
+        rows.append(("started from", started_from(m)))
     if m.get("weight_average"):
         epochs = m["weight_average"]["epochs"]
         rows.append(("weight averaging", f"SWA of the weights after epochs {epochs}, BatchNorm statistics recomputed"))
@@ -295,13 +295,14 @@ def training_rows(info: RunInfo) -> list[tuple[str, str]]:
     return rows
 
 
-def started_from(init: dict, seconds: float | None) -> str:
+def started_from(m: dict) -> str:
     """model.init_from: the earlier run, its epochs and time, and the time of both stages together."""
-    before = init.get("train_seconds")
-    epochs = init.get("epochs")
+    init = m["init_from"]
+    before, epochs = init.get("train_seconds"), init.get("epochs")
     text = f"`{init['path']}` (a fer_hf.train run: {f'{epochs:g}' if epochs is not None else 'unknown'} epochs"
     if before:
-        text += f", {before:,.0f} s of training" + (f"; {before + seconds:,.0f} s for both stages" if seconds else "")
+        both = f"; {total_train_seconds(m):,.0f} s for both stages" if m.get("train_seconds") else ""
+        text += f", {before:,.0f} s of training{both}"
     return text + ")"
 
 

@@ -1,7 +1,7 @@
 """Predict facial expressions on photos, folders and videos: find faces, crop them FER-like, classify in batches.
 
     python -m fer_hf.predict photo.jpg                     # the bundled default model
-    python -m fer_hf.predict --model lite0 photo.jpg       # the EfficientNet-Lite0, once fer_hf.bundle made it
+    python -m fer_hf.predict --model lite0 photo.jpg       # the bundled EfficientNet-Lite0, also offline
     python -m fer_hf.predict --model runs/cnn folder/ clip.mp4 --csv out.csv --annotate out/ --tta hflip
 
 Every face gets a box, a label and the probabilities of all classes. Preprocessing goes through the loaded

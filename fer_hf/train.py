@@ -25,6 +25,7 @@ from transformers import Trainer, TrainerCallback, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
 from fer_hf.callbacks import (
+    BATCH_NORMS,
     GradualUnfreezeCallback,
     LayerGroups,
     TrainingClockCallback,
@@ -254,7 +255,7 @@ def check_last_batch(n_train: int, args, model: torch.nn.Module) -> None:
     """A last training batch of one face fails in BatchNorm at the end of the first epoch (it needs more than one
     value per channel in training): refuse it before training starts."""
     per_step = args.per_device_train_batch_size * max(args.world_size, 1)
-    has_norm = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    has_norm = any(isinstance(m, BATCH_NORMS) for m in model.modules())
     if has_norm and not args.dataloader_drop_last and n_train % per_step == 1:
         raise RecipeError(
             f"training: {n_train:,} training faces in batches of {per_step} leave a last batch of 1 face, on which "

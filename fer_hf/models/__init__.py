@@ -80,11 +80,14 @@ def load_trained_weights(model: nn.Module, folder: str | Path, label_names: Sequ
         for k, v in expected.items()
         if k in state and state[k].shape != v.shape
     ]
-    if missing or unexpected or shapes:
-        problems = [f"missing {missing[:3]}" * bool(missing), f"unexpected {unexpected[:3]}" * bool(unexpected)]
-        problems.append(f"shape mismatch {shapes[:3]}" * bool(shapes))
+    problems = [
+        f"{what} {items[:3]}"
+        for what, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes))
+        if items
+    ]
+    if problems:
         raise ValueError(
-            f"model.init_from {weights}: does not fit this recipe's model ({'; '.join(p for p in problems if p)}); "
+            f"model.init_from {weights}: does not fit this recipe's model ({'; '.join(problems)}); "
             "use the model section the run was trained with"
         )
     model.load_state_dict(state)
