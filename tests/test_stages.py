@@ -106,6 +106,8 @@ def test_init_from_refuses_what_does_not_fit(tmp_path):
         run(tmp_path / "b", "--model.init_from", str(first), "--model.cnn_overrides", wider)
     with pytest.raises(ValueError, match=r"trained on classes \['angry', .*this run has \['happy', 'sad'\]"):
         run(tmp_path / "c", "--model.init_from", str(first), "--data.classes", "[happy, sad]")
+    with pytest.raises(ValueError, match="no such folder. This recipe starts from another run's result"):
+        run(tmp_path / "e", "--model.init_from", str(tmp_path / "never_trained"))
     (first / "model.safetensors").unlink()
     with pytest.raises(ValueError, match="no model.safetensors there; give the output_dir of a finished"):
         run(tmp_path / "d", "--model.init_from", str(first))

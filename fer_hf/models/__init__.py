@@ -57,6 +57,11 @@ def load_trained_weights(model: nn.Module, folder: str | Path, label_names: Sequ
     architecture. Every tensor must match by name and shape; nothing is loaded partially."""
     path = Path(folder).expanduser()
     weights = path / "model.safetensors"
+    if not path.is_dir():
+        raise ValueError(
+            f"model.init_from {str(folder)!r}: no such folder. This recipe starts from another run's result: train "
+            "that run first (the recipe's header names it) or point --model.init_from at its output_dir"
+        )
     if not weights.is_file():
         found = (
             "pytorch_model.bin (not loaded: only safetensors are)" if (path / "pytorch_model.bin").is_file() else ""
