@@ -265,6 +265,8 @@ def training_rows(info: RunInfo) -> list[tuple[str, str]]:
     world = m.get("world_size") or 1
     batch = tr.get("per_device_train_batch_size", 8) * world * tr.get("gradient_accumulation_steps", 1)
     augment = {k: v for k, v in (data.get("augment") or {}).items() if v not in (0, 0.0, [1.0, 1.0], (1.0, 1.0))}
+    if not (augment.get("mixup_alpha") or augment.get("cutmix_alpha")):
+        augment.pop("mix_prob", None)  # only meaningful when mixup/CutMix is on
     rows = [
         ("data", f"`{data.get('source')}`" + (f", classes {data['classes']}" if data.get("classes") else "")),
         ("epochs", f"{m.get('epochs')} (of {tr.get('num_train_epochs', 3)} planned)"),

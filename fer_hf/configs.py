@@ -195,10 +195,16 @@ def load_recipe(path: str | Path | None = None, overrides: list[str] | None = No
         if not isinstance(raw, dict):
             raise RecipeError(f"{path}: a recipe is a mapping of sections {sorted([*SECTIONS, 'training'])}")
     for key, value in _parse_overrides(overrides or []):
-        section, _, name = key.partition(".")
-        if not name:
+        *parents, name = key.split(".")
+        if not parents:
             raise RecipeError(f"--{key}: overrides are --section.key value, e.g. --training.learning_rate 1e-4")
-        raw.setdefault(section, {})[name] = value
+        node = raw
+        for part in parents:  # --data.augment.hflip 0 sets data: {augment: {hflip: 0}}, keeping its other keys
+            node[part] = node.get(part) or {}
+            if not isinstance(node[part], dict):
+                raise RecipeError(f"--{key}: {part!r} is {node[part]!r} in the recipe, not a mapping of keys")
+            node = node[part]
+        node[name] = value
     return _build(raw, str(path) if path else None)
 
 
@@ -252,6 +258,8 @@ def _section(cls: type, values: dict[str, Any], name: str, path: str | None) -> 
         if cls is DataArgs and isinstance(values.get("augment"), dict):
             values["augment"] = _section(Augment, values["augment"], "data.augment", path)
         return cls(**values)
+    except RecipeError:
+        raise  # from the nested data.augment section: it already names its file and section
     except (TypeError, ValueError) as err:
         raise RecipeError(f"{path or 'recipe'}: {name}: {err}") from None
 

@@ -46,7 +46,7 @@ from fer_hf.models import BuiltModel, build_model, load_trained_weights
 from fer_hf.models.lora import merge_lora
 from fer_hf.publish import push_trained_run
 from fer_hf.report import describe_hardware, per_class_table, plot_confusion_matrix, plot_curves
-from fer_hf.transforms import BatchTransform, FerCollator, FerTensorDataset, keep_freed_batch_memory
+from fer_hf.transforms import BatchMixer, BatchTransform, FerCollator, FerTensorDataset, keep_freed_batch_memory
 
 
 class EpochWeightedSampler(torch.utils.data.WeightedRandomSampler):
@@ -77,11 +77,13 @@ class FerTrainer(Trainer):
         sample_weights: torch.Tensor | None = None,
         layer_groups: LayerGroups = (),
         layerwise_decay: float = 1.0,
+        mixer: BatchMixer | None = None,
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
         self.loss_fn, self.eval_collator, self.sample_weights = loss_fn, eval_collator, sample_weights
         self.layer_groups, self.layerwise_decay = list(layer_groups), layerwise_decay
+        self.mixer = mixer if mixer is not None and mixer.enabled else None
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         loss = super().training_step(model, inputs, num_items_in_batch)
@@ -123,8 +125,14 @@ class FerTrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = inputs.pop("labels")
+        mix = self.mixer(inputs["pixel_values"]) if (model.training and self.mixer is not None) else None
+        if mix is not None:
+            inputs = {**inputs, "pixel_values": mix.pixels}
         outputs = model(**inputs)
-        loss = self.loss_fn.to(outputs.logits.device)(outputs.logits, labels)
+        loss_fn = self.loss_fn.to(outputs.logits.device)
+        loss = loss_fn(outputs.logits, labels)
+        if mix is not None:  # mixup/CutMix: each label counts by its share of the blended face
+            loss = mix.lam * loss + (1.0 - mix.lam) * loss_fn(outputs.logits, labels[mix.perm])
         return (loss, outputs) if return_outputs else loss
 
     def _get_train_sampler(self, train_dataset=None):
@@ -295,6 +303,7 @@ def build_trainer(
         sample_weights=sample_weights,
         layer_groups=built.layer_groups,
         layerwise_decay=recipe.unfreeze.layerwise_decay,
+        mixer=BatchMixer(recipe.data.augment),
     )
 
 

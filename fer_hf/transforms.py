@@ -43,13 +43,22 @@ class Augment:
         default=(1.0, 1.0), metadata={"help": "sharpness factor range as torchvision's adjust_sharpness (1 = off)"}
     )
     random_erasing: float = field(default=0.0, metadata={"help": "probability of erasing one random rectangle"})
+    mixup_alpha: float = field(
+        default=0.0, metadata={"help": "mixup: blend each face with another, weight ~ Beta(a, a); 0 = off"}
+    )
+    cutmix_alpha: float = field(
+        default=0.0, metadata={"help": "CutMix: paste a box of another face, kept area ~ Beta(a, a); 0 = off"}
+    )
+    mix_prob: float = field(
+        default=1.0, metadata={"help": "share of training batches mixed when mixup/CutMix is on (both on: 50/50)"}
+    )
 
     def __post_init__(self) -> None:
         self.scale, self.sharpness = tuple(self.scale), tuple(self.sharpness)
-        for name in ("hflip", "random_erasing"):
+        for name in ("hflip", "random_erasing", "mix_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"augment.{name} is a probability in [0, 1], got {getattr(self, name)}")
-        for name in ("rotation", "translate", "brightness", "contrast"):
+        for name in ("rotation", "translate", "brightness", "contrast", "mixup_alpha", "cutmix_alpha"):
             if getattr(self, name) < 0:
                 raise ValueError(f"augment.{name} must be >= 0, got {getattr(self, name)}")
         for name in ("scale", "sharpness"):
@@ -271,6 +280,58 @@ class BatchTransform:
             (i, top[i].item(), left[i].item(), height[i].item(), width[i].item())
             for i in torch.nonzero(chosen).flatten().tolist()
         ]
+
+
+@dataclass
+class Mix:
+    """One mixed batch: pixels = a blend of each face i with face perm[i]; the loss weighs label i by lam."""
+
+    pixels: torch.Tensor  # (B, C, S, S)
+    perm: torch.Tensor  # (B,) partner of each face
+    lam: float  # share of face i in the blend (CutMix: the exact area kept)
+
+
+class BatchMixer:
+    """mixup (Zhang et al. 2018) and CutMix (Yun et al. 2019) on a model-ready training batch.
+
+    It runs in the loss (`FerTrainer.compute_loss`), not in the collator, so the labels stay class ids (the loss is
+    lam * L(y) + (1 - lam) * L(y[perm]), for any recipe loss) and the SWA BatchNorm recompute sees unmixed faces.
+    Draws come from torch's global RNG, which the Trainer seeds and restores on resume.
+    """
+
+    def __init__(self, augment: Augment):
+        self.augment = augment
+
+    @property
+    def enabled(self) -> bool:
+        return (self.augment.mixup_alpha > 0 or self.augment.cutmix_alpha > 0) and self.augment.mix_prob > 0
+
+    def __call__(self, pixels: torch.Tensor) -> Mix | None:
+        """(B, C, S, S) -> a Mix, or None for a batch left as it is (mix_prob, or mixing off)."""
+        a = self.augment
+        if not self.enabled or torch.rand(()).item() >= a.mix_prob:
+            return None
+        cutmix = a.cutmix_alpha > 0 and (a.mixup_alpha == 0 or torch.rand(()).item() < 0.5)
+        alpha = a.cutmix_alpha if cutmix else a.mixup_alpha
+        lam = torch.distributions.Beta(alpha, alpha).sample().item()
+        perm = torch.randperm(pixels.shape[0]).to(pixels.device)
+        if not cutmix:
+            return Mix(pixels * lam + pixels[perm] * (1.0 - lam), perm, lam)
+        top, left, height, width = self._box(pixels.shape[-2], pixels.shape[-1], lam)
+        mixed = pixels.clone()
+        mixed[..., top : top + height, left : left + width] = pixels[perm][
+            ..., top : top + height, left : left + width
+        ]
+        return Mix(mixed, perm, 1.0 - height * width / (pixels.shape[-2] * pixels.shape[-1]))
+
+    @staticmethod
+    def _box(h: int, w: int, lam: float) -> tuple[int, int, int, int]:
+        """CutMix's box: sides sqrt(1 - lam) of the image's, centred uniformly, clipped at the borders."""
+        cut = math.sqrt(1.0 - lam)
+        cy, cx = torch.randint(h, ()).item(), torch.randint(w, ()).item()
+        top, bottom = max(cy - round(h * cut / 2), 0), min(cy + round(h * cut / 2), h)
+        left, right = max(cx - round(w * cut / 2), 0), min(cx + round(w * cut / 2), w)
+        return top, left, bottom - top, right - left
 
 
 def _per_channel(value: float | list[float], channels: int, name: str) -> torch.Tensor:

@@ -302,3 +302,14 @@ def test_space_dry_run_stages_the_app_configured_for_the_models(tmp_path, monkey
     unreachable_hub(monkeypatch, tmp_path)
     assert publish_space.main(["--repo-id", "me/fer-demo"]) == 1
     assert [p for p in tmp_path.glob("fer_hf_space_*") if (p / "app.py").is_file()]
+
+
+def test_card_augmentation_row_lists_what_was_on():
+    from fer_hf.card import RunInfo, training_rows
+
+    def row(augment: dict) -> str:
+        info = RunInfo(Path("run"), {"epochs": 1}, {"data": {"augment": augment}}, {})
+        return dict(training_rows(info))["augmentation"]
+
+    assert row({"hflip": 0.5, "rotation": 0, "mixup_alpha": 0.0, "mix_prob": 1.0}) == "hflip=0.5"
+    assert row({"hflip": 0.0, "mixup_alpha": 0.2, "mix_prob": 0.5}) == "mixup_alpha=0.2, mix_prob=0.5"

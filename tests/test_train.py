@@ -138,6 +138,7 @@ def test_resume_after_a_cut_reaches_the_same_weights(tmp_path):
         (("--model.family", "vitt"), ValueError, r"unknown model family 'vitt'; choose one of \[.*'cnn'"),
         (("--unfreeze.schedule", "{1: [features.7]}"), RecipeError, "unknown layer group 'features.7'"),
         (("--data.classes", "[happy, sadd]"), ValueError, "unknown FER2013 class 'sadd'"),
+        (("--data.augment.mixup_alpha", "-0.2"), RecipeError, "mixup_alpha must be >= 0"),
         (
             ("--data.max_train_samples", "65"),
             RecipeError,
@@ -150,6 +151,14 @@ def test_recipe_errors_say_what_to_fix(tmp_path, override, error, message):
     with pytest.raises(error, match=message):
         main(tiny_args(out, *override))
     assert not out.exists() or not any(out.iterdir())  # nothing written
+
+
+def test_nested_overrides_set_one_key_and_keep_the_others():
+    recipe = load_recipe(REPO / "recipes" / "cnn.yaml", ["--data.augment.mixup_alpha", "0.2"])
+    assert recipe.data.augment.mixup_alpha == 0.2
+    assert recipe.data.augment.rotation == 10 and recipe.data.augment.random_erasing == 0.25  # from the recipe
+    with pytest.raises(RecipeError, match="'source' is '../shared/fer2013' in the recipe, not a mapping"):
+        load_recipe(REPO / "recipes" / "cnn.yaml", ["--data.source.path", "x"])
 
 
 def test_labels_subset_missing_from_the_dataset(tmp_path, bundled_dd):
@@ -222,6 +231,37 @@ def test_focal_and_weighted_losses_match_a_direct_computation():
     assert WeightedCrossEntropy(alpha.tolist())(logits, labels).item() == pytest.approx(weighted.item(), rel=1e-5)
     smooth = (0.9 * -p_t.log() + 0.1 * -p.log().mean(-1)).mean()
     assert WeightedCrossEntropy(None, 0.1)(logits, labels).item() == pytest.approx(smooth.item(), rel=1e-5)
+
+
+def test_mixed_batches_weigh_both_labels_and_evaluation_is_never_mixed(tmp_path, bundled_dd):
+    from transformers import TrainingArguments
+
+    from fer_hf.configs import ModelArgs
+    from fer_hf.models import build_model
+    from fer_hf.train import FerTrainer
+    from fer_hf.transforms import Augment, BatchMixer, BatchTransform, FerCollator, FerTensorDataset
+
+    torch.manual_seed(0)
+    model = build_model(ModelArgs(family="cnn", preset="report-c-baseline"), [str(i) for i in range(7)]).model
+    loss_fn, mixer = WeightedCrossEntropy(None, 0.1), BatchMixer(Augment(mixup_alpha=0.4, cutmix_alpha=1.0))
+    data = FerTensorDataset.from_split(bundled_dd["train"].select(range(32)))
+    batch = FerCollator(BatchTransform(48, 1, 0.5, 0.5))([data[i] for i in range(32)])
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[])
+    trainer = FerTrainer(model=model, args=args, loss_fn=loss_fn, eval_collator=None, mixer=mixer)
+    model.train()
+    for seed in range(4):  # mixup and CutMix batches
+        torch.manual_seed(seed)
+        loss = trainer.compute_loss(model, dict(batch))
+        torch.manual_seed(seed)  # the same draws: the mixer's, then dropout's
+        mix = mixer(batch["pixel_values"])
+        logits = model(pixel_values=mix.pixels).logits
+        expected = mix.lam * loss_fn(logits, batch["labels"]) + (1 - mix.lam) * loss_fn(
+            logits, batch["labels"][mix.perm]
+        )
+        assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    model.eval()
+    plain = loss_fn(model(pixel_values=batch["pixel_values"]).logits, batch["labels"])
+    assert trainer.compute_loss(model, dict(batch)).item() == pytest.approx(plain.item(), rel=1e-6)
 
 
 def test_recipe_loss_uses_the_recipe_weights():

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fer_hf.transforms import Augment, BatchTransform, FerCollator, FerTensorDataset, decode_images
+from fer_hf.transforms import Augment, BatchMixer, BatchTransform, FerCollator, FerTensorDataset, decode_images
 
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 
@@ -159,6 +159,9 @@ def test_input_batch_is_not_modified(faces):
         ({"brightness": -0.1}, "brightness must be >= 0"),
         ({"scale": (1.2, 0.9)}, "scale must be a range"),
         ({"sharpness": (-1.0, 1.0)}, "sharpness must be a range"),
+        ({"mixup_alpha": -0.2}, "mixup_alpha must be >= 0"),
+        ({"cutmix_alpha": -1.0}, "cutmix_alpha must be >= 0"),
+        ({"mix_prob": 1.5}, "mix_prob is a probability"),
     ],
 )
 def test_augment_validation(kwargs, match):
@@ -187,3 +190,47 @@ def test_collator_and_tensor_dataset(bundled_dd):
         FerTensorDataset(data.images.float(), data.labels)
     with pytest.raises(ValueError, match="70 images but 3 labels"):
         FerTensorDataset(data.images, data.labels[:3])
+
+
+@pytest.fixture(scope="module")
+def model_batch(faces) -> torch.Tensor:
+    """The 16 real faces as a model-ready (16, 3, 96, 96) batch."""
+    return BatchTransform(96, 3, MEAN, STD)(faces)
+
+
+def test_mixup_blends_each_face_with_its_partner(model_batch):
+    x, before = model_batch, model_batch.clone()
+    torch.manual_seed(0)
+    mix = BatchMixer(Augment(mixup_alpha=0.4))(x)
+    assert 0.0 < mix.lam < 1.0
+    assert sorted(mix.perm.tolist()) == list(range(16))
+    torch.testing.assert_close(mix.pixels, mix.lam * x + (1 - mix.lam) * x[mix.perm])
+    assert torch.equal(x, before)  # the collator's batch is left as it was
+
+
+def test_cutmix_pastes_one_box_whose_area_sets_lam(model_batch):
+    x, s = model_batch, model_batch.shape[-1]
+    for seed in range(5):
+        torch.manual_seed(seed)
+        mix = BatchMixer(Augment(cutmix_alpha=1.0))(x)
+        changed = (mix.pixels != x).any(1).any(0)  # (S, S): pixels taken from a partner in any face
+        rows, cols = torch.nonzero(changed, as_tuple=True)
+        top, bottom, left, right = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
+        box = torch.zeros(s, s, dtype=torch.bool)
+        box[top:bottom, left:right] = True
+        torch.testing.assert_close(mix.pixels, torch.where(box, x[mix.perm], x), atol=0, rtol=0)
+        assert mix.lam == pytest.approx(1 - box.sum().item() / s**2)  # the loss weight is the exact area kept
+
+
+def test_mixing_off_and_mix_prob(model_batch):
+    assert BatchMixer(Augment()).enabled is False and BatchMixer(Augment())(model_batch) is None
+    assert BatchMixer(Augment(mixup_alpha=0.4, mix_prob=0.0)).enabled is False
+    both = BatchMixer(Augment(mixup_alpha=0.4, cutmix_alpha=1.0, mix_prob=0.5))
+    torch.manual_seed(0)
+    mixes = [both(model_batch) for _ in range(200)]
+    mixed = [m for m in mixes if m is not None]
+    assert 70 < len(mixed) < 130  # about half the batches
+    # both on: some batches are mixup (every pixel blended by lam), the others CutMix
+    x = model_batch
+    blended = [torch.allclose(m.pixels, m.lam * x + (1 - m.lam) * x[m.perm], atol=1e-5) for m in mixed]
+    assert 0.3 < sum(blended) / len(mixed) < 0.7
