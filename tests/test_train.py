@@ -76,6 +76,17 @@ def _path_and_overrides(argv: list[str]) -> tuple[str, list[str]]:
     return argv[0], argv[1:]
 
 
+def test_mixup_and_cutmix_recipe_trains_through_the_trainer(tmp_path):
+    mixing = ("--data.augment.mixup_alpha", "0.4", "--data.augment.cutmix_alpha", "1.0")
+    out = tmp_path / "mix"
+    trainer = train_from_recipe(load_recipe(*_path_and_overrides(tiny_args(out, *mixing))))
+    assert trainer.mixer is not None and trainer.mixer.augment.cutmix_alpha == 1.0
+    train_loss = trainer.state.log_history[-1]["train_loss"]
+    assert 0.0 < train_loss < 10.0  # finite: the mixed loss trained
+    saved = load_recipe(out / "recipe.yaml").data.augment  # the run records its mixing
+    assert (saved.mixup_alpha, saved.cutmix_alpha, saved.rotation) == (0.4, 1.0, 10)  # smoke.yaml keeps its own
+
+
 class DigestCallback(TrainerCallback):
     """Each rank writes sha256(parameters + buffers) of its own model copy when training ends."""
 
