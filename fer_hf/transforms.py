@@ -317,21 +317,19 @@ class BatchMixer:
         perm = torch.randperm(pixels.shape[0]).to(pixels.device)
         if not cutmix:
             return Mix(pixels * lam + pixels[perm] * (1.0 - lam), perm, lam)
-        top, left, height, width = self._box(pixels.shape[-2], pixels.shape[-1], lam)
+        rows, cols = self._box(pixels.shape[-2], pixels.shape[-1], lam)
         mixed = pixels.clone()
-        mixed[..., top : top + height, left : left + width] = pixels[perm][
-            ..., top : top + height, left : left + width
-        ]
-        return Mix(mixed, perm, 1.0 - height * width / (pixels.shape[-2] * pixels.shape[-1]))
+        mixed[..., rows, cols] = pixels[..., rows, cols][perm]  # only the box is gathered from the partners
+        kept = 1.0 - (rows.stop - rows.start) * (cols.stop - cols.start) / (pixels.shape[-2] * pixels.shape[-1])
+        return Mix(mixed, perm, kept)
 
     @staticmethod
-    def _box(h: int, w: int, lam: float) -> tuple[int, int, int, int]:
-        """CutMix's box: sides sqrt(1 - lam) of the image's, centred uniformly, clipped at the borders."""
+    def _box(h: int, w: int, lam: float) -> tuple[slice, slice]:
+        """CutMix's box (rows, cols): sides sqrt(1 - lam) of the image's, centred uniformly, clipped at the borders."""
         cut = math.sqrt(1.0 - lam)
         cy, cx = torch.randint(h, ()).item(), torch.randint(w, ()).item()
-        top, bottom = max(cy - round(h * cut / 2), 0), min(cy + round(h * cut / 2), h)
-        left, right = max(cx - round(w * cut / 2), 0), min(cx + round(w * cut / 2), w)
-        return top, left, bottom - top, right - left
+        half_h, half_w = round(h * cut / 2), round(w * cut / 2)
+        return slice(max(cy - half_h, 0), min(cy + half_h, h)), slice(max(cx - half_w, 0), min(cx + half_w, w))
 
 
 def _per_channel(value: float | list[float], channels: int, name: str) -> torch.Tensor:
