@@ -426,4 +426,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except RecipeError as err:  # the message names the key and the fix; a traceback adds nothing for a user
+        sys.exit(f"error: {err}")

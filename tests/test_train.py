@@ -301,3 +301,15 @@ def test_weighted_sampler_draws_classes_roughly_uniformly(shared_fer):
 
 if __name__ == "__main__":
     ddp_entry(sys.argv[1:])
+
+
+def test_command_line_recipe_error_is_one_line_without_traceback():
+    done = subprocess.run(
+        [sys.executable, "-m", "fer_hf.train", str(SMOKE), "--data.augment.mixup_alpha", "-1"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip() == "error: " + f"{SMOKE}: data.augment: augment.mixup_alpha must be >= 0, got -1"
