@@ -302,8 +302,8 @@ def started_from(m: dict) -> str:
     init = m["init_from"]
     before, epochs = init.get("train_seconds"), init.get("epochs")
     text = f"`{init['path']}` (a fer_hf.train run: {f'{epochs:g}' if epochs is not None else 'unknown'} epochs"
-    if before:
-        both = f"; {total_train_seconds(m):,.0f} s for both stages" if m.get("train_seconds") else ""
+    if before is not None:
+        both = f"; {total_train_seconds(m):,.0f} s for both stages" if m.get("train_seconds") is not None else ""
         text += f", {before:,.0f} s of training{both}"
     return text + ")"
 

@@ -116,4 +116,4 @@ def total_train_seconds(metrics: dict) -> float | None:
     """A run's training time including the run it started from (model.init_from), from its metrics.json."""
     seconds = metrics.get("train_seconds")
     earlier = (metrics.get("init_from") or {}).get("train_seconds")
-    return seconds + earlier if seconds and earlier else seconds
+    return seconds + earlier if seconds is not None and earlier is not None else seconds  # 0.0: a sub-0.05 s run
