@@ -3,8 +3,10 @@
     python -m fer_hf.compare runs/cnn runs/vit runs/eval/cnn-validation-none --output runs/compare
 
 Each input is a training run folder (its metrics.json from `fer_hf.train`; --split picks validation or test),
-an evaluation folder (`fer_hf.evaluate`), a cross-validation folder (`fer_hf.cv`, mean ± std over folds) or
-one of their JSON files. Results on different splits (name or size), label sets or TTA modes are refused
+an evaluation folder (`fer_hf.evaluate`), a cross-validation folder (`fer_hf.cv`, mean ± std over folds), one
+of their JSON files, or an earlier comparison folder: its rows are carried over as they were measured (with
+their confusion matrices), and a later input of the same name replaces its row. That is how one new model joins
+a published table without re-evaluating the others. Results on different splits (name or size), label sets or TTA modes are refused
 unless --allow-mismatch: a number is only comparable with numbers measured the same way. Training runs also get
 their learning curves drawn on shared axes (curves.png): validation accuracy and macro-F1 per epoch.
 """
@@ -55,14 +57,15 @@ class ResultRow:
     train_seconds: float | None = None
     images_per_second: float | None = None
     std: dict = field(default_factory=dict)  # cv only: sample std of each metric over the folds
+    carried_from: str | None = None  # the earlier comparison folder this row was read from (None: measured here)
 
 
 # ---------------------------------------------------------------------------------------------- reading
 def find_metrics_file(path: Path) -> Path:
-    """A folder -> its cv_metrics.json or metrics.json; a file -> itself."""
+    """A folder -> its cv_metrics.json, metrics.json or (an earlier comparison) comparison.json; a file -> itself."""
     if path.is_file():
         return path
-    for name in ("cv_metrics.json", "metrics.json"):
+    for name in ("cv_metrics.json", "metrics.json", f"{OUTPUT_STEM}.json"):
         if (path / name).is_file():
             return path / name
     raise ComparisonError(f"{path}: no metrics.json or cv_metrics.json (is the run or evaluation finished?)")
@@ -107,6 +110,44 @@ def row_from_cv(doc: dict, name: str, source: str) -> ResultRow:
     head = dict(name=name, source=source, kind="cv", split=doc["split"], num_samples=doc["split_size"])
     scores = {**_scores(doc["mean"]), "per_class_f1": doc["mean"]["per_class_f1"], "std": doc["std"]}
     return ResultRow(**head, labels=doc["labels"], tta=doc["tta"], **scores, **_costs(doc))
+
+
+def rows_from_comparison(doc: dict, file: Path) -> list[ResultRow]:
+    """An earlier comparison's rows, as they were measured (`source` names the original file); `carried_from` is the
+    folder they were read from, which also holds their confusion matrices."""
+    rows = []
+    for i, row in enumerate(doc["rows"]):
+        try:
+            rows.append(ResultRow(**{**row, "carried_from": str(file.parent)}))
+        except TypeError as err:
+            raise ComparisonError(f"{file}: row {i} ({row.get('name')!r}) is not a comparison row: {err}") from None
+    return rows
+
+
+def load_rows(path: str | Path, split: str = "validation") -> list[ResultRow]:
+    """One input -> its rows: one for a run, evaluation or cv; all of them for an earlier comparison."""
+    file = find_metrics_file(Path(path))
+    if file.name == f"{OUTPUT_STEM}.json":
+        try:
+            doc = json.loads(file.read_text())
+            return rows_from_comparison(doc, file)
+        except (ValueError, KeyError, TypeError) as err:
+            raise ComparisonError(f"{file}: not a comparison of fer_hf ({type(err).__name__}: {err})") from None
+    return [load_row(file, split)]
+
+
+def merge_rows(groups: list[list[ResultRow]]) -> list[ResultRow]:
+    """Inputs in order; a row measured here replaces a carried-over row of the same name, in its place."""
+    rows: list[ResultRow] = []
+    for group in groups:
+        for row in group:
+            same = [i for i, old in enumerate(rows) if old.name == row.name and old.carried_from]
+            if same and not row.carried_from:
+                print(f"{row.name}: replaces the row carried over from {rows[same[0]].carried_from}")
+                rows[same[0]] = row
+            else:
+                rows.append(row)
+    return rows
 
 
 def load_row(path: str | Path, split: str = "validation") -> ResultRow:
@@ -242,7 +283,8 @@ def write_outputs(out: Path, rows: list[ResultRow], notes: list[str], per_class:
     title = "not like for like: see the table" if notes else f"{split}, TTA {rows[0].tta}"
     plot_comparison(rows, out / f"{OUTPUT_STEM}.png", title, per_class)
     copy_confusion_matrices(rows, out)
-    histories = {r.name: h for r in rows if r.kind == "run" and (h := run_log_history(Path(r.source).parent))}
+    runs = [r for r in rows if r.kind == "run" and not r.carried_from]
+    histories = {r.name: h for r in runs if (h := run_log_history(Path(r.source).parent))}
     if histories:
         plot_curves(histories, out / "curves.png", f"learning curves: {', '.join(histories)} on {split}")
 
@@ -251,12 +293,14 @@ def copy_confusion_matrices(rows: list[ResultRow], out: Path) -> None:
     """Each row's confusion-matrix PNG (beside its metrics file) as confusion_<name>.png, so that the folder stands
     alone: the app's Compare tab and model cards show it without the evaluation folders."""
     for row in rows:
+        target = f"confusion_{row.name.replace('/', '_')}.png"
         folder = Path(row.source).parent  # evaluate/cv write confusion_matrix.png, a training run one per split
-        found = [
-            p for p in (folder / "confusion_matrix.png", folder / f"confusion_matrix_{row.split}.png") if p.is_file()
-        ]
+        candidates = [folder / "confusion_matrix.png", folder / f"confusion_matrix_{row.split}.png"]
+        if row.carried_from:  # the earlier comparison kept its own copy
+            candidates = [Path(row.carried_from) / target]
+        found = [p for p in candidates if p.is_file()]
         if found:
-            shutil.copy2(found[0], out / f"confusion_{row.name.replace('/', '_')}.png")
+            shutil.copy2(found[0], out / target)
 
 
 # ---------------------------------------------------------------------------------------------- CLI
@@ -268,7 +312,7 @@ def compare(
     per_class: str = "f1",
 ):
     """Read, check and write; returns the rows. Raises ComparisonError when the inputs are not like for like."""
-    rows = [load_row(path, split) for path in inputs]
+    rows = merge_rows([load_rows(path, split) for path in inputs])
     unique_names(rows)
     notes = mismatches(rows)
     if notes and not allow_mismatch:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -132,3 +133,41 @@ def test_never_replaces_a_folder_that_is_not_a_comparison(results, capsys):
     assert compare.main([str(results["eval_tiny"]), "--output", str(results["run"])]) == 2
     assert "not an earlier comparison" in capsys.readouterr().err
     assert (results["run"] / "recipe.yaml").read_text() == notes
+
+
+def test_an_earlier_comparison_carries_its_rows_and_a_new_measurement_replaces_one(results, tmp_path, capsys):
+    first = tmp_path / "first"
+    assert compare.main([str(results["run"]), str(results["eval_tiny"]), "--output", str(first)]) == 0
+    # A published table read back elsewhere: its rows are carried as measured, with their confusion matrices.
+    published = tmp_path / "published"
+    shutil.copytree(first, published)
+    out = tmp_path / "with_eval_run"
+    assert compare.main([str(published), str(results["eval_run"]), "--output", str(out)]) == 0
+    rows = json.loads((out / "comparison.json").read_text())["rows"]
+    old = json.loads((first / "comparison.json").read_text())["rows"]
+    assert [r["name"] for r in rows] == ["smoke_run", "eval_tiny", "eval_run"]
+    assert [r["carried_from"] for r in rows] == [str(published), str(published), None]
+    assert [r["accuracy"] for r in rows[:2]] == [r["accuracy"] for r in old] and rows[0]["source"] == old[0]["source"]
+    assert (out / "confusion_eval_tiny.png").read_bytes() == (published / "confusion_eval_tiny.png").read_bytes()
+    assert not (out / "curves.png").exists()  # a carried run's log history is not re-read from its old folder
+
+    # A stale number in the published table is replaced, in its place, by a new evaluation of the same name.
+    doc = json.loads((published / "comparison.json").read_text())
+    doc["rows"][1]["accuracy"] = 0.0
+    (published / "comparison.json").write_text(json.dumps(doc))
+    capsys.readouterr()
+    assert compare.main([str(published), str(results["eval_tiny"]), "--output", str(published)]) == 0  # in place
+    assert f"eval_tiny: replaces the row carried over from {published}" in capsys.readouterr().out
+    rows = json.loads((published / "comparison.json").read_text())["rows"]
+    tiny = json.loads((results["eval_tiny"] / "metrics.json").read_text())
+    assert [r["name"] for r in rows] == ["smoke_run", "eval_tiny"] and rows[1]["accuracy"] == tiny["accuracy"] > 0
+    assert rows[1]["carried_from"] is None and (published / "confusion_eval_tiny.png").is_file()
+
+    # Carried rows are checked like any other: a hflip evaluation does not join a table of single-view rows.
+    assert compare.main([str(published), str(results["eval_tiny_hflip"]), "--output", str(tmp_path / "x")]) == 2
+    assert "different TTA mode" in capsys.readouterr().err
+    del doc["rows"][0]["accuracy"]
+    (published / "comparison.json").write_text(json.dumps(doc))
+    assert compare.main([str(published), "--output", str(tmp_path / "y")]) == 2
+    err = capsys.readouterr().err
+    assert f"{published / 'comparison.json'}: row 0 ('smoke_run') is not a comparison row" in err and "accuracy" in err
