@@ -240,10 +240,24 @@ def _build(raw: dict[str, Any], path: str | None) -> Recipe:
         raise RecipeError(
             f"training.{sorted(leaked)[0]}: never put tokens in recipes; use `hf auth login` or HF_TOKEN"
         )
+    _check_optim_args(training.get("optim_args"), path)
     training.setdefault("output_dir", "runs/default")
     recipe = Recipe(**sections, training=training, path=path)
     _validate(recipe)
     return recipe
+
+
+def _check_optim_args(value: Any, path: str | None) -> None:
+    """transformers splits optim_args on ',' then '=' only when it builds the optimizer, after the data is loaded,
+    and a malformed string ends there in a bare unpacking error: check its shape up front."""
+    if value is None:
+        return
+    pairs = str(value).replace(" ", "").split(",")
+    if not isinstance(value, str) or any(pair.count("=") != 1 or pair.startswith("=") for pair in pairs):
+        raise RecipeError(
+            f"{path or 'recipe'}: training.optim_args {value!r}: expected comma-separated key=value pairs, "
+            "e.g. momentum=0.9,nesterov=True"
+        )
 
 
 def _section(cls: type, values: dict[str, Any], name: str, path: str | None) -> Any:

@@ -151,6 +151,11 @@ def test_resume_after_a_cut_reaches_the_same_weights(tmp_path):
         (("--data.classes", "[happy, sadd]"), ValueError, "unknown FER2013 class 'sadd'"),
         (("--data.augment.mixup_alpha", "-0.2"), RecipeError, "mixup_alpha must be >= 0"),
         (
+            ("--training.optim_args", "momentum"),
+            RecipeError,
+            "optim_args 'momentum': expected comma-separated key=value",
+        ),
+        (
             ("--data.max_train_samples", "65"),
             RecipeError,
             "65 training faces in batches of 16 leave a last batch of 1",
@@ -170,6 +175,17 @@ def test_nested_overrides_set_one_key_and_keep_the_others():
     assert recipe.data.augment.rotation == 10 and recipe.data.augment.random_erasing == 0.25  # from the recipe
     with pytest.raises(RecipeError, match="'source' is '../shared/fer2013' in the recipe, not a mapping"):
         load_recipe(REPO / "recipes" / "cnn.yaml", ["--data.source.path", "x"])
+
+
+def test_default_recipes_train_with_sgd_nesterov():
+    """The shipped optimizer settings reach torch.optim.SGD through the Trainer's optim/optim_args."""
+    from transformers import Trainer
+
+    for name in ("cnn.yaml", "cnn_swa.yaml"):
+        args = load_recipe(REPO / "recipes" / name).training_args()
+        cls, kwargs = Trainer.get_optimizer_cls_and_kwargs(args)
+        assert cls is torch.optim.SGD and kwargs["momentum"] == 0.9 and kwargs["nesterov"] is True
+        assert args.weight_decay == 0.0005 and args.max_grad_norm == 5.0
 
 
 def test_labels_subset_missing_from_the_dataset(tmp_path, bundled_dd):
