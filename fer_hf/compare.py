@@ -6,9 +6,10 @@ Each input is a training run folder (its metrics.json from `fer_hf.train`; --spl
 an evaluation folder (`fer_hf.evaluate`), a cross-validation folder (`fer_hf.cv`, mean ± std over folds), one
 of their JSON files, or an earlier comparison folder: its rows are carried over as they were measured (with
 their confusion matrices), and a later input of the same name replaces its row. That is how one new model joins
-a published table without re-evaluating the others. Results on different splits (name or size), label sets or TTA modes are refused
-unless --allow-mismatch: a number is only comparable with numbers measured the same way. Training runs also get
-their learning curves drawn on shared axes (curves.png): validation accuracy and macro-F1 per epoch.
+a published table without re-evaluating the others. Results on different splits (name or size), label sets or
+TTA modes are refused unless --allow-mismatch: a number is only comparable with numbers measured the same way.
+Training runs also get their learning curves drawn on shared axes (curves.png): validation accuracy and macro-F1
+per epoch.
 """
 
 from __future__ import annotations
