@@ -142,10 +142,10 @@ def merge_rows(groups: list[list[ResultRow]]) -> list[ResultRow]:
     rows: list[ResultRow] = []
     for group in groups:
         for row in group:
-            same = [i for i, old in enumerate(rows) if old.name == row.name and old.carried_from]
-            if same and not row.carried_from:
-                print(f"{row.name}: replaces the row carried over from {rows[same[0]].carried_from}")
-                rows[same[0]] = row
+            carried = next((i for i, old in enumerate(rows) if old.name == row.name and old.carried_from), None)
+            if carried is not None and not row.carried_from:
+                print(f"{row.name}: replaces the row carried over from {rows[carried].carried_from}")
+                rows[carried] = row
             else:
                 rows.append(row)
     return rows

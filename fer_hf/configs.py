@@ -252,8 +252,10 @@ def _check_optim_args(value: Any, path: str | None) -> None:
     and a malformed string ends there in a bare unpacking error: check its shape up front."""
     if value is None:
         return
-    pairs = str(value).replace(" ", "").split(",")
-    if not isinstance(value, str) or any(pair.count("=") != 1 or pair.startswith("=") for pair in pairs):
+    malformed = not isinstance(value, str) or any(
+        pair.count("=") != 1 or pair.startswith("=") for pair in value.replace(" ", "").split(",")
+    )
+    if malformed:
         raise RecipeError(
             f"{path or 'recipe'}: training.optim_args {value!r}: expected comma-separated key=value pairs, "
             "e.g. momentum=0.9,nesterov=True"

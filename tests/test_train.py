@@ -18,7 +18,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from transformers import TrainerCallback
+from transformers import Trainer, TrainerCallback
 
 from fer_hf.callbacks import StopAfterEpochsCallback, parameter_digest
 from fer_hf.configs import RecipeError, load_recipe
@@ -179,8 +179,6 @@ def test_nested_overrides_set_one_key_and_keep_the_others():
 
 def test_default_recipes_train_with_sgd_nesterov():
     """The shipped optimizer settings reach torch.optim.SGD through the Trainer's optim/optim_args."""
-    from transformers import Trainer
-
     for name in ("cnn.yaml", "cnn_swa.yaml"):
         args = load_recipe(REPO / "recipes" / name).training_args()
         cls, kwargs = Trainer.get_optimizer_cls_and_kwargs(args)
