@@ -10,6 +10,9 @@ install:  ## virtual environment with the package (editable) and its test tools
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
 	$(PY) -m pip install -e ".[dev]"
+	# Test photos only: insightface's wheel carries a real six-person photo (data/images/t1.jpg). Its code is never
+	# imported, so none of its dependencies (onnxruntime, the non-headless opencv-python) are installed.
+	$(PY) -m pip install --no-deps "insightface==2.1"
 
 test:  ## the whole test suite (CPU, offline, real FER2013 from ../shared)
 	$(PY) -m pytest -q

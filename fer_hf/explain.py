@@ -32,8 +32,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from fer_hf.faces import ImageLoadError, load_image
-from fer_hf.loading import DEFAULT_MODEL, MODEL_HELP, LoadedModel, load_classifier
+from fer_hf.faces import DetectorError, ImageLoadError, add_detector_args, detector_config, load_image
+from fer_hf.loading import DEFAULT_MODEL, MODEL_HELP, LoadedModel
 from fer_hf.predict import Predictor
 
 METHODS = ("saliency", "gradcam", "attention", "activations", "filters")
@@ -312,13 +312,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--cropped", action="store_true", help="IMAGE is already a face crop: no detection")
     parser.add_argument("--size", type=int, default=240, help="side of the overlay PNGs in pixels")
     parser.add_argument("--trust-remote-code", action="store_true", help="allow custom code from a Hub model")
+    add_detector_args(parser)
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        predictor = Predictor(load_classifier(args.model, trust_remote_code=args.trust_remote_code))
+        detector = detector_config(args)
+        predictor = Predictor(args.model, detector=detector, trust_remote_code=args.trust_remote_code)
+    except DetectorError as err:
+        print(f"error: face detector: {err}", file=sys.stderr)
+        return 2
     except (OSError, ValueError) as err:
         print(f"error: could not load --model {args.model}: {err}", file=sys.stderr)
         return 2
@@ -332,7 +337,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 method,
                 args.output,
                 target=args.target,
-                crop_mode="cropped" if args.cropped else "auto",
+                crop_mode="cropped" if args.cropped or args.detector == "none" else "auto",
                 size=args.size,
             )
         except (ExplainError, ImageLoadError) as err:

@@ -3,8 +3,11 @@
     python -m fer_hf.predict photo.jpg                     # the bundled default model
     python -m fer_hf.predict --model lite0 photo.jpg       # the bundled EfficientNet-Lite0, also offline
     python -m fer_hf.predict --model runs/cnn folder/ clip.mp4 --csv out.csv --annotate out/ --tta hflip
+    python -m fer_hf.predict photo.jpg --detector haar      # OpenCV's Haar cascades instead of YuNet
 
-Every face gets a box, a label and the probabilities of all classes. Preprocessing goes through the loaded
+Faces are found by YuNet (or Haar), turned so the eyes are level and cropped with FER2013's framing
+(`fer_hf.faces`). Every face gets a number (1 = largest, the order of the JSON, the CSV and the annotated
+image), a box, the detector's score and 5 landmarks (YuNet), a label and the probabilities of all classes. Preprocessing goes through the loaded
 model's own image processor, so any family (CNN, ResNet, ViT, timm) works. A bad file is reported and skipped:
 a batch never aborts because of one input.
 """
@@ -25,7 +28,17 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from fer_hf.faces import DetectorConfig, Face, FaceDetector, ImageLoadError, load_image
+from fer_hf.faces import (
+    LANDMARK_NAMES,
+    DetectorConfig,
+    DetectorError,
+    Face,
+    FaceDetector,
+    ImageLoadError,
+    add_detector_args,
+    detector_config,
+    load_image,
+)
 from fer_hf.loading import DEFAULT_MODEL, MODEL_HELP, LoadedModel, load_classifier
 from fer_hf.tta import TTA_MODES, tta_logits
 
@@ -43,7 +56,9 @@ class FacePrediction:
     label: str
     score: float  # probability of `label`
     probabilities: dict[str, float]  # every class, in the model's label order; sums to 1
-    source: str  # Haar cascade that found the face, or "cropped"
+    source: str  # detector that found the face ("yunet", a Haar cascade name), or "cropped"
+    detector_score: float | None = None  # YuNet's confidence; None for Haar and cropped faces
+    landmarks: list[list[float]] | None = None  # 5 (x, y) in LANDMARK_NAMES order, original pixels; YuNet only
 
 
 @dataclass
@@ -64,7 +79,7 @@ class ImageResult:
             return f"{self.path}: ERROR {self.error}"
         if not self.faces:
             return f"{self.path}: no face found"
-        faces = "; ".join(f"{f.label} {f.score:.2f} at {f.box}" for f in self.faces)
+        faces = "; ".join(f"{i}: {f.label} {f.score:.2f} at {f.box}" for i, f in enumerate(self.faces, 1))
         return f"{self.path}: {len(self.faces)} face(s): {faces}"
 
 
@@ -118,11 +133,11 @@ class Predictor:
     ):
         if tta not in TTA_MODES:
             raise ValueError(f"unknown TTA mode {tta!r}; choose one of {TTA_MODES}")
+        self.detector = FaceDetector(detector)  # first: a missing detector file is reported before a model loads
         if isinstance(model, LoadedModel):
             self.loaded = model
         else:
             self.loaded = load_classifier(model, trust_remote_code=trust_remote_code, device=device)
-        self.detector = FaceDetector(detector)
         self.tta, self.batch_size = tta, batch_size
         self.label_names = self.loaded.label_names
 
@@ -161,6 +176,8 @@ class Predictor:
             score=float(probs[best]),
             probabilities={name: float(p) for name, p in zip(self.label_names, probs, strict=True)},
             source=face.source,
+            detector_score=None if face.score is None else round(face.score, 4),
+            landmarks=None if face.landmarks is None else (face.landmarks / scale).round(1).tolist(),
         )
 
     def predict_images(
@@ -304,31 +321,71 @@ def plot_timeline(result: VideoResult, label_names: Sequence[str], path: str | P
     return Path(path)
 
 
+def draw_faces(
+    rgb: np.ndarray,
+    boxes: Sequence[tuple[int, int, int, int]],
+    preds: Sequence[FacePrediction],
+    landmarks: Sequence[np.ndarray | None] | None = None,
+    numbers: Sequence[int] | None = None,
+) -> np.ndarray:
+    """A copy of `rgb` (H, W, 3) with each box, its number (1, 2, ... unless `numbers`), 'label prob' and the
+    landmarks drawn. The text scales with the box and always stays inside the image."""
+    canvas = np.ascontiguousarray(rgb).copy()
+    height, width = canvas.shape[:2]
+    numbers = numbers or range(1, len(preds) + 1)
+    landmarks = landmarks or [None] * len(preds)
+    for box, pred, points, number in zip(boxes, preds, landmarks, numbers, strict=True):
+        x, y, w, h = box
+        line = max(1, round(w / 60))
+        cv2.rectangle(canvas, (x, y), (x + w, y + h), BOX_COLOUR, line)
+        for px, py in [] if points is None else points:
+            cv2.circle(canvas, (int(round(px)), int(round(py))), max(1, round(w / 40)), (255, 80, 80), -1)
+        _label(canvas, f"{number} {pred.label} {pred.score:.2f}", x, y, y + h, scale=min(3.0, max(0.35, w / 170)))
+    return canvas
+
+
+BOX_COLOUR = (0, 220, 0)
+
+
+def _label(canvas: np.ndarray, text: str, x: int, top: int, bottom: int, scale: float) -> None:
+    """`text` in black on a filled box placed by `label_rect`."""
+    x0, y0, w, h, scale = label_rect(text, x, top, bottom, scale, canvas.shape[1], canvas.shape[0])
+    thickness = max(1, round(scale * 2))
+    cv2.rectangle(canvas, (x0, y0), (x0 + w, y0 + h), BOX_COLOUR, -1)
+    baseline = cv2.getTextSize(text, LABEL_FONT, scale, thickness)[1]
+    cv2.putText(canvas, text, (x0 + 2, y0 + h - baseline - 2), LABEL_FONT, scale, (0, 0, 0), thickness, cv2.LINE_AA)
+
+
+LABEL_FONT = cv2.FONT_HERSHEY_SIMPLEX
+
+
+def label_rect(text: str, x: int, top: int, bottom: int, scale: float, width: int, height: int) -> tuple:
+    """Where a label goes: (x0, y0, w, h, font scale) of its box, above the face box (`top`) when there is room,
+    else below it (`bottom`), else inside it; shifted left to end inside the image; the font scale shrunk until the
+    text fits the image's width."""
+    while True:
+        thickness = max(1, round(scale * 2))
+        (tw, th), base = cv2.getTextSize(text, LABEL_FONT, scale, thickness)
+        if tw + 4 <= width or scale <= 0.3:
+            break
+        scale *= 0.8
+    w, h = tw + 4, th + base + 4
+    y0 = top - h if top - h >= 0 else bottom if bottom + h <= height else max(0, top)
+    x0 = min(max(0, x), max(0, width - w))
+    return x0, y0, w, h, scale
+
+
 def save_annotated(rgb: np.ndarray, faces: Sequence[Face], preds: Sequence[FacePrediction], folder, stem: str) -> Path:
-    """Draw boxes and 'label prob' on a copy of the image; never overwrites an earlier file with the same stem."""
-    canvas = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
-    thickness = max(1, round(max(rgb.shape[:2]) / 300))
-    for face, pred in zip(faces, preds, strict=True):
-        x, y, w, h = face.box
-        cv2.rectangle(canvas, (x, y), (x + w, y + h), (0, 220, 0), thickness)
-        text_y = y - 6 if y > 20 else y + h + 18
-        cv2.putText(
-            canvas,
-            f"{pred.label} {pred.score:.2f}",
-            (x, text_y),
-            cv2.FONT_HERSHEY_SIMPLEX,
-            0.5 * thickness,
-            (0, 220, 0),
-            thickness,
-            cv2.LINE_AA,
-        )
+    """The image with numbered boxes, labels and landmarks (`draw_faces`), as PNG; never overwrites an earlier
+    file with the same stem."""
+    canvas = draw_faces(rgb, [f.box for f in faces], preds, [f.landmarks for f in faces])
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     out, n = folder / f"{stem}_annotated.png", 1
     while out.exists():
         n += 1
         out = folder / f"{stem}_annotated_{n}.png"
-    cv2.imwrite(str(out), canvas)
+    cv2.imwrite(str(out), cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))
     return out
 
 
@@ -430,20 +487,26 @@ def result_rows(results: Sequence[Result], label_names: Sequence[str]) -> list[d
     return rows
 
 
+LANDMARK_COLUMNS = [f"{name}_{axis}" for name in LANDMARK_NAMES for axis in "xy"]
+
+
 def _face_rows(base: dict, faces: Sequence[FacePrediction], label_names: Sequence[str]) -> list[dict]:
-    empty = {"face": "", "x": "", "y": "", "w": "", "h": "", "label": "", "score": ""}
+    """One row per face, numbered from 1 like the annotated image; one row of empty face fields when none."""
+    columns = ["face", "x", "y", "w", "h", "detector_score", *LANDMARK_COLUMNS, "label", "score"]
     if not faces:
-        return [{**base, **empty, **{f"p_{n}": "" for n in label_names}}]
+        return [{**base, **dict.fromkeys(columns, ""), **{f"p_{n}": "" for n in label_names}}]
     return [
         {
             **base,
             "face": i,
             **dict(zip("xywh", face.box, strict=True)),
+            "detector_score": "" if face.detector_score is None else face.detector_score,
+            **dict(zip(LANDMARK_COLUMNS, sum(face.landmarks or [], []) or [""] * 10, strict=True)),
             "label": face.label,
             "score": round(face.score, 5),
             **{f"p_{n}": round(face.probabilities[n], 5) for n in label_names},
         }
-        for i, face in enumerate(faces)
+        for i, face in enumerate(faces, 1)
     ]
 
 
@@ -488,6 +551,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=64, help="faces per forward pass")
     parser.add_argument("--device", default="cpu", help="torch device")
     parser.add_argument("--trust-remote-code", action="store_true", help="allow custom code from a Hub model")
+    add_detector_args(parser)
     return parser.parse_args(argv)
 
 
@@ -495,17 +559,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Exit status: 0 when every input was read (faces or not), 1 when some input was unusable, 2 for a bad model."""
     args = parse_args(argv)
     try:
+        detector = detector_config(args)
+    except ValueError as err:
+        print(f"error: face detector options: {err}", file=sys.stderr)
+        return 2
+    try:
         predictor = Predictor(
             args.model,
             tta=args.tta,
+            detector=detector,
             batch_size=args.batch_size,
             device=args.device,
             trust_remote_code=args.trust_remote_code,
         )
+    except DetectorError as err:
+        print(f"error: face detector: {err}", file=sys.stderr)
+        return 2
     except (OSError, ValueError) as err:  # ModelLoadError is a ValueError; transformers raises OSError/ValueError
         print(f"error: could not load --model {args.model}: {err}", file=sys.stderr)
         return 2
-    crop_mode = "cropped" if args.cropped else "detect" if args.detect else "auto"
+    crop_mode = "cropped" if args.cropped or args.detector == "none" else "detect" if args.detect else "auto"
     results = predict_inputs(
         predictor, args.inputs, crop_mode=crop_mode, fps=args.fps, annotate_dir=args.annotate, plot_dir=_plot_dir(args)
     )

