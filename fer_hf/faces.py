@@ -195,7 +195,7 @@ class FaceDetector:
 
     def __init__(self, config: DetectorConfig | None = None):
         self.config = config or DetectorConfig()
-        self._cascades, self._yunet = {}, None
+        self._cascades, self._yunet, self._yunet_size = {}, None, None
         if self.config.detector == "haar":
             self._cascades = {name: _cascade(name) for name in (self.config.cascade, *self.config.fallbacks)}
         elif self.config.detector == "yunet":
@@ -219,7 +219,9 @@ class FaceDetector:
         small = cv2.resize(rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else rgb
         bgr = cv2.cvtColor(small, cv2.COLOR_RGB2BGR)  # YuNet was trained on OpenCV's BGR frames
         with self._lock:
-            self._yunet.setInputSize((bgr.shape[1], bgr.shape[0]))
+            if self._yunet_size != bgr.shape[1::-1]:  # setting it re-plans the network: only when it changes
+                self._yunet_size = bgr.shape[1::-1]
+                self._yunet.setInputSize(self._yunet_size)
             _, rows = self._yunet.detect(bgr)  # (N, 15): x, y, w, h, 5 x (x, y) landmarks, score; None if no face
         faces = []
         for row in np.zeros((0, 15), np.float32) if rows is None else rows:

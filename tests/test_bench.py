@@ -49,3 +49,31 @@ def test_train_bench_baseline_uses_the_trainers_optimizer(tmp_path):
         [id(p) for p in g["params"]] for g in theirs.param_groups
     ]
     assert len(ours.param_groups[1]["params"]) > 0  # biases and norms: not decayed
+
+
+FRONT_END = re.compile(
+    r"front end: found (\d+\.\d)% of faces, kept (\d\.\d{3}) of the direct accuracy overall, (\d\.\d{3}) on the faces found"
+)
+
+
+def test_bench_faces_pastes_real_faces_and_finds_them(shared_fer, capsys):
+    """40 PublicTest faces in real photos: the scene holds the face where it says, YuNet finds most of them, and
+    the headline's R is about F x K (a missed face counts as wrong)."""
+    import numpy as np
+
+    from fer_hf.bench.faces import backgrounds, make_scene, read_faces
+
+    faces, _ = read_faces(shared_fer / "validation.parquet", 3, seed=0)
+    scene = make_scene(faces[0], backgrounds()[0], np.random.default_rng(0), tilt=0)
+    x, y, side = scene.square
+    assert scene.rgb.shape == (480, 640, 3) and 96 <= side <= 220
+    pasted = scene.rgb[y : y + side, x : x + side, 0]
+    assert np.abs(pasted[side // 2, side // 2].astype(int) - int(faces[0][24, 24])) < 30
+
+    assert main(["faces", "--count", "40", "--detectors", "yunet", "--data", str(shared_fer)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    match = FRONT_END.fullmatch(lines[-1])
+    assert match, lines[-1]
+    found, r, k = float(match[1]) / 100, float(match[2]), float(match[3])
+    assert found >= 0.8 and 0.5 < k <= 1.5
+    assert r == pytest.approx(found * k, abs=0.05)

@@ -194,6 +194,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--detectors", nargs="+", default=["yunet", "haar"], choices=("yunet", "haar"), help="first one: last line"
     )
+    parser.add_argument(
+        "--detect-max-side", type=int, default=DetectorConfig.detect_max_side, help="YuNet's search size (speed)"
+    )
     parser.add_argument("--tune", action="store_true", help="search the crop framing and score threshold")
     return parser.parse_args(argv)
 
@@ -215,7 +218,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     summary = None
     for name in args.detectors:
-        config = DetectorConfig(detector=name, score_threshold=0.5 if args.tune else DetectorConfig.score_threshold)
+        threshold = 0.5 if args.tune else DetectorConfig.score_threshold
+        config = DetectorConfig(detector=name, score_threshold=threshold, detect_max_side=args.detect_max_side)
         detector = FaceDetector(config)
         detections, ms = detect_all(detector, scenes, name)
         if args.tune:
