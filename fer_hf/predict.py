@@ -40,6 +40,7 @@ from fer_hf.faces import (
     load_image,
 )
 from fer_hf.loading import DEFAULT_MODEL, MODEL_HELP, LoadedModel, load_classifier
+from fer_hf.tracking import FaceTracker, Smoother, TrackingConfig
 from fer_hf.tta import TTA_MODES, tta_logits
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm"}
@@ -59,6 +60,9 @@ class FacePrediction:
     source: str  # detector that found the face ("yunet", a Haar cascade name), or "cropped"
     detector_score: float | None = None  # YuNet's confidence; None for Haar and cropped faces
     landmarks: list[list[float]] | None = None  # 5 (x, y) in LANDMARK_NAMES order, original pixels; YuNet only
+    track_id: int | None = None  # videos: the same number while it is the same face
+    smoothed: dict[str, float] | None = None  # videos: the track's moving average of `probabilities`
+    smoothed_label: str | None = None  # videos: the most probable class of `smoothed`
 
 
 @dataclass
@@ -98,7 +102,10 @@ class VideoResult:
     native_fps: float | None = None
     sample_fps: float | None = None
     distribution: dict[str, float] = field(default_factory=dict)  # share of face frames per predicted label
-    plot: str | None = None  # timeline PNG
+    tracks: list[dict] = field(default_factory=list)  # per track: first/last time, frames, dominant, shares
+    plot: str | None = None  # overview PNG (every track over time)
+    track_plots: list[str] = field(default_factory=list)  # one timeline PNG per track
+    warning: str | None = None  # e.g. decoding stopped early: what was computed up to there is kept
     kind: str = "video"
 
     @property
@@ -112,7 +119,9 @@ class VideoResult:
             return f"{self.path}: ERROR {self.error}"
         with_face = sum(bool(f.faces) for f in self.frames)
         top = ", ".join(f"{k} {v:.0%}" for k, v in sorted(self.distribution.items(), key=lambda kv: -kv[1]) if v)
-        return f"{self.path}: {len(self.frames)} frames sampled, {with_face} with a face; {top or 'no face found'}"
+        tracks = "; ".join(f"face {t['track_id']}: {t['dominant']} ({t['frames']} frames)" for t in self.tracks)
+        text = f"{self.path}: {len(self.frames)} frames sampled, {with_face} with a face; {top or 'no face found'}"
+        return text + (f"; {tracks}" if tracks else "") + (f" (warning: {self.warning})" if self.warning else "")
 
 
 Result = ImageResult | VideoResult
@@ -217,8 +226,12 @@ class Predictor:
         fps: float = 2.0,
         crop_mode: str = "detect",
         plot_dir: str | Path | None = None,
+        tracking: TrackingConfig | None = None,
     ) -> VideoResult:
-        """Sample `fps` frames per second, classify their faces in batches, and summarise (+ timeline plot)."""
+        """Sample `fps` frames per second, find and track the faces, classify them in batches, smooth each track's
+        probabilities, and summarise per track (+ timeline plots). A video that stops decoding early keeps every
+        frame read up to there, with a warning."""
+        tracking = tracking or TrackingConfig()
         result = VideoResult(path=str(path), sample_fps=fps)
         try:
             frames = VideoFrames(path, fps)
@@ -226,21 +239,70 @@ class Predictor:
             result.error = str(err)
             return result
         result.native_fps = frames.native_fps
+        follow = VideoFaces(self, crop_mode, tracking)
         for chunk in _chunks(
             tqdm(frames, total=frames.expected, desc=Path(path).name, unit="frame", leave=False), self.batch_size
         ):
-            faces = [self.detector.faces(rgb, crop_mode) for _, _, rgb in chunk]
-            predictions = self.predict_faces(faces, [1.0] * len(chunk))
-            result.frames += [FrameResult(i, round(t, 3), p) for (i, t, _), p in zip(chunk, predictions, strict=True)]
+            result.frames += follow.frames(chunk)
         if not result.frames:
             result.error = "not a readable video: no frame could be decoded"
             return result
+        result.warning = frames.stopped_early()
         result.distribution = label_distribution(result.frames, self.label_names)
+        result.tracks = track_summaries(result.frames, self.label_names)
         if plot_dir is not None:
-            result.plot = str(
-                plot_timeline(result, self.label_names, Path(plot_dir) / f"{Path(path).stem}_timeline.png")
-            )
+            from fer_hf.video_plots import plot_overview, plot_track
+
+            stem = Path(plot_dir) / Path(path).stem
+            result.plot = str(plot_overview(result, self.label_names, f"{stem}_timeline.png"))
+            result.track_plots = [
+                str(plot_track(result, t["track_id"], self.label_names, f"{stem}_face{t['track_id']}.png"))
+                for t in result.tracks
+            ]
         return result
+
+
+class VideoFaces:
+    """Sampled frames -> FrameResults with track ids and smoothed probabilities, one chunk at a time (the tracker
+    and smoother carry over from chunk to chunk). Detection runs on every `detect_every`-th frame; in between,
+    each face seen last is cropped where the tracker expects it (constant velocity)."""
+
+    def __init__(self, predictor: Predictor, crop_mode: str, tracking: TrackingConfig):
+        self.predictor, self.crop_mode, self.config = predictor, crop_mode, tracking
+        self.tracker = FaceTracker(max_lost=tracking.max_lost)
+        self.smoother = Smoother(tracking.smoothing)
+        self.count = 0  # sampled frames so far
+
+    def frames(self, chunk: Sequence[tuple[int, float, np.ndarray]]) -> list[FrameResult]:
+        found = [self._faces(rgb) for _, _, rgb in chunk]  # [(faces, track ids)] per frame, in order
+        predictions = self.predictor.predict_faces([faces for faces, _ in found], [1.0] * len(chunk))
+        results = []
+        for (index, time_s, _), (_, ids), preds in zip(chunk, found, predictions, strict=True):
+            for pred, track_id in zip(preds, ids, strict=True):
+                probs = np.array([pred.probabilities[n] for n in self.predictor.label_names])
+                smoothed = self.smoother(track_id, probs)
+                pred.track_id, pred.smoothed_label = track_id, self.predictor.label_names[int(smoothed.argmax())]
+                pred.smoothed = {
+                    n: round(float(p), 5) for n, p in zip(self.predictor.label_names, smoothed, strict=True)
+                }
+            results.append(FrameResult(index, round(time_s, 3), preds))
+        return results
+
+    def _faces(self, rgb: np.ndarray) -> tuple[list[Face], list[int]]:
+        detector = self.predictor.detector
+        self.tracker.advance()
+        carried = self.tracker.predict() if self.count % self.config.detect_every else []
+        self.count += 1
+        if self.crop_mode == "cropped" or detector.config.detector == "none":
+            faces = detector.faces(rgb, "cropped")
+            return faces, self.tracker.update([f.box for f in faces])
+        if carried:  # a frame between detections: the faces found last, where they should be now
+            faces = [
+                detector.crop(rgb, Face(box, rgb[:0, :0, 0], "tracked", None, points)) for _, box, points in carried
+            ]
+            return faces, [track_id for track_id, _, _ in carried]
+        faces = [detector.crop(rgb, face) for face in detector.detect(rgb)]
+        return faces, self.tracker.update([f.box for f in faces], [f.landmarks for f in faces])
 
 
 class VideoFrames:
@@ -260,6 +322,8 @@ class VideoFrames:
         self.native_fps = float(fps_prop) if fps_prop and np.isfinite(fps_prop) and fps_prop > 0 else 25.0
         step = self.native_fps / fps if fps > 0 else 1.0
         self.expected = max(1, int(count / max(step, 1.0))) if count and count > 0 else None
+        self.frame_count = int(count) if count and count > 0 else None  # what the container announces
+        self.frames_read = 0
 
     def __iter__(self) -> Iterator[tuple[int, float, np.ndarray]]:
         capture = cv2.VideoCapture(str(self.path))
@@ -274,7 +338,17 @@ class VideoFrames:
                     next_time += 1.0 / self.fps if self.fps > 0 else 0.0
                 index += 1
         finally:
+            self.frames_read = index
             capture.release()
+
+    def stopped_early(self) -> str | None:
+        """A sentence when decoding ended well before the announced frame count (a cut or corrupt file)."""
+        if self.frame_count and self.frames_read < 0.95 * self.frame_count - 1:
+            return (
+                f"decoding stopped at frame {self.frames_read} of the {self.frame_count} announced; "
+                "the results up to there are kept"
+            )
+        return None
 
 
 def _chunks(items, size: int) -> Iterator[list]:
@@ -288,37 +362,29 @@ def _chunks(items, size: int) -> Iterator[list]:
         yield chunk
 
 
+def track_summaries(frames: Sequence[FrameResult], label_names: Sequence[str]) -> list[dict]:
+    """Per track, in order of first appearance: first/last time (s), sampled frames seen, the dominant (smoothed)
+    emotion and the share of its frames per emotion."""
+    seen: dict[int, list[tuple[float, str]]] = {}
+    for frame in frames:
+        for face in frame.faces:
+            if face.track_id is not None:
+                seen.setdefault(face.track_id, []).append((frame.time_s, face.smoothed_label or face.label))
+    summaries = []
+    for track_id, rows in seen.items():
+        labels = [label for _, label in rows]
+        shares = {name: round(labels.count(name) / len(labels), 4) for name in label_names}
+        summaries.append(
+            {"track_id": track_id, "first_s": rows[0][0], "last_s": rows[-1][0], "frames": len(rows),
+             "dominant": max(shares, key=shares.get), "shares": shares}
+        )  # fmt: skip
+    return summaries
+
+
 def label_distribution(frames: Sequence[FrameResult], label_names: Sequence[str]) -> dict[str, float]:
     """Share of the frames with a face whose largest face got each label (0 everywhere if no face)."""
     labels = [frame.faces[0].label for frame in frames if frame.faces]
     return {name: (labels.count(name) / len(labels) if labels else 0.0) for name in label_names}
-
-
-def plot_timeline(result: VideoResult, label_names: Sequence[str], path: str | Path) -> Path:
-    """Probability of each class over time (largest face per frame; gaps where no face) + the distribution."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    times = [f.time_s for f in result.frames]
-    fig, (ax, bars) = plt.subplots(1, 2, figsize=(13, 4), gridspec_kw={"width_ratios": [3, 1]})
-    for name in label_names:
-        ys = [f.faces[0].probabilities[name] if f.faces else np.nan for f in result.frames]
-        ax.plot(times, ys, marker=".", label=name)
-    ax.set(
-        xlabel="time (s)", ylabel="probability", ylim=(0, 1), title=f"{Path(result.path).name}: expression timeline"
-    )
-    ax.legend(loc="upper right", fontsize=7, ncol=2)
-    shares = [result.distribution.get(name, 0.0) for name in label_names]
-    bars.barh(list(label_names), shares, color="tab:blue")
-    bars.set(xlim=(0, 1), xlabel="share of frames with a face", title="predicted emotions")
-    bars.invert_yaxis()
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
 
 
 def draw_faces(
@@ -417,11 +483,11 @@ def predict_inputs(
     inputs: Sequence[str | Path],
     *,
     crop_mode: str = "auto",
-    fps: float = 2.0,
     annotate_dir=None,
-    plot_dir=None,
+    **video,
 ) -> list[Result]:
-    """Images, folders and videos -> one result per file, in input order."""
+    """Images, folders and videos -> one result per file, in input order. `video`: predict_video's options (fps,
+    plot_dir, tracking)."""
     entries = expand_inputs(inputs)
     images = [path for path, kind in entries if kind == "image"]
     by_path = dict(
@@ -430,9 +496,9 @@ def predict_inputs(
     results: list[Result] = []
     for path, kind in entries:
         if kind == "image":
-            results.append(_retry_as_video(predictor, by_path[path], fps, crop_mode, plot_dir))
+            results.append(_retry_as_video(predictor, by_path[path], crop_mode, video))
         elif kind == "video":
-            results.append(predictor.predict_video(path, fps=fps, crop_mode=_video_mode(crop_mode), plot_dir=plot_dir))
+            results.append(predictor.predict_video(path, crop_mode=_video_mode(crop_mode), **video))
         else:
             reason = "no such file or folder" if kind == "missing" else "folder holds no image or video files"
             results.append(ImageResult(path=path, error=reason))
@@ -443,11 +509,11 @@ def _video_mode(crop_mode: str) -> str:
     return "detect" if crop_mode == "auto" else crop_mode  # a small video frame is still a scene, not a face
 
 
-def _retry_as_video(predictor: Predictor, result: ImageResult, fps, crop_mode, plot_dir) -> Result:
+def _retry_as_video(predictor: Predictor, result: ImageResult, crop_mode: str, options: dict) -> Result:
     """A file of unknown extension that PIL cannot read may still be a video; otherwise keep a clear error."""
     if not result.error or _kind(Path(result.path)) == "image":
         return result
-    video = predictor.predict_video(result.path, fps=fps, crop_mode=_video_mode(crop_mode), plot_dir=plot_dir)
+    video = predictor.predict_video(result.path, crop_mode=_video_mode(crop_mode), **options)
     if video.error is None:
         return video
     result.error = "not an image or a video (neither PIL nor OpenCV can read it)"
@@ -492,19 +558,24 @@ LANDMARK_COLUMNS = [f"{name}_{axis}" for name in LANDMARK_NAMES for axis in "xy"
 
 def _face_rows(base: dict, faces: Sequence[FacePrediction], label_names: Sequence[str]) -> list[dict]:
     """One row per face, numbered from 1 like the annotated image; one row of empty face fields when none."""
-    columns = ["face", "x", "y", "w", "h", "detector_score", *LANDMARK_COLUMNS, "label", "score"]
+    columns = ["face", "track_id", "x", "y", "w", "h", "detector_score", *LANDMARK_COLUMNS, "label", "score"]
+    smoothed_columns = ["smoothed_label", *(f"smoothed_p_{n}" for n in label_names)]
     if not faces:
-        return [{**base, **dict.fromkeys(columns, ""), **{f"p_{n}": "" for n in label_names}}]
+        return [{**base, **dict.fromkeys(columns, ""), **{f"p_{n}": "" for n in label_names},
+                 **dict.fromkeys(smoothed_columns, "")}]  # fmt: skip
     return [
         {
             **base,
             "face": i,
+            "track_id": "" if face.track_id is None else face.track_id,
             **dict(zip("xywh", face.box, strict=True)),
             "detector_score": "" if face.detector_score is None else face.detector_score,
             **dict(zip(LANDMARK_COLUMNS, sum(face.landmarks or [], []) or [""] * 10, strict=True)),
             "label": face.label,
             "score": round(face.score, 5),
             **{f"p_{n}": round(face.probabilities[n], 5) for n in label_names},
+            "smoothed_label": face.smoothed_label or "",
+            **{f"smoothed_p_{n}": face.smoothed[n] if face.smoothed else "" for n in label_names},
         }
         for i, face in enumerate(faces, 1)
     ]
@@ -548,6 +619,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     crop.add_argument("--cropped", action="store_true", help="inputs are already-cropped faces: no detection")
     crop.add_argument("--detect", action="store_true", help="always detect, even in small images")
     parser.add_argument("--fps", type=float, default=2.0, help="video frames sampled per second (0: every frame)")
+    video = parser.add_argument_group("videos: tracking and smoothing")
+    defaults = TrackingConfig()
+    video.add_argument(
+        "--detect-every", type=int, default=defaults.detect_every, help="detect on every k-th sampled frame"
+    )
+    video.add_argument(
+        "--max-lost", type=int, default=defaults.max_lost, help="sampled frames a face may vanish and keep its id"
+    )
+    video.add_argument(
+        "--smoothing", type=float, default=defaults.smoothing, help="moving-average strength per face (0: off)"
+    )
     parser.add_argument("--batch-size", type=int, default=64, help="faces per forward pass")
     parser.add_argument("--device", default="cpu", help="torch device")
     parser.add_argument("--trust-remote-code", action="store_true", help="allow custom code from a Hub model")
@@ -560,8 +642,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         detector = detector_config(args)
+        tracking = TrackingConfig(args.detect_every, args.max_lost, args.smoothing)
     except ValueError as err:
-        print(f"error: face detector options: {err}", file=sys.stderr)
+        print(f"error: face detector or tracking options: {err}", file=sys.stderr)
         return 2
     try:
         predictor = Predictor(
@@ -580,7 +663,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     crop_mode = "cropped" if args.cropped or args.detector == "none" else "detect" if args.detect else "auto"
     results = predict_inputs(
-        predictor, args.inputs, crop_mode=crop_mode, fps=args.fps, annotate_dir=args.annotate, plot_dir=_plot_dir(args)
+        predictor,
+        args.inputs,
+        crop_mode=crop_mode,
+        annotate_dir=args.annotate,
+        fps=args.fps,
+        plot_dir=_plot_dir(args),
+        tracking=tracking,
     )
     for result in results:
         print(result.summary() + (f" -> {result.plot}" if getattr(result, "plot", None) else ""))

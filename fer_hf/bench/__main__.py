@@ -14,6 +14,7 @@ HELP = {
     "train": "training-step throughput",
     "predict": "inference throughput",
     "faces": "the face front end (detect, align, crop) on FER2013 faces pasted into real photos",
+    "video": "video frames per second, detection on every frame vs every k-th frame with tracking",
 }
 
 
