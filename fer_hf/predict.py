@@ -186,7 +186,7 @@ class Predictor:
             probabilities={name: float(p) for name, p in zip(self.label_names, probs, strict=True)},
             source=face.source,
             detector_score=None if face.score is None else round(face.score, 4),
-            landmarks=None if face.landmarks is None else (face.landmarks / scale).round(1).tolist(),
+            landmarks=None if face.landmarks is None else (face.landmarks.astype(float) / scale).round(1).tolist(),
         )
 
     def predict_images(
@@ -393,11 +393,12 @@ def draw_faces(
     preds: Sequence[FacePrediction],
     landmarks: Sequence[np.ndarray | None] | None = None,
     numbers: Sequence[int] | None = None,
+    smoothed: bool = False,
 ) -> np.ndarray:
-    """A copy of `rgb` (H, W, 3) with each box, its number (1, 2, ... unless `numbers`), 'label prob' and the
-    landmarks drawn. The text scales with the box and always stays inside the image."""
+    """A copy of `rgb` (H, W, 3) with each box, its number (1, 2, ... unless `numbers`, e.g. track ids), 'label
+    prob' (the smoothed label with `smoothed`) and the landmarks drawn. The text scales with the box and always
+    stays inside the image."""
     canvas = np.ascontiguousarray(rgb).copy()
-    height, width = canvas.shape[:2]
     numbers = numbers or range(1, len(preds) + 1)
     landmarks = landmarks or [None] * len(preds)
     for box, pred, points, number in zip(boxes, preds, landmarks, numbers, strict=True):
@@ -406,7 +407,10 @@ def draw_faces(
         cv2.rectangle(canvas, (x, y), (x + w, y + h), BOX_COLOUR, line)
         for px, py in [] if points is None else points:
             cv2.circle(canvas, (int(round(px)), int(round(py))), max(1, round(w / 40)), (255, 80, 80), -1)
-        _label(canvas, f"{number} {pred.label} {pred.score:.2f}", x, y, y + h, scale=min(3.0, max(0.35, w / 170)))
+        label, score = (
+            (pred.smoothed_label, pred.smoothed[pred.smoothed_label]) if smoothed else (pred.label, pred.score)
+        )
+        _label(canvas, f"{number} {label} {score:.2f}", x, y, y + h, scale=min(3.0, max(0.35, w / 170)))
     return canvas
 
 

@@ -25,22 +25,27 @@ def colour(name: str, index: int) -> str:
 
 
 def plot_track(result, track_id: int, label_names: Sequence[str], path: str | Path) -> Path:
-    """Smoothed probabilities of one face over time, stacked to 1 (gaps: frames where it was not seen)."""
-    times, rows = [], []
+    """Smoothed probabilities of one face over time, stacked to 1; gaps where sampled frames did not see it."""
+    segments, current = [], []  # runs of consecutive sampled frames with the face: [(time, probabilities)]
     for frame in result.frames:
         face = next((f for f in frame.faces if f.track_id == track_id), None)
-        if face is not None:
-            times.append(frame.time_s)
-            rows.append([(face.smoothed or face.probabilities)[n] for n in label_names])
+        if face is None:
+            current = []
+            continue
+        if not current:
+            segments.append(current)
+        current.append((frame.time_s, [(face.smoothed or face.probabilities)[n] for n in label_names]))
     fig, ax = plt.subplots(figsize=(10, 3.2))
-    columns = list(zip(*rows, strict=True)) if rows else [[] for _ in label_names]
-    ax.stackplot(times, columns, labels=label_names, colors=[colour(n, i) for i, n in enumerate(label_names)])
-    ax.set(
-        xlabel="time (s)",
-        ylabel="probability (smoothed)",
-        ylim=(0, 1),
-        title=f"{Path(result.path).name}: face {track_id}",
-    )
+    colours = [colour(n, i) for i, n in enumerate(label_names)]
+    for i, segment in enumerate(segments):
+        times = [t for t, _ in segment]
+        if len(segment) == 1:  # a single frame: a thin bar instead of an invisible area
+            times = [times[0] - 0.02, times[0] + 0.02]
+            segment = segment * 2
+        columns = list(zip(*(probs for _, probs in segment), strict=True))
+        ax.stackplot(times, columns, labels=label_names if i == 0 else (), colors=colours)
+    ax.set(xlabel="time (s)", ylabel="probability (smoothed)", ylim=(0, 1))
+    ax.set_title(f"{Path(result.path).name}: face {track_id}")
     ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
     return _save(fig, path)
 

@@ -92,7 +92,7 @@ def enlarge(image, min_side: int = 240):
 
 
 def on_video(catalogue: be.ModelCatalogue, video: str | None, model_ref: str | None, fps: float) -> list:
-    """-> [timeline rows, distribution label, per-frame table, status]."""
+    """-> [timeline rows, distribution label, per-frame table, per-face table, timelines gallery, status]."""
     try:
         out = be.predict_clip(catalogue, video, model_ref, fps)
     except be.UserInputError as err:
@@ -104,7 +104,22 @@ def on_video(catalogue: be.ModelCatalogue, video: str | None, model_ref: str | N
         gr.Warning(out.message)
     timeline = pd.DataFrame(out.timeline, columns=["time_s", "emotion", "probability"])
     frames = pd.DataFrame(out.frames, columns=["time_s", "faces", "emotion", "score"])
-    return [timeline, out.distribution or None, frames, status_text(out.message, out.warning)]
+    tracks = pd.DataFrame(out.tracks, columns=["face", "from_s", "to_s", "frames", "dominant", "share"])
+    plots = gr.Gallery(value=out.plots or None, visible=bool(out.plots))
+    return [timeline, out.distribution or None, frames, tracks, plots, status_text(out.message, out.warning)]
+
+
+def on_live(catalogue: be.ModelCatalogue, frame, model_ref: str | None, smoothing: float, session) -> list:
+    """-> [annotated frame, current emotions table, speed line, session state]. Errors become the speed line."""
+    try:
+        out = be.live_frame(catalogue, frame, model_ref, smoothing, session)
+    except be.UserInputError as err:
+        return [None, None, status_text(str(err), True), session]
+    except Exception as err:  # noqa: BLE001  (a failed frame must not end the stream without a word)
+        log.exception("live frame failed")
+        return [None, None, status_text(f"This frame failed ({type(err).__name__}: {err}).", True), session]
+    table = pd.DataFrame(out.current, columns=["face", "emotion", "probability"])
+    return [out.annotated, table, out.speed, out.session]
 
 
 def status_text(message: str, warning: bool) -> str:
@@ -131,6 +146,8 @@ def build_demo(catalogue: be.ModelCatalogue, comparison: be.ComparisonView) -> g
                 predict_tab(catalogue, model)
             with gr.Tab("Video", id="video"):
                 video_tab(catalogue, model)
+            with gr.Tab("Live", id="live"):
+                live_tab(catalogue, model)
             with gr.Tab("Compare", id="compare"):
                 compare_tab(comparison)
             with gr.Tab("About", id="about"):
@@ -227,6 +244,8 @@ def video_tab(catalogue: be.ModelCatalogue, model: gr.Dropdown) -> None:
                 height=300,
             )
             distribution = gr.Label(label="Share of frames per emotion", num_top_classes=len(FER_LABELS))
+            tracks = gr.Dataframe(label="Faces followed through the clip", interactive=False, elem_id="video-tracks")
+            plots = gr.Gallery(label="Timelines: all faces, then each face", columns=1, height=320, visible=False)
             frames = gr.Dataframe(label="Sampled frames", interactive=False, max_height=260)
 
     def handler(clip, model_ref, rate):
@@ -235,10 +254,52 @@ def video_tab(catalogue: be.ModelCatalogue, model: gr.Dropdown) -> None:
     run.click(
         handler,
         inputs=[video, model, fps],
-        outputs=[timeline, distribution, frames, status],
+        outputs=[timeline, distribution, frames, tracks, plots, status],
         api_name="predict_video",
         concurrency_id="inference",
     )
+
+
+LIVE_EVERY_S = 0.15  # a frame is sent this often; the 2-core CPU handles one in about 25-40 ms with the default model
+LIVE_LIMIT_S = 300  # a stream ends after this many seconds (press Record again to go on)
+
+
+def live_tab(catalogue: be.ModelCatalogue, model: gr.Dropdown) -> None:
+    with gr.Row():
+        with gr.Column():
+            camera = gr.Image(label="Webcam", sources=["webcam"], streaming=True, type="numpy", height=360)
+            smoothing = gr.Slider(
+                0, 0.9, value=be.LIVE_SMOOTHING, step=0.1, label="Smoothing of each face's emotions (0 = off)"
+            )
+            gr.Markdown(
+                f"Frames go to the server every {LIVE_EVERY_S} s; a stream stops after {LIVE_LIMIT_S // 60} minutes. "
+                "Each face keeps its number while it stays in view."
+            )
+        with gr.Column():
+            speed = gr.Markdown("Press Record to start.", elem_id="live-speed")
+            shown = gr.Image(label="Faces, numbered by track", type="numpy", interactive=False, height=360)
+            current = gr.Dataframe(
+                headers=["face", "emotion", "probability"],
+                label="Current emotions",
+                interactive=False,
+                elem_id="live-table",
+            )
+    session = gr.State(None)
+
+    def handler(frame, model_ref, strength, state):
+        return on_live(catalogue, frame, model_ref, strength, state)
+
+    camera.stream(
+        handler,
+        inputs=[camera, model, smoothing, session],
+        outputs=[shown, current, speed, session],
+        stream_every=LIVE_EVERY_S,
+        time_limit=LIVE_LIMIT_S,
+        concurrency_limit=2,
+        api_visibility="private",
+    )
+    camera.clear(lambda: [None, None, "The stream stopped: press Record to start again.", None],
+                 outputs=[shown, current, speed, session])  # fmt: skip
 
 
 def compare_tab(view: be.ComparisonView) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,8 @@ from PIL import Image
 from fer_hf.explain import ExplainError, attention_rollout, gradcam_map, overlay, saliency_map
 from fer_hf.faces import load_image
 from fer_hf.loading import BUNDLED_MODELS, DEFAULT_MODEL, is_installed
-from fer_hf.predict import ImageResult, Predictor, VideoFrames, VideoLoadError
+from fer_hf.predict import ImageResult, Predictor, VideoFaces, VideoFrames, VideoLoadError, draw_faces
+from fer_hf.tracking import TrackingConfig
 
 APP_DIR = Path(__file__).resolve().parent
 EXAMPLES_DIR = APP_DIR / "examples"
@@ -220,6 +222,8 @@ class VideoOutput:
     timeline: list[dict] = field(default_factory=list)  # rows (time_s, emotion, probability): largest face
     distribution: dict[str, float] = field(default_factory=dict)  # share of face frames per predicted emotion
     frames: list[dict] = field(default_factory=list)  # one row per sampled frame
+    tracks: list[dict] = field(default_factory=list)  # one row per face followed through the clip
+    plots: list[tuple[str, str]] = field(default_factory=list)  # (PNG path, caption): overview, then one per face
     message: str = ""
     warning: bool = False
 
@@ -230,10 +234,15 @@ def predict_clip(catalogue: ModelCatalogue, video_path: str | None, model_ref: s
         raise UserInputError("Upload a video clip first.")
     predictor = catalogue.get(model_ref)
     fps = sample_rate(video_path, fps)
-    result = predictor.predict_video(video_path, fps=fps, crop_mode="detect")
+    plots = tempfile.mkdtemp(prefix="fer_app_video_")  # Gradio serves the PNGs after this returns: not deleted here
+    result = predictor.predict_video(video_path, fps=fps, crop_mode="detect", plot_dir=plots)
     if result.error:
         raise UserInputError(f"This file cannot be used as a video ({result.error}).")
-    output = VideoOutput(frames=[frame_row(frame) for frame in result.frames])
+    output = VideoOutput(frames=[frame_row(frame) for frame in result.frames], tracks=track_rows(result.tracks))
+    output.plots = [(result.plot, "All faces over time")] if result.plot else []
+    output.plots += [
+        (path, f"Face {t['track_id']}") for path, t in zip(result.track_plots, result.tracks, strict=True)
+    ]
     with_face = [frame for frame in result.frames if frame.faces]
     if not with_face:
         output.message, output.warning = f"No face found in any of the {len(result.frames)} sampled frames.", True
@@ -246,10 +255,89 @@ def predict_clip(catalogue: ModelCatalogue, video_path: str | None, model_ref: s
     output.distribution = dict(result.distribution)
     top = max(output.distribution, key=output.distribution.get)
     output.message = (
-        f"{len(result.frames)} frames sampled at {fps:.2g} fps, {len(with_face)} with a face; "
-        f"most frequent emotion: {top} ({output.distribution[top]:.0%} of face frames)."
+        f"{len(result.frames)} frames sampled at {fps:.2g} fps, {len(with_face)} with a face, "
+        f"{len(result.tracks)} face(s) followed; most frequent emotion: {top} ({output.distribution[top]:.0%} of "
+        "the largest face's frames)."
     )
+    if result.warning:
+        output.message += f" Note: {result.warning}."
+        output.warning = True
     return output
+
+
+def track_rows(tracks: list[dict]) -> list[dict]:
+    return [
+        {"face": t["track_id"], "from_s": t["first_s"], "to_s": t["last_s"], "frames": t["frames"],
+         "dominant": t["dominant"], "share": round(t["shares"][t["dominant"]], 3)}
+        for t in tracks
+    ]  # fmt: skip
+
+
+# ---------------------------------------------------------------- live webcam
+
+LIVE_SMOOTHING = 0.6  # default strength of the per-face moving average in the Live tab
+
+
+@dataclass
+class LiveSession:
+    """One browser's webcam stream: the tracker and smoother carry over from frame to frame."""
+
+    model_ref: str | None
+    faces: VideoFaces
+    frames: int = 0
+    started: float = field(default_factory=time.perf_counter)
+    last: float | None = None  # arrival of the previous frame
+    fps: float = 0.0  # frames per second end to end (moving average over arrivals)
+    busy_ms: float = 0.0  # processing time per frame (moving average)
+
+
+@dataclass
+class LiveOutput:
+    annotated: np.ndarray | None
+    current: list[dict]  # one row per face now: face (track id), emotion, probability (smoothed)
+    speed: str
+    session: LiveSession | None
+
+
+def live_frame(
+    catalogue: ModelCatalogue,
+    frame: np.ndarray | None,
+    model_ref: str | None,
+    smoothing: float,
+    session: LiveSession | None,
+) -> LiveOutput:
+    """One webcam frame (H, W, 3) RGB -> boxes numbered by track with smoothed labels, the current emotions and
+    the measured speed. A new model or smoothing strength starts a new session (new track ids)."""
+    if frame is None:
+        raise UserInputError("The webcam sent no picture: allow the camera in the browser, then press Record.")
+    start = time.perf_counter()
+    predictor = catalogue.get(model_ref)
+    if session is None or session.model_ref != model_ref or session.faces.config.smoothing != smoothing:
+        session = LiveSession(model_ref, VideoFaces(predictor, "detect", TrackingConfig(smoothing=smoothing)))
+    rgb = np.ascontiguousarray(frame[..., :3])
+    (result,) = session.faces.frames([(session.frames, start - session.started, rgb)])
+    faces = result.faces
+    annotated = draw_faces(rgb, [f.box for f in faces], faces, numbers=[f.track_id for f in faces], smoothed=True)
+    current = [
+        {"face": f.track_id, "emotion": f.smoothed_label, "probability": round(f.smoothed[f.smoothed_label], 3)}
+        for f in sorted(faces, key=lambda f: f.track_id)
+    ]
+    _measure(session, start)
+    return LiveOutput(annotated, current, live_speed(session, len(faces)), session)
+
+
+def _measure(session: LiveSession, start: float) -> None:
+    busy = 1000 * (time.perf_counter() - start)
+    session.busy_ms = busy if session.frames == 0 else 0.8 * session.busy_ms + 0.2 * busy
+    if session.last is not None:
+        rate = 1 / max(start - session.last, 1e-6)
+        session.fps = rate if session.fps == 0 else 0.8 * session.fps + 0.2 * rate
+    session.last, session.frames = start, session.frames + 1
+
+
+def live_speed(session: LiveSession, faces: int) -> str:
+    rate = f"{session.fps:.1f} frames/s end to end" if session.fps else "measuring"
+    return f"{faces} face(s) · {rate} · {session.busy_ms:.0f} ms of work per frame · {session.frames} frames"
 
 
 def sample_rate(video_path: str, fps: float) -> float:

@@ -225,7 +225,7 @@ def test_video_timeline_and_distribution(client, tiny_model, tmp_path):
     for i in range(30):  # 2 s with the astronaut, then 1 s of grey
         writer.write(face if i < 20 else flat)
     writer.release()
-    timeline, distribution, frames, status = client.predict(
+    timeline, distribution, frames, tracks, plots, status = client.predict(
         handle_file(str(clip)), str(tiny_model), 5, api_name="/predict_video"
     )
     faces_per_frame = [row[1] for row in frames["data"]]
@@ -233,7 +233,10 @@ def test_video_timeline_and_distribution(client, tiny_model, tmp_path):
     assert len(timeline["data"]) == 10 * len(FER_LABELS)
     shares = {c["label"]: c["confidence"] for c in distribution["confidences"]}
     assert set(shares) == set(FER_LABELS) and sum(shares.values()) == pytest.approx(1.0)
-    assert "10 with a face" in status
+    assert "10 with a face" in status and "1 face(s) followed" in status
+    assert [row[0] for row in tracks["data"]] == [1] and tracks["data"][0][3] == 10  # face 1, seen in 10 frames
+    assert [item["caption"] for item in plots["value"]] == ["All faces over time", "Face 1"]
+    assert [Path(item["image"]).name for item in plots["value"]] == ["clip_timeline.png", "clip_face1.png"]
 
 
 # ---------------------------------------------------------------- the page in a real browser
@@ -278,6 +281,65 @@ def test_page_in_headless_chromium(server, tmp_path, photos):
         if keep:
             Path(keep).mkdir(parents=True, exist_ok=True)
             shutil.copy(tmp_path / name, Path(keep) / name)
+
+
+def write_y4m(path: Path, frames: list[np.ndarray], fps: int = 10) -> Path:
+    """An uncompressed YUV4MPEG2 clip (4:2:0), the format Chromium plays as a fake webcam."""
+    height, width = frames[0].shape[:2]
+    with open(path, "wb") as out:
+        out.write(f"YUV4MPEG2 W{width} H{height} F{fps}:1 Ip A1:1 C420jpeg\n".encode())
+        for frame in frames:
+            out.write(b"FRAME\n" + cv2.cvtColor(frame, cv2.COLOR_RGB2YUV_I420).tobytes())  # Y, then U, then V planes
+    return path
+
+
+def test_live_tab_streams_a_webcam_in_headless_chromium(server, tmp_path):
+    """Chromium's fake camera plays a clip of the real astronaut photo; the Live tab streams it to the server and
+    shows her face numbered, labelled and timed."""
+    from playwright.sync_api import expect, sync_playwright
+
+    assert CHROMIUM.is_file(), "the browser test needs Debian's chromium: apt-get install -y chromium"
+    photo = cv2.resize(data.astronaut()[64:448], (320, 240), interpolation=cv2.INTER_AREA)  # 4:3, face in view
+    clip = write_y4m(tmp_path / "camera.y4m", [np.roll(photo, shift, axis=1) for shift in range(0, 20, 2)])
+    camera = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+              f"--use-file-for-fake-video-capture={clip}"]  # fmt: skip
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS + camera, headless=True)
+        try:
+            page = browser.new_context(permissions=["camera"], viewport={"width": 1280, "height": 1000}).new_page()
+            page.goto(server, wait_until="domcontentloaded", timeout=60_000)
+            page.get_by_role("tab", name="Live").click()
+            page.get_by_text("Click to Access Webcam").click()
+            page.locator("button:visible", has_text="Record").click(timeout=30_000)  # the Predict tab has one too
+            speed = page.locator("#live-speed")
+            expect(speed).to_contain_text("1 face(s)", timeout=90_000)
+            expect(speed).to_contain_text("frames/s end to end", timeout=30_000)
+            expect(page.locator("#live-table")).to_contain_text(re_any(FER_LABELS), timeout=30_000)
+            page.screenshot(path=str(tmp_path / "live.png"), full_page=True)
+        finally:
+            browser.close()
+    assert Image.open(tmp_path / "live.png").size[0] >= 1280
+    if os.environ.get("FER_HF_SCREENSHOTS"):
+        shutil.copy(tmp_path / "live.png", Path(os.environ["FER_HF_SCREENSHOTS"]) / "live.png")
+
+
+def test_live_frames_keep_their_track_numbers(tiny_model):
+    from fer_hf.bench.video import group_photo
+
+    catalogue = backend.ModelCatalogue([backend.ModelEntry(str(tiny_model), predictor=backend.Predictor(tiny_model))])
+    photo = cv2.resize(group_photo(), (640, 443), interpolation=cv2.INTER_AREA)
+    session, seen = None, []
+    for shift in range(0, 30, 6):  # the camera pans: the same six people, a few pixels further each frame
+        out = backend.live_frame(catalogue, np.roll(photo, shift, axis=1), str(tiny_model), 0.6, session)
+        session = out.session
+        seen.append(sorted(row["face"] for row in out.current))
+        assert out.annotated.shape == photo.shape and set(row["emotion"] for row in out.current) <= set(FER_LABELS)
+    assert seen == [[1, 2, 3, 4, 5, 6]] * 5
+    assert "6 face(s)" in out.speed and "frames/s end to end" in out.speed and session.frames == 5
+    fresh = backend.live_frame(catalogue, photo, str(tiny_model), 0.3, session)  # new smoothing: a new session
+    assert fresh.session is not session and fresh.session.frames == 1
+    with pytest.raises(backend.UserInputError, match="webcam sent no picture"):
+        backend.live_frame(catalogue, None, str(tiny_model), 0.6, None)
 
 
 def re_any(words) -> object:
