@@ -36,6 +36,7 @@ import pyarrow.parquet as pq
 from PIL import Image
 from tqdm.auto import tqdm
 
+from fer_hf.bench import bench_parser
 from fer_hf.faces import DetectorConfig, Face, FaceDetector, fer_crop
 from fer_hf.loading import DEFAULT_MODEL, MODEL_HELP
 from fer_hf.predict import Predictor
@@ -178,12 +179,7 @@ def tune(predictor, config, detections, scenes, labels, direct) -> DetectorConfi
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m fer_hf.bench faces",
-        description=__doc__.split("\n\n")[0],
-        epilog=__doc__.split("\n\n", 2)[2],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = bench_parser("faces", __doc__)
     parser.add_argument("--data", default=str(SHARED_FER), help="folder with FER2013 {train,validation}.parquet")
     parser.add_argument("--split", default="validation", choices=("train", "validation"), help="faces to paste")
     parser.add_argument("--count", type=int, default=600, help="faces (one scene each)")

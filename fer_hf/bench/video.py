@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 import torch
 
+from fer_hf.bench import bench_parser
 from fer_hf.loading import DEFAULT_MODEL, MODEL_HELP
 from fer_hf.predict import Predictor
 from fer_hf.tracking import TrackingConfig
@@ -83,12 +84,7 @@ def labels_by_track(result) -> dict[tuple[int, int], str]:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m fer_hf.bench video",
-        description=__doc__.split("\n\n")[0],
-        epilog=__doc__.split("\n\n", 2)[2],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = bench_parser("video", __doc__)
     parser.add_argument("--model", default=DEFAULT_MODEL, help=MODEL_HELP)
     parser.add_argument("--seconds", type=float, default=6.0, help="clip length at 10 fps")
     parser.add_argument("--detect-every", type=int, default=3, help="k: detect on every k-th frame, track between")
