@@ -6,10 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification, PreTrainedModel
+from transformers.modeling_outputs import ImageClassifierOutput
 
 import fer_hf.models  # noqa: F401  (registers the package's model classes with the Auto classes)
+from fer_hf.runtime import ExportFolderError, OnnxClassifier, is_export
 
 ASSETS_DIR = Path(__file__).parent / "assets"
 
@@ -62,6 +65,11 @@ def resolve_model_path(ref: str | Path) -> str:
         return str(bundled.path)
     path = Path(ref).expanduser()
     if path.is_dir():
+        if (path / "adapter_config.json").is_file() and not (path / "config.json").is_file():
+            raise ModelLoadError(
+                f"{path}: a LoRA adapter without its base model; merge them first (`python -m fer_hf.publish {path} "
+                "--repo-id USER/NAME --dry-run OUT` writes the merged model to OUT), then use OUT"
+            )
         if not (path / "config.json").is_file():
             raise ModelLoadError(f"{path}: no config.json; expected a saved model or a finished run folder")
         return str(path)
@@ -77,14 +85,43 @@ def is_installed(bundled: BundledModel) -> bool:
 
 
 def load_classifier(ref: str | Path = DEFAULT_MODEL, *, trust_remote_code: bool = False, device: str = "cpu"):
-    """Load MODEL for inference (eval mode). Custom code of other repos needs an explicit trust_remote_code=True."""
+    """Load MODEL for inference (eval mode). Custom code of other repos needs an explicit trust_remote_code=True.
+    A `fer_hf.export` folder runs through onnxruntime (`OnnxImageClassifier`): no torch model is built."""
     path = resolve_model_path(ref)
+    if is_export(path):
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+        processor = AutoImageProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
+        try:
+            return LoadedModel(model=OnnxImageClassifier(path, config), image_processor=processor, source=path)
+        except ExportFolderError as err:
+            raise ModelLoadError(str(err)) from err
     config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
     if not any(arch.endswith("ForImageClassification") for arch in (config.architectures or [])):
         raise ModelLoadError(f"{ref}: architectures {config.architectures} is not an image classifier")
     model = AutoModelForImageClassification.from_pretrained(path, trust_remote_code=trust_remote_code)
     processor = AutoImageProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
     return LoadedModel(model=model.to(device).eval(), image_processor=processor, source=path)
+
+
+class OnnxImageClassifier(torch.nn.Module):
+    """An exported model behind the interface the rest of fer_hf uses (`model(pixel_values=...).logits`, `.config`,
+    `.eval()`): onnxruntime does the work on the CPU. Gray/RGB inputs are matched to the graph's channels the way
+    the package's models do it (RGB averaged to gray, gray repeated as RGB)."""
+
+    def __init__(self, folder: str | Path, config):
+        super().__init__()
+        self.runtime = OnnxClassifier(folder)
+        self.config = config
+        # predict_logits asks a model for its device through its parameters: an empty one says "cpu".
+        self.device_anchor = torch.nn.Parameter(torch.zeros(0), requires_grad=False)
+
+    def forward(self, pixel_values: torch.Tensor, **_) -> ImageClassifierOutput:
+        pixels = pixel_values.detach().float().cpu().numpy()  # (B, C, S, S)
+        channels = int(self.runtime.spec["channels"])
+        if pixels.shape[1] != channels:
+            pixels = pixels.mean(1, keepdims=True) if channels == 1 else np.repeat(pixels, channels, axis=1)
+        logits = self.runtime.logits(np.ascontiguousarray(pixels, dtype=np.float32))
+        return ImageClassifierOutput(logits=torch.from_numpy(logits))
 
 
 @torch.no_grad()

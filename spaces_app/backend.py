@@ -66,6 +66,8 @@ class ModelEntry:
         model = self.predictor.loaded.model
         params = sum(p.numel() for p in model.parameters())
         kind = getattr(model.config, "model_type", type(model).__name__)
+        if hasattr(model, "runtime"):  # a fer_hf.export folder: onnxruntime, no torch parameters to count
+            return f"- **{self.title}** (`{self.ref}`): {kind} exported to ONNX, run by onnxruntime"
         labels = ", ".join(self.predictor.label_names)
         return f"- **{self.title}** (`{self.ref}`): {kind}, {params / 1e6:.2f}M parameters; classes: {labels}"
 
@@ -200,6 +202,8 @@ def explain_faces(predictor: Predictor, image_path: str, result: ImageResult, me
         "attention": lambda m, x, _: attention_rollout(m, x),
     }
     model = predictor.loaded.model
+    if hasattr(model, "runtime"):  # onnxruntime gives no gradients or activations
+        raise UserInputError("Explanations need the torch model; this one is an ONNX export. Choose another model.")
     rgb, _ = load_image(image_path, predictor.detector.config)
     faces = predictor.detector.faces(rgb, "auto")  # same array, same detector: the same faces, largest first
     overlays = []

@@ -1,0 +1,232 @@
+"""Export a model to ONNX, check it against torch, and optionally quantise it to int8.
+
+    python -m fer_hf.export default --output exports/default --check-data ../shared/fer2013
+    python -m fer_hf.export lite0 --output exports/lite0-int8 --int8 --check-data ../shared/fer2013
+
+MODEL is anything fer_hf loads (the bundled `default`/`lite0`, a run folder, a saved or Hub model folder). The folder
+written holds `model.onnx` (a dynamic batch axis; input `pixel_values` (B, C, S, S) exactly as `fer_hf.evaluate`
+prepares faces), the model's `config.json` with a `fer_hf_onnx` block (input size, channels, mean, std, the parity
+numbers), its `preprocessor_config.json`, and a README stating the parity. `predict`, `evaluate`, the app and the
+torch-free `python -m fer_hf.runtime` take that folder as MODEL.
+
+Parity, checked after every export: the largest absolute logit difference against torch on real FER2013 faces
+(the package's bundled sample), and with `--check-data` the accuracy of both on that source's validation split
+(PublicTest for FER2013) and how often they predict the same class. fp32 must agree on at least 99.9% of the faces,
+or nothing is written. int8 (static quantisation, QDQ, per channel, calibrated on Training faces) is written
+either way; when it loses more than 0.5 point of accuracy the command and the README say it is not recommended.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fer_hf.evaluate import EvaluationError, atomic_output_dir, eval_transform_for, input_spec, load_split
+from fer_hf.loading import MODEL_HELP, LoadedModel, ModelLoadError, load_classifier
+from fer_hf.runtime import EXPORT_KEY, ONNX_FILE, OnnxClassifier
+from fer_hf.transforms import FerTensorDataset
+
+MIN_AGREEMENT = 0.999  # fp32: share of faces on which ONNX and torch must predict the same class
+MAX_INT8_DROP = 0.005  # int8: accuracy points it may lose (0.5) and still be recommended
+
+
+class ExportError(ValueError):
+    """A model that cannot be exported, or an export that failed its parity check; the message says which."""
+
+
+@dataclass
+class Parity:
+    max_logit_diff: float  # on the bundled real faces
+    faces: int  # how many
+    data: str | None = None  # --check-data source
+    split: str | None = None
+    torch_accuracy: float | None = None
+    onnx_accuracy: float | None = None
+    agreement: float | None = None  # share of faces with the same predicted class
+
+
+class LogitsOnly(torch.nn.Module):
+    """model(pixel_values=x).logits as a plain (B, C, S, S) -> (B, K) graph for the exporter."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.model(pixel_values=pixel_values).logits
+
+
+def export_onnx(loaded: LoadedModel, path: Path, opset: int) -> None:
+    """torch.onnx.export (the torch.export-based exporter) with a dynamic batch axis."""
+    spec = input_spec(loaded.model.config, loaded.image_processor)
+    example = torch.zeros(2, spec["channels"], spec["size"], spec["size"])
+    batch = torch.export.Dim("batch", min=1, max=65536)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):  # the exporter prints its progress: keep stdout for results
+            torch.onnx.export(
+                LogitsOnly(loaded.model).eval(), (example,), str(path), input_names=["pixel_values"],
+                output_names=["logits"], dynamic_shapes=({0: batch},), opset_version=opset, dynamo=True,
+                external_data=False,
+            )  # fmt: skip
+    except Exception as err:  # noqa: BLE001  (the exporter raises many types; the user needs one line)
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ExportError(f"{loaded.source}: cannot be exported to ONNX ({type(err).__name__}: {reason})") from err
+
+
+def quantize_int8(fp32: Path, out: Path, calibration: np.ndarray) -> None:
+    """Static int8 quantisation (QDQ, per-channel weights) calibrated on `calibration` (N, C, S, S) float32."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter([{"pixel_values": calibration[i : i + 32]} for i in range(0, len(calibration), 32)])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    quantize_static(
+        str(fp32), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+    )  # fmt: skip
+
+
+def faces_of(source: str, split: str | None) -> tuple[str, FerTensorDataset]:
+    name, ds = load_split(source, split)
+    return name, FerTensorDataset.from_split(ds, desc=f"decode {name}")
+
+
+def torch_and_onnx_logits(loaded: LoadedModel, onnx: OnnxClassifier, faces: FerTensorDataset) -> tuple:
+    """Both models on the same prepared faces -> (torch logits, onnx logits), each (N, K)."""
+    from fer_hf.loading import predict_logits
+
+    pixels = eval_transform_for(loaded)(faces.images)  # (N, C, S, S)
+    return predict_logits(loaded.model, pixels).numpy(), onnx.logits(pixels.numpy().astype(np.float32))
+
+
+def check_parity(loaded: LoadedModel, folder: Path, data: str | None, split: str | None) -> Parity:
+    onnx = OnnxClassifier(folder)
+    _, sample = faces_of("bundled", "validation")
+    reference, exported = torch_and_onnx_logits(loaded, onnx, sample)
+    parity = Parity(max_logit_diff=float(np.abs(reference - exported).max()), faces=len(sample))
+    if data:
+        parity.data = data
+        parity.split, faces = faces_of(data, split)
+        reference, exported = torch_and_onnx_logits(loaded, onnx, faces)
+        labels = faces.labels.numpy()
+        parity.torch_accuracy = float((reference.argmax(1) == labels).mean())
+        parity.onnx_accuracy = float((exported.argmax(1) == labels).mean())
+        parity.agreement = float((reference.argmax(1) == exported.argmax(1)).mean())
+    return parity
+
+
+def verdict(parity: Parity, int8: bool) -> tuple[bool, str]:
+    """(recommended, one sentence). fp32 below MIN_AGREEMENT is refused by the caller."""
+    if parity.agreement is None:
+        return True, f"largest logit difference {parity.max_logit_diff:.2e} on {parity.faces} real faces"
+    drop = parity.torch_accuracy - parity.onnx_accuracy
+    text = (
+        f"{parity.split} accuracy torch {parity.torch_accuracy:.4f}, onnx {parity.onnx_accuracy:.4f}; same prediction "
+        f"on {parity.agreement:.2%} of the faces; largest logit difference {parity.max_logit_diff:.2e} on "
+        f"{parity.faces} real faces"
+    )
+    if int8 and drop > MAX_INT8_DROP:
+        return False, f"{text}. int8 loses {100 * drop:.2f} points: not recommended for this model"
+    return True, text
+
+
+def write_folder(loaded: LoadedModel, folder: Path, args: argparse.Namespace, parity: Parity, note: str) -> None:
+    """config.json (+ the fer_hf_onnx block), preprocessor_config.json and README.md beside model.onnx."""
+    loaded.model.config.save_pretrained(folder)
+    loaded.image_processor.save_pretrained(folder)
+    config = json.loads((folder / "config.json").read_text())
+    config[EXPORT_KEY] = {
+        **input_spec(loaded.model.config, loaded.image_processor),
+        "opset": args.opset,
+        "int8": args.int8,
+        "exported_from": str(args.model),
+        "parity": asdict(parity),
+    }
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    kind = "int8 (static, QDQ, per channel, calibrated on 512 Training faces)" if args.int8 else "fp32"
+    (folder / "README.md").write_text(
+        f"# ONNX export of `{args.model}`\n\n"
+        f"`model.onnx`: {kind}, opset {args.opset}, input `pixel_values` (batch, {config[EXPORT_KEY]['channels']}, "
+        f"{config[EXPORT_KEY]['size']}, {config[EXPORT_KEY]['size']}), output `logits` (batch, "
+        f"{len(config['id2label'])}); labels and preprocessing in `config.json` (`{EXPORT_KEY}`).\n\n"
+        f"Parity with the torch model, checked by `python -m fer_hf.export` after exporting: {note}.\n\n"
+        "Run it without torch: `python -m fer_hf.runtime <this folder> photo.jpg`, or pass this folder as "
+        "`--model` to `fer_hf.predict` / `fer_hf.evaluate` and as a model of the app.\n"
+    )
+
+
+def calibration_faces(loaded: LoadedModel, data: str | None, count: int = 512) -> np.ndarray:
+    """Training faces (a seeded sample) prepared like evaluation: int8's calibration set, never the checked split."""
+    _, faces = faces_of(data or "bundled", "train")
+    rows = torch.from_numpy(np.random.default_rng(0).permutation(len(faces.images))[:count])
+    return eval_transform_for(loaded)(faces.images[rows]).numpy().astype(np.float32)
+
+
+def export(args: argparse.Namespace) -> tuple[Path, Parity, bool, str]:
+    """The whole command as a function: load, export (+ int8), check parity, write. Nothing is written when it fails."""
+    loaded = load_classifier(args.model, trust_remote_code=args.trust_remote_code)
+    out = Path(args.output)
+    with atomic_output_dir(out, args.overwrite) as tmp:
+        start = time.perf_counter()
+        with tempfile.TemporaryDirectory() as scratch:
+            fp32 = Path(scratch) / "fp32.onnx"
+            export_onnx(loaded, fp32, args.opset)
+            if args.int8:
+                quantize_int8(fp32, tmp / ONNX_FILE, calibration_faces(loaded, args.check_data))
+            else:
+                fp32.replace(tmp / ONNX_FILE)
+        write_folder(loaded, tmp, args, Parity(0.0, 0), "not checked yet")  # OnnxClassifier reads config.json
+        parity = check_parity(loaded, tmp, args.check_data, args.split)
+        if not args.int8 and parity.agreement is not None and parity.agreement < MIN_AGREEMENT:
+            raise ExportError(
+                f"parity check failed: onnx and torch predict the same class on {parity.agreement:.2%} of the "
+                f"{parity.split} faces (at least {MIN_AGREEMENT:.1%} needed); nothing was written"
+            )
+        recommended, note = verdict(parity, args.int8)
+        write_folder(loaded, tmp, args, parity, note)
+        print(f"exported in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+    return out, parity, recommended, note
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m fer_hf.export", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("model", help=MODEL_HELP)
+    parser.add_argument("--output", required=True, help="folder to write (refused when it exists, unless --overwrite)")
+    parser.add_argument("--int8", action="store_true", help="static int8 quantisation calibrated on Training faces")
+    parser.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
+    parser.add_argument("--check-data", metavar="SOURCE", help="FER2013 source: compare accuracies on its validation")
+    parser.add_argument("--split", default=None, help="split of --check-data (default: validation)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    parser.add_argument("--trust-remote-code", action="store_true", help="allow a Hub model's own code to run")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        out, _, recommended, note = export(args)
+    except (ExportError, EvaluationError, ModelLoadError, OSError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2 if not isinstance(err, ExportError) or "parity" not in str(err) else 1
+    print(f"{out}/{ONNX_FILE}: {note}{'' if recommended else ' (int8 NOT recommended)'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

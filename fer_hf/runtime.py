@@ -1,0 +1,139 @@
+"""The light inference runtime: faces found by `fer_hf.faces`, classified by an exported ONNX model through
+onnxruntime. Imports neither torch nor transformers (numpy, OpenCV, Pillow and onnxruntime only), so it runs
+where only `pip install fer_hf[onnx]`'s light dependencies are present.
+
+    python -m fer_hf.runtime EXPORT_DIR photo.jpg [more photos]      # EXPORT_DIR from `python -m fer_hf.export`
+
+`OnnxClassifier(folder)` reads the folder's config.json (labels and the `fer_hf_onnx` block that export wrote:
+input size, channels, mean, std) and prepares each 48x48 gray face the way `fer_hf.evaluate` does: a bilinear
+resize to the input size (half-pixel centres, as torch's align_corners=False), /255, (x - mean) / std.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+EXPORT_KEY = "fer_hf_onnx"  # the block of config.json that `fer_hf.export` writes
+ONNX_FILE = "model.onnx"
+
+
+class ExportFolderError(ValueError):
+    """A folder that is not a usable `fer_hf.export` output."""
+
+
+def is_export(folder: str | Path) -> bool:
+    """True for a folder written by `fer_hf.export` (model.onnx + config.json with its block)."""
+    folder = Path(folder)
+    if not (folder / ONNX_FILE).is_file() or not (folder / "config.json").is_file():
+        return False
+    try:
+        return EXPORT_KEY in json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+
+
+class OnnxClassifier:
+    """An exported classifier: gray uint8 faces (N, 48, 48) -> probabilities (N, K) through onnxruntime."""
+
+    def __init__(self, folder: str | Path, threads: int = 0):
+        try:
+            import onnxruntime as ort
+        except ImportError as err:
+            raise ExportFolderError("running an exported model needs onnxruntime: pip install 'fer_hf[onnx]'") from err
+        self.folder = Path(folder)
+        if not is_export(self.folder):
+            raise ExportFolderError(f"{self.folder}: not a fer_hf.export folder (model.onnx + config.json expected)")
+        config = json.loads((self.folder / "config.json").read_text())
+        self.spec = config[EXPORT_KEY]  # {"size", "channels", "mean", "std", ...}
+        self.label_names = [config["id2label"][str(i)] for i in range(len(config["id2label"]))]
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(self.folder / ONNX_FILE), options, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+
+    def preprocess(self, faces: Sequence[np.ndarray]) -> np.ndarray:
+        """Gray (S0, S0) uint8 faces -> (N, C, S, S) float32, normalised like `fer_hf.evaluate`'s transform."""
+        size, channels = int(self.spec["size"]), int(self.spec["channels"])
+        mean = np.asarray(self.spec["mean"], np.float32).reshape(1, -1, 1, 1)
+        std = np.asarray(self.spec["std"], np.float32).reshape(1, -1, 1, 1)
+        resized = [
+            face if face.shape == (size, size) else cv2.resize(face, (size, size), interpolation=cv2.INTER_LINEAR)
+            for face in faces
+        ]
+        pixels = np.stack(resized).astype(np.float32)[:, None] / 255.0  # (N, 1, S, S)
+        return ((np.repeat(pixels, channels, axis=1) - mean) / std).astype(np.float32)
+
+    def logits(self, pixel_values: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """(N, C, S, S) float32 -> (N, K) logits."""
+        chunks = [
+            self.session.run(None, {self.input_name: pixel_values[i : i + batch_size]})[0]
+            for i in range(0, len(pixel_values), batch_size)
+        ]
+        return np.concatenate(chunks) if chunks else np.zeros((0, len(self.label_names)), np.float32)
+
+    def classify(self, faces: Sequence[np.ndarray], hflip: bool = False) -> np.ndarray:
+        """Gray faces -> (N, K) probabilities (averaged with the mirror image when `hflip`)."""
+        if not len(faces):
+            return np.zeros((0, len(self.label_names)), np.float32)
+        pixels = self.preprocess(faces)
+        probs = softmax(self.logits(pixels))
+        return (probs + softmax(self.logits(pixels[..., ::-1].copy()))) / 2 if hflip else probs
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+def predict_photo(classifier: OnnxClassifier, path: str | Path, detector=None) -> list[dict]:
+    """Every face of a photo: number (1 = largest), box, detector score, label and probabilities."""
+    from fer_hf.faces import FaceDetector, load_image
+
+    detector = detector or FaceDetector()
+    rgb, scale = load_image(path, detector.config)
+    faces = detector.faces(rgb)
+    probs = classifier.classify([face.crop for face in faces])
+    return [
+        {
+            "face": i,
+            "box": [int(round(v / scale)) for v in face.box],
+            "detector_score": face.score,
+            "label": classifier.label_names[int(p.argmax())],
+            "probabilities": {n: round(float(v), 5) for n, v in zip(classifier.label_names, p, strict=True)},
+        }
+        for i, (face, p) in enumerate(zip(faces, probs, strict=True), 1)
+    ]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if len(argv) < 2 or argv[0] in ("-h", "--help"):
+        print(__doc__.split("\n\n")[1].strip())
+        return 0 if argv[:1] in (["-h"], ["--help"]) else 2
+    try:
+        classifier = OnnxClassifier(argv[0])
+    except ExportFolderError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    failed = 0
+    for path in argv[1:]:
+        try:
+            faces = predict_photo(classifier, path)
+        except ValueError as err:  # ImageLoadError: not an image
+            print(f"{path}: ERROR {err}")
+            failed += 1
+            continue
+        found = "; ".join(f"{f['face']}: {f['label']} {max(f['probabilities'].values()):.2f} at {tuple(f['box'])}"
+                          for f in faces)  # fmt: skip
+        print(f"{path}: {len(faces)} face(s): {found}" if faces else f"{path}: no face found")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
