@@ -6,7 +6,10 @@ Per family: the median latency of one photo through `Predictor.predict_images` (
 aligned crop + image processor + forward), and the throughput when many photos go through in batches. The CNN is
 the bundled default model, timed with YuNet and with the Haar cascades in the same run; vit/resnet are stock
 transformers models with random weights (speed does not depend on their values) at `--size base` (ViT-B/16,
-ResNet-50) or tiny ones. The last line is the default model's: YuNet beside Haar, and the ratio.
+ResNet-50) or tiny ones. With `--onnx`, the default model is also exported (fp32 and int8, `fer_hf.export`) and
+its classifier alone is timed through torch and onnxruntime on real 48x48 FER2013 faces: ms per face (one at a
+time) and faces per second in batches of 256, each with its ratio to torch. The last line is the default model's:
+YuNet beside Haar, and the ratio.
 """
 
 from __future__ import annotations
@@ -86,12 +89,56 @@ def batched_images_per_s(predictor: Predictor, photo: Path, count: int) -> float
     return count / (time.perf_counter() - start)
 
 
+def classifier_speed(classify, faces: list[np.ndarray], repeats: int) -> tuple[float, float]:
+    """(median ms for one face, faces per second in one batch of all `faces`) of `classify(list of faces)`."""
+    for _ in range(3):
+        classify(faces[:1])
+    single = []
+    for i in range(repeats):
+        start = time.perf_counter()
+        classify(faces[i % len(faces) : i % len(faces) + 1])
+        single.append(time.perf_counter() - start)
+    start = time.perf_counter()
+    classify(faces)
+    return 1000 * statistics.median(single), len(faces) / (time.perf_counter() - start)
+
+
+def onnx_rows(photo: Path, repeats: int) -> None:
+    """Export the default model (fp32, int8); time its classifier through torch and onnxruntime, and the photo end
+    to end (YuNet + onnxruntime)."""
+    from fer_hf.bench.faces import SHARED_FER, read_faces
+    from fer_hf.export import export
+    from fer_hf.export import parse_args as export_args
+    from fer_hf.runtime import OnnxClassifier
+
+    source = SHARED_FER / "validation.parquet"
+    faces = list(read_faces(source, 256, seed=0)[0]) if source.is_file() else [np.zeros((48, 48), np.uint8)] * 256
+    torch_side = Predictor(DEFAULT_MODEL, batch_size=256)
+    rows = {"torch": classifier_speed(torch_side.classify, faces, repeats)}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, flags in (("onnx fp32", []), ("onnx int8", ["--int8"])):
+            export(export_args([DEFAULT_MODEL, "--output", f"{tmp}/{name[5:]}", *flags]))
+            folder = f"{tmp}/{name[5:]}"
+            wall, _ = end_to_end_ms(Predictor(folder), photo, repeats)
+            print(f"  default {name} end-to-end {wall:7.1f} ms/image with YuNet")
+            rows[name] = classifier_speed(
+                OnnxClassifier(f"{tmp}/{name[5:]}", threads=torch.get_num_threads()).classify, faces, repeats
+            )
+    base_ms, base_rate = rows["torch"]
+    for name, (ms, rate) in rows.items():
+        print(
+            f"  default {name:9s}: {ms:6.2f} ms/face (ratio {ms / base_ms:.2f}), batched {rate:7.0f} faces/s "
+            f"(ratio {rate / base_rate:.2f})"
+        )
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m fer_hf.bench predict", description=__doc__.split("\n\n")[0])
     parser.add_argument("--families", nargs="+", default=["cnn"], choices=FAMILIES, help="families to time")
     parser.add_argument("--size", default="tiny", choices=("tiny", "base"), help="size of the random vit/resnet")
     parser.add_argument("--repeats", type=int, default=20, help="timed single-photo calls (median reported)")
     parser.add_argument("--batch", type=int, default=32, help="photos in the batched-throughput run")
+    parser.add_argument("--onnx", action="store_true", help="also time the default model through onnxruntime")
     parser.add_argument(
         "--threads", type=int, default=2, help="torch and OpenCV threads (2: this machine's cores; 0: defaults)"
     )
@@ -121,6 +168,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"  {family:7s} {detector:5s} ({params:6.2f}M params): end-to-end {wall:7.1f} ms/image "
                 f"(CPU time {cpu:6.1f} ms), batched {figures[family, detector][2]:6.1f} img/s"
             )
+        if args.onnx:
+            onnx_rows(photo, args.repeats)
     (latency, cpu, throughput), haar = figures["cnn", "yunet"], figures["cnn", "haar"][0]
     print(f"predict: cnn end-to-end CPU time {cpu:.1f} ms/image (target < 50 ms)")
     print(
