@@ -151,6 +151,7 @@ def write_folder(loaded: LoadedModel, folder: Path, args: argparse.Namespace, pa
     config = json.loads((folder / "config.json").read_text())
     config[EXPORT_KEY] = {
         **input_spec(loaded.model.config, loaded.image_processor),
+        "labels": loaded.label_names,  # config formats differ (id2label, timm's label_names): the runtime reads this
         "opset": args.opset,
         "int8": args.int8,
         "exported_from": str(args.model),
@@ -162,7 +163,7 @@ def write_folder(loaded: LoadedModel, folder: Path, args: argparse.Namespace, pa
         f"# ONNX export of `{args.model}`\n\n"
         f"`model.onnx`: {kind}, opset {args.opset}, input `pixel_values` (batch, {config[EXPORT_KEY]['channels']}, "
         f"{config[EXPORT_KEY]['size']}, {config[EXPORT_KEY]['size']}), output `logits` (batch, "
-        f"{len(config['id2label'])}); labels and preprocessing in `config.json` (`{EXPORT_KEY}`).\n\n"
+        f"{len(loaded.label_names)}); labels and preprocessing in `config.json` (`{EXPORT_KEY}`).\n\n"
         f"Parity with the torch model, checked by `python -m fer_hf.export` after exporting: {note}.\n\n"
         "Run it without torch: `python -m fer_hf.runtime <this folder> photo.jpg`, or pass this folder as "
         "`--model` to `fer_hf.predict` / `fer_hf.evaluate` and as a model of the app.\n"

@@ -4,7 +4,7 @@ where only `pip install fer_hf[onnx]`'s light dependencies are present.
 
     python -m fer_hf.runtime EXPORT_DIR photo.jpg [more photos]      # EXPORT_DIR from `python -m fer_hf.export`
 
-`OnnxClassifier(folder)` reads the folder's config.json (labels and the `fer_hf_onnx` block that export wrote:
+`OnnxClassifier(folder)` reads the `fer_hf_onnx` block that export wrote into the folder's config.json (labels,
 input size, channels, mean, std) and prepares each 48x48 gray face the way `fer_hf.evaluate` does: a bilinear
 resize to the input size (half-pixel centres, as torch's align_corners=False), /255, (x - mean) / std.
 """
@@ -50,8 +50,8 @@ class OnnxClassifier:
         if not is_export(self.folder):
             raise ExportFolderError(f"{self.folder}: not a fer_hf.export folder (model.onnx + config.json expected)")
         config = json.loads((self.folder / "config.json").read_text())
-        self.spec = config[EXPORT_KEY]  # {"size", "channels", "mean", "std", ...}
-        self.label_names = [config["id2label"][str(i)] for i in range(len(config["id2label"]))]
+        self.spec = config[EXPORT_KEY]  # {"size", "channels", "mean", "std", "labels", ...}
+        self.label_names = list(self.spec["labels"])
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         self.session = ort.InferenceSession(str(self.folder / ONNX_FILE), options, providers=["CPUExecutionProvider"])
@@ -62,11 +62,10 @@ class OnnxClassifier:
         size, channels = int(self.spec["size"]), int(self.spec["channels"])
         mean = np.asarray(self.spec["mean"], np.float32).reshape(1, -1, 1, 1)
         std = np.asarray(self.spec["std"], np.float32).reshape(1, -1, 1, 1)
-        resized = [
-            face if face.shape == (size, size) else cv2.resize(face, (size, size), interpolation=cv2.INTER_LINEAR)
-            for face in faces
-        ]
-        pixels = np.stack(resized).astype(np.float32)[:, None] / 255.0  # (N, 1, S, S)
+        floats = [np.asarray(face, np.float32) / 255.0 for face in faces]  # resized in float, as torch does
+        resized = [f if f.shape == (size, size) else cv2.resize(f, (size, size), interpolation=cv2.INTER_LINEAR)
+                   for f in floats]  # fmt: skip
+        pixels = np.stack(resized)[:, None]  # (N, 1, S, S)
         return ((np.repeat(pixels, channels, axis=1) - mean) / std).astype(np.float32)
 
     def logits(self, pixel_values: np.ndarray, batch_size: int = 256) -> np.ndarray:

@@ -113,3 +113,27 @@ def test_bad_inputs_get_one_line_and_lose_nothing(tmp_path, capsys):
     assert main([str(adapter), "--output", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "LoRA adapter without its base model" in err and not (tmp_path / "x").exists()
+
+
+def test_the_app_offers_the_export_folder(exported, astronaut):
+    sys.path.insert(0, str(REPO / "spaces_app"))
+    import backend
+
+    catalogue = backend.ModelCatalogue([backend.load_entry(str(exported))])
+    assert "exported to ONNX, run by onnxruntime" in catalogue.entries[0].describe()
+    shown = backend.predict_photo(catalogue, str(astronaut), str(exported), "none")
+    assert "Found 1 face" in shown.message and shown.faces[0].title.startswith("Face 1")
+    with pytest.raises(backend.UserInputError, match="Explanations need the torch model"):
+        backend.predict_photo(catalogue, str(astronaut), str(exported), "gradcam")
+
+
+def test_runtime_preprocessing_is_evaluates_transform(bundled_dd):
+    """The torch-free resize and normalisation equal fer_hf.evaluate's BatchTransform (upscaled 96 px RGB input)."""
+    from fer_hf.transforms import BatchTransform, FerTensorDataset
+
+    faces = FerTensorDataset.from_split(bundled_dd["validation"]).images[:16]  # (16, 48, 48) uint8, real faces
+    spec = {"size": 96, "channels": 3, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+    runtime = object.__new__(OnnxClassifier)  # only the preprocessing is under test: no session needed
+    runtime.spec = spec
+    expected = BatchTransform(**spec, train=False)(faces).numpy()
+    np.testing.assert_allclose(runtime.preprocess(list(faces.numpy())), expected, atol=1e-4)
