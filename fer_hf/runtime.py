@@ -54,6 +54,8 @@ class OnnxClassifier:
         self.label_names = list(self.spec["labels"])
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
+        # Idle onnxruntime threads spin by default, taking the cores from the face detector that runs next.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(self.folder / ONNX_FILE), options, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
 
