@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from skimage import data as skdata
 
+from fer_hf.annotate import BOX_COLOUR, draw_faces, label_rect
 from fer_hf.faces import (
     DetectorConfig,
     DetectorError,
@@ -24,7 +25,7 @@ from fer_hf.faces import (
     load_image,
     yunet_model_path,
 )
-from fer_hf.predict import BOX_COLOUR, Predictor, draw_faces, label_rect, main
+from fer_hf.predict import Predictor, main
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "spaces_app"))
 import backend as be  # noqa: E402  (the app's logic: its panels must number faces like predict does)
