@@ -27,7 +27,8 @@ from fer_hf.faces import (
 )
 from fer_hf.predict import Predictor, main
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "spaces_app"))
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "spaces_app"))
 import backend as be  # noqa: E402  (the app's logic: its panels must number faces like predict does)
 
 ASTRONAUT_FACE = (175, 60, 100, 110)  # (x, y, w, h), read off skimage.data.astronaut(): hairline to chin
@@ -195,3 +196,24 @@ def test_draw_faces_leaves_the_input_untouched():
     canvas = draw_faces(photo, [ASTRONAUT_FACE], [Pred()])
     np.testing.assert_array_equal(photo, before)
     assert (canvas != photo).any()
+
+
+def test_photos_stored_sideways_and_16_bit_faces_load_as_they_look(tmp_path):
+    """A real photo saved sideways with an EXIF orientation tag, and a real FER2013 face saved as a 16-bit PNG."""
+    from PIL import Image
+
+    upright = Image.fromarray(skdata.astronaut())
+    sideways = upright.rotate(90, expand=True)  # the pixels as a phone stores them
+    exif = sideways.getexif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    sideways.save(tmp_path / "phone.jpg", exif=exif, quality=92)
+    rgb, scale = load_image(tmp_path / "phone.jpg")
+    assert rgb.shape == (512, 512, 3) and scale == 1.0
+    (face,) = FaceDetector().faces(rgb, "detect")
+    assert iou(face.box, ASTRONAUT_FACE) > 0.5
+
+    gray = np.asarray(Image.open(REPO / "spaces_app" / "examples" / "fer_happy.png").convert("L"))  # 48x48
+    Image.fromarray(gray.astype(np.uint16) * 257).save(tmp_path / "face16.png")  # 16-bit, same picture
+    assert Image.open(tmp_path / "face16.png").mode.startswith("I")
+    rgb16, _ = load_image(tmp_path / "face16.png")
+    np.testing.assert_array_equal(rgb16[..., 0], gray)
