@@ -12,6 +12,8 @@ import dataclasses
 import difflib
 import re
 import sys
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -240,6 +242,11 @@ def _build(raw: dict[str, Any], path: str | None) -> Recipe:
         raise RecipeError(
             f"training.{sorted(leaked)[0]}: never put tokens in recipes; use `hf auth login` or HF_TOKEN"
         )
+    hints = _field_types(TrainingArguments)
+    training = {key: _typed(value, hints.get(key), f"training.{key}", path) for key, value in training.items()}
+    for key in POSITIVE_TRAINING_KEYS & set(training):
+        if training[key] is not None and training[key] <= 0:
+            raise RecipeError(f"{path or 'recipe'}: training.{key} must be positive, got {training[key]!r}")
     _check_optim_args(training.get("optim_args"), path)
     training.setdefault("output_dir", "runs/default")
     recipe = Recipe(**sections, training=training, path=path)
@@ -269,7 +276,8 @@ def _section(cls: type, values: dict[str, Any], name: str, path: str | None) -> 
     unknown = set(values) - names
     if unknown:
         raise RecipeError(_unknown_message(f"{name} key", unknown, names, path))
-    values = dict(values)
+    hints = _field_types(cls)
+    values = {key: _typed(value, hints.get(key), f"{name}.{key}", path) for key, value in values.items()}
     try:
         if cls is DataArgs and isinstance(values.get("augment"), dict):
             values["augment"] = _section(Augment, values["augment"], "data.augment", path)
@@ -278,6 +286,45 @@ def _section(cls: type, values: dict[str, Any], name: str, path: str | None) -> 
         raise  # from the nested data.augment section: it already names its file and section
     except (TypeError, ValueError) as err:
         raise RecipeError(f"{path or 'recipe'}: {name}: {err}") from None
+
+
+BOOL_WORDS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
+POSITIVE_TRAINING_KEYS = {
+    "num_train_epochs", "per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
+}  # fmt: skip
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    """Field name -> resolved annotation; {} when the annotations cannot be resolved (then nothing is checked)."""
+    try:
+        return typing.get_type_hints(cls)
+    except Exception:  # noqa: BLE001  (a forward reference of another library: skip the type check)
+        return {}
+
+
+def _typed(value: Any, hint: Any, key: str, path: str | None) -> Any:
+    """Check (and for booleans, read) `value` against a simple annotation: bool, int, float, or those | None.
+    Booleans take true/false, yes/no, on/off, 1/0; ints take ints; floats take numbers. Sizes, epochs and batch
+    sizes must be positive. Other annotations are left to the dataclass."""
+    args = (
+        typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union else ()
+    )
+    optional = type(None) in args
+    base = next((a for a in args if a is not type(None)), None) if len(args) == 2 and optional else hint
+    if value is None and optional or base not in (bool, int, float):
+        return value
+    where = f"{path or 'recipe'}: {key}"
+    if base is bool:
+        word = str(value).strip().lower() if isinstance(value, str | int) else None
+        if isinstance(value, bool) or word in BOOL_WORDS:
+            return value if isinstance(value, bool) else BOOL_WORDS[word]
+        raise RecipeError(f"{where}: expected true or false (yes/no, 1/0), got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int | float) or (base is int and not isinstance(value, int)):
+        raise RecipeError(f"{where}: expected {'an integer' if base is int else 'a number'}, got {value!r}")
+    name = key.rsplit(".", 1)[-1]
+    if any(part in name for part in ("size", "epochs", "batch")) and value <= 0:
+        raise RecipeError(f"{where}: must be positive, got {value!r}")
+    return value  # an int is a valid float: kept as written (recipe.yaml shows what the user typed)
 
 
 def _unknown_message(what: str, unknown: set[str], known, path: str | None) -> str:

@@ -30,8 +30,9 @@ from tqdm.auto import tqdm
 
 from fer_hf.data import FerDataError, _load_raw, load_fer_dataset, select_classes
 from fer_hf.labels import FER_LABELS, resolve_classes
-from fer_hf.loading import MODEL_HELP, LoadedModel, ModelLoadError, load_classifier
+from fer_hf.loading import MODEL_HELP, LoadedModel, ModelLoadError, load_classifier, resolve_model_path
 from fer_hf.metrics import compute_fer_metrics, softmax
+from fer_hf.outputs import OutputOverlapError, check_apart
 from fer_hf.report import per_class_table, plot_confusion_matrix, plt, total_train_seconds
 from fer_hf.transforms import BatchTransform, FerTensorDataset
 from fer_hf.tta import TTA_MODES, tta_logits
@@ -285,8 +286,11 @@ def evaluate_model(args: argparse.Namespace) -> tuple[dict, Path]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
+        # The command never writes over (into, around) its inputs; bundle writes evaluations into its staging folder.
+        out = args.output or default_output(args.model, args.split, args.tta)
+        check_apart(out, resolve_model_path(args.model), args.data)
         report, out = evaluate_model(args)
-    except (EvaluationError, ModelLoadError, FerDataError, FileNotFoundError) as err:
+    except (EvaluationError, ModelLoadError, FerDataError, FileNotFoundError, OutputOverlapError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print_summary(report, out)

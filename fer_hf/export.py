@@ -32,7 +32,8 @@ import numpy as np
 import torch
 
 from fer_hf.evaluate import EvaluationError, atomic_output_dir, eval_transform_for, input_spec, load_split
-from fer_hf.loading import MODEL_HELP, LoadedModel, ModelLoadError, load_classifier
+from fer_hf.loading import MODEL_HELP, LoadedModel, ModelLoadError, load_classifier, resolve_model_path
+from fer_hf.outputs import check_apart
 from fer_hf.runtime import EXPORT_KEY, ONNX_FILE, OnnxClassifier
 from fer_hf.transforms import FerTensorDataset
 
@@ -179,8 +180,9 @@ def calibration_faces(loaded: LoadedModel, data: str | None, count: int = 512) -
 
 def export(args: argparse.Namespace) -> tuple[Path, Parity, bool, str]:
     """The whole command as a function: load, export (+ int8), check parity, write. Nothing is written when it fails."""
-    loaded = load_classifier(args.model, trust_remote_code=args.trust_remote_code)
     out = Path(args.output)
+    check_apart(out, resolve_model_path(args.model), args.check_data)
+    loaded = load_classifier(args.model, trust_remote_code=args.trust_remote_code)
     with atomic_output_dir(out, args.overwrite) as tmp:
         start = time.perf_counter()
         with tempfile.TemporaryDirectory() as scratch:

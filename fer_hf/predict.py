@@ -543,6 +543,17 @@ def write_json(results: Sequence[Result], path: str | Path) -> None:
     Path(path).write_text(json.dumps(records, indent=2))
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (a batch of 0 faces would loop forever or divide by zero)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m fer_hf.predict",
@@ -577,7 +588,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     video.add_argument(
         "--smoothing", type=float, default=defaults.smoothing, help="moving-average strength per face (0: off)"
     )
-    parser.add_argument("--batch-size", type=int, default=64, help="faces per forward pass")
+    parser.add_argument("--batch-size", type=positive_int, default=64, help="faces per forward pass")
     parser.add_argument("--device", default="cpu", help="torch device")
     parser.add_argument("--trust-remote-code", action="store_true", help="allow custom code from a Hub model")
     add_detector_args(parser)

@@ -35,6 +35,7 @@ from PIL import Image
 from fer_hf.card import DEFAULT_LICENSE, build_model_card, read_run
 from fer_hf.data import BUNDLED_SAMPLE
 from fer_hf.loading import OWN_MODEL_TYPES, LoadedModel, load_classifier
+from fer_hf.outputs import OutputOverlapError, check_apart
 
 # Files of a run folder that go into the repository as they are (the model itself is re-saved, see stage_run).
 RUN_FILES = ("recipe.yaml", "metrics.json", "confusion_matrix_*.png", "training_curves.png", "per_class_*.md")
@@ -386,6 +387,11 @@ def publish_run(
 ) -> int:
     """Stage, validate and (unless dry_run) upload a run; returns an exit code and prints what happened."""
     stage_dir = Path(dry_run) if dry_run else Path(tempfile.mkdtemp(prefix=f"fer_hf_publish_{Path(run_dir).name}_"))
+    try:
+        check_apart(stage_dir, run_dir, comparison, flag="--dry-run")
+    except OutputOverlapError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     try:
         report = build_repository(
             run_dir, stage_dir, repo_id=repo_id, comparison=comparison, license=license, overwrite=overwrite

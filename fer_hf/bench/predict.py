@@ -6,7 +6,7 @@ Per family: the median latency of one photo through `Predictor.predict_images` (
 aligned crop + image processor + forward), and the throughput when many photos go through in batches. The CNN is
 the bundled default model, timed with YuNet and with the Haar cascades in the same run; vit/resnet are stock
 transformers models with random weights (speed does not depend on their values) at `--size base` (ViT-B/16,
-ResNet-50) or tiny ones. With `--onnx`, the default model is also exported (fp32 and int8, `fer_hf.export`) and
+ResNet-50) or tiny ones. Unless `--no-onnx`, the default model is also exported (fp32 and int8, `fer_hf.export`) and
 its classifier alone is timed through torch and onnxruntime on real 48x48 FER2013 faces: ms per face (one at a
 time) and faces per second in batches of 256, each with its ratio to torch. The last line is the default model's:
 YuNet beside Haar, and the ratio.
@@ -138,7 +138,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--size", default="tiny", choices=("tiny", "base"), help="size of the random vit/resnet")
     parser.add_argument("--repeats", type=int, default=20, help="timed single-photo calls (median reported)")
     parser.add_argument("--batch", type=int, default=32, help="photos in the batched-throughput run")
-    parser.add_argument("--onnx", action="store_true", help="also time the default model through onnxruntime")
+    parser.add_argument(
+        "--no-onnx", dest="onnx", action="store_false", help="skip the onnxruntime rows (they export the model first)"
+    )
     parser.add_argument(
         "--threads", type=int, default=2, help="torch and OpenCV threads (2: this machine's cores; 0: defaults)"
     )

@@ -1,0 +1,71 @@
+"""Bad input, table-driven: each case is a command as a careless user would type it, the exit code and message
+fragment it must end with, and what on disk must still be there afterwards. Built from real files (the bundled
+sample, the bundled model, recipes) turned bad."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from fer_hf import evaluate, export, predict, publish
+from fer_hf.configs import RecipeError, load_recipe
+
+REPO = Path(__file__).resolve().parents[1]
+
+RECIPE_CASES = [  # (overrides of recipes/smoke.yaml, message fragment); each must fail before any data is loaded
+    (["--run.overwrite", "maybe"], "run.overwrite: expected true or false"),
+    (["--run.resume", "nope"], "run.resume: expected true or false"),
+    (["--training.num_train_epochs", "0"], "training.num_train_epochs: must be positive"),
+    (["--training.num_train_epochs", "-1"], "training.num_train_epochs: must be positive"),
+    (["--training.per_device_train_batch_size", "0"], "training.per_device_train_batch_size: must be positive"),
+    (["--training.learning_rate", "abc"], "training.learning_rate: expected a number"),
+    (["--data.image_size", "abc"], "data.image_size: expected an integer"),
+    (["--training.bf16", "perhaps"], "training.bf16: expected true or false"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "message"), RECIPE_CASES)
+def test_bad_recipe_values_are_refused_when_the_recipe_is_read(overrides, message):
+    """load_recipe runs before any data is loaded (python -m fer_hf.train prints the message as one error line)."""
+    with pytest.raises(RecipeError) as caught:
+        load_recipe(REPO / "recipes/smoke.yaml", overrides)
+    assert message in str(caught.value) and "smoke.yaml" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("word", "value"), [("no", False), ("yes", True), ("0", False), ("1", True), ("false", False)]
+)
+def test_recipe_booleans_read_the_usual_words(word, value):
+    assert load_recipe(REPO / "recipes/smoke.yaml", ["--run.overwrite", word]).run.overwrite is value
+    with pytest.raises(RecipeError):
+        load_recipe(REPO / "recipes/smoke.yaml", ["--run.overwrite", "2"])
+
+
+def copy_default(tmp_path: Path) -> Path:
+    model = tmp_path / "model"
+    shutil.copytree(REPO / "fer_hf/assets/default_model", model, ignore=shutil.ignore_patterns("evaluation*", "*.png"))
+    return model
+
+
+def test_outputs_that_overlap_their_input_are_refused_and_nothing_is_lost(tmp_path, capsys):
+    model = copy_default(tmp_path)
+    before = sorted(p.name for p in model.iterdir())
+    cases = [
+        (evaluate.main, [str(model), "--data", "bundled", "--output", str(model), "--overwrite"]),
+        (evaluate.main, [str(model), "--data", "bundled", "--output", str(tmp_path), "--overwrite"]),  # contains it
+        (export.main, [str(model), "--output", str(model / "onnx"), "--overwrite"]),  # inside it
+        (publish.main, [str(model), "--repo-id", "user/x", "--dry-run", str(model), "--overwrite"]),
+    ]
+    for command, argv in cases:
+        assert command(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert "overlaps the input" in err and err.count("error:") == 1, err
+        assert sorted(p.name for p in model.iterdir()) == before  # the model folder is as it was
+
+
+def test_predict_refuses_a_batch_size_of_zero(capsys):
+    with pytest.raises(SystemExit) as stop:
+        predict.main(["--batch-size", "0", "photo.jpg"])
+    assert stop.value.code == 2 and "expected a positive integer, got '0'" in capsys.readouterr().err
