@@ -128,6 +128,9 @@ class Face:
     landmarks: np.ndarray | None = None  # (5, 2) float32 (x, y) in LANDMARK_NAMES order; YuNet only
 
 
+NO_CROP = np.zeros((0, 0), np.uint8)  # a detection before fer_crop has cut its face
+
+
 # ---------------------------------------------------------------- images
 
 
@@ -242,7 +245,7 @@ class FaceDetector:
                 continue
             box = (int(round(x)), int(round(y)), int(round(w)), int(round(h)))
             landmarks = (row[4:14].reshape(5, 2) / scale).astype(np.float32)
-            faces.append(Face(box, _NO_CROP, "yunet", float(row[14]), landmarks))
+            faces.append(Face(box, NO_CROP, "yunet", float(row[14]), landmarks))
         return faces
 
     def _detect_haar(self, rgb: np.ndarray) -> list[Face]:
@@ -254,7 +257,7 @@ class FaceDetector:
         for name in (self.config.cascade, *self.config.fallbacks):
             boxes = self._run_cascade(name, small, min_side)
             if boxes:
-                return [Face(tuple(int(round(v / scale)) for v in box), _NO_CROP, name) for box in boxes]
+                return [Face(tuple(int(round(v / scale)) for v in box), NO_CROP, name) for box in boxes]
         return []
 
     def _run_cascade(self, name: str, gray: np.ndarray, min_side: int) -> list[tuple[int, int, int, int]]:
@@ -288,9 +291,6 @@ class FaceDetector:
         landmarks = face.landmarks if cfg.align else None
         face.crop = fer_crop(rgb, face.box, landmarks, margin=cfg.margin, offset=cfg.offset, size=cfg.face_size)
         return face
-
-
-_NO_CROP = np.zeros((0, 0), np.uint8)
 
 
 def _yunet(config: DetectorConfig) -> cv2.FaceDetectorYN:

@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from fer_hf.annotate import draw_faces
 from fer_hf.faces import (
     LANDMARK_NAMES,
+    NO_CROP,
     DetectorConfig,
     DetectorError,
     Face,
@@ -298,9 +299,7 @@ class VideoFaces:
             faces = detector.faces(rgb, "cropped")
             return faces, self.tracker.update([f.box for f in faces])
         if carried:  # a frame between detections: the faces found last, where they should be now
-            faces = [
-                detector.crop(rgb, Face(box, rgb[:0, :0, 0], "tracked", None, points)) for _, box, points in carried
-            ]
+            faces = [detector.crop(rgb, Face(box, NO_CROP, "tracked", None, points)) for _, box, points in carried]
             return faces, [track_id for track_id, _, _ in carried]
         faces = [detector.crop(rgb, face) for face in detector.detect(rgb)]
         return faces, self.tracker.update([f.box for f in faces], [f.landmarks for f in faces])
