@@ -69,3 +69,19 @@ def test_predict_refuses_a_batch_size_of_zero(capsys):
     with pytest.raises(SystemExit) as stop:
         predict.main(["--batch-size", "0", "photo.jpg"])
     assert stop.value.code == 2 and "expected a positive integer, got '0'" in capsys.readouterr().err
+
+
+def test_the_default_models_processor_takes_fer2013s_own_1_channel_faces():
+    """FER2013 faces are 1-channel; calling the bundled model's processor on one used to end in a broadcast error
+    (only pipeline() worked, because it converts to RGB). Both now give the same model input."""
+    import torch
+    from PIL import Image
+    from transformers import AutoImageProcessor
+
+    processor = AutoImageProcessor.from_pretrained(REPO / "fer_hf/assets/default_model")
+    face = Image.open(REPO / "spaces_app/examples/fer_happy.png")
+    assert face.mode == "L"
+    gray = processor(images=face, return_tensors="pt")["pixel_values"]  # (1, 1, 48, 48)
+    rgb = processor(images=face.convert("RGB"), return_tensors="pt")["pixel_values"]  # (1, 3, 48, 48)
+    assert gray.shape == (1, 1, 48, 48) and rgb.shape == (1, 3, 48, 48)
+    torch.testing.assert_close(rgb.mean(1, keepdim=True), gray)

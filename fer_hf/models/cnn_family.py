@@ -17,8 +17,8 @@ def cnn_image_processor(size: int) -> ViTImageProcessor:
         do_resize=True,
         size={"height": size, "width": size},
         resample=Image.Resampling.BILINEAR,
-        image_mean=[CNN_MEAN] * 3,
-        image_std=[CNN_STD] * 3,
+        image_mean=CNN_MEAN,  # one value for every channel: a 1-channel face (FER2013's own format) and an RGB
+        image_std=CNN_STD,  # photo both normalise (a list of three fails on 1 channel); RGB output is unchanged
     )
 
 
