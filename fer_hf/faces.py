@@ -25,7 +25,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
+
+from fer_hf.images import as_displayed
 
 DETECTORS = ("yunet", "haar", "none")
 CASCADES = {
@@ -164,22 +166,11 @@ def _decode(image: Image.Image, config: DetectorConfig) -> tuple[np.ndarray, flo
     scale = min(1.0, config.work_max_side / max(width, height))
     if scale < 1.0:
         image.draft("RGB", (round(width * scale), round(height * scale)))  # JPEG: decode at 1/2, 1/4, 1/8
-        image = to_8bit(image).convert("RGB")
+    image = as_displayed(image).convert("RGB")  # upright, 8-bit
+    if scale < 1.0:
         image.thumbnail((config.work_max_side, config.work_max_side), Image.Resampling.BILINEAR)
-    oriented = ImageOps.exif_transpose(to_8bit(image))  # a phone photo stored sideways carries an orientation tag
-    array = np.asarray(oriented.convert("RGB"))
-    return array, max(array.shape[:2]) / max(width, height)
-
-
-def to_8bit(image: Image.Image) -> Image.Image:
-    """16-bit (and 32-bit integer) grayscale scaled to 8 bits (65535 -> 255), not clipped: PIL's own convert("L")
-    clips such images to white. Other modes pass through."""
-    if image.mode not in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
-        return image
-    values = np.asarray(image).astype(np.float64)
-    if image.mode.startswith("I;16") or values.max(initial=0) > 255:  # 16-bit data (PNG 16-bit may open as "I")
-        values = values / 257.0
-    return Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), mode="L")
+    array = np.asarray(image)
+    return array, max(array.shape[:2]) / max(width, height)  # sides may have swapped (EXIF): scale by the longest
 
 
 # ---------------------------------------------------------------- detection

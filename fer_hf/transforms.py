@@ -27,6 +27,7 @@ from PIL import Image as PILImage
 from tqdm.auto import tqdm
 
 from fer_hf.data import IMAGE_SIZE, FerDataError, labels_of
+from fer_hf.images import as_displayed
 
 
 @dataclass
@@ -109,7 +110,7 @@ def _decode_gray(image: dict, size: int) -> np.ndarray:
         if decoded is not None and decoded.shape == (size, size):
             return decoded
     with PILImage.open(io.BytesIO(data)) as im:
-        im = im.convert("L")
+        im = as_displayed(im).convert("L")  # EXIF orientation applied, 16-bit scaled (not clipped) to 8 bits
         if im.size != (size, size):
             im = im.resize((size, size), PILImage.BILINEAR)
         return np.asarray(im)

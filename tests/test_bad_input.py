@@ -85,3 +85,35 @@ def test_the_default_models_processor_takes_fer2013s_own_1_channel_faces():
     rgb = processor(images=face.convert("RGB"), return_tensors="pt")["pixel_values"]  # (1, 3, 48, 48)
     assert gray.shape == (1, 1, 48, 48) and rgb.shape == (1, 3, 48, 48)
     torch.testing.assert_close(rgb.mean(1, keepdim=True), gray)
+
+
+def test_16_bit_and_sideways_faces_in_a_dataset_decode_as_they_look(bundled_dd, tmp_path):
+    """An ImageFolder copy of real FER2013 faces saved as 16-bit PNGs, and as JPEGs stored sideways with an EXIF
+    orientation tag, gives the same faces as the 8-bit originals (they used to decode white, or turned)."""
+    import numpy as np
+    from PIL import Image
+
+    from fer_hf.data import load_fer_dataset
+    from fer_hf.transforms import FerTensorDataset
+
+    rows = bundled_dd["validation"].select(range(0, 70, 10))  # 7 faces, one per class
+    names = rows.features["label"].names
+    originals = [np.asarray(row["image"].convert("L")) for row in rows]
+    for kind in ("png16", "sideways"):
+        for i, (row, face) in enumerate(zip(rows, originals, strict=True)):
+            folder = tmp_path / kind / "validation" / names[row["label"]]
+            folder.mkdir(parents=True, exist_ok=True)
+            if kind == "png16":
+                Image.fromarray(face.astype(np.uint16) * 257).save(folder / f"{i}.png")
+            else:
+                stored = Image.fromarray(face).rotate(90, expand=True)
+                exif = stored.getexif()
+                exif[0x0112] = 6
+                stored.save(folder / f"{i}.jpg", exif=exif, quality=100)
+        (tmp_path / kind / "train").symlink_to(tmp_path / kind / "validation")  # an ImageFolder copy needs train/
+        split = load_fer_dataset(tmp_path / kind)["validation"]
+        decoded = FerTensorDataset.from_split(split).images.numpy()
+        by_label = {int(lab): img for lab, img in zip(split["label"], decoded, strict=True)}
+        for row, face in zip(rows, originals, strict=True):
+            error = np.abs(by_label[row["label"]].astype(int) - face).mean()
+            assert error < (0.01 if kind == "png16" else 3), (kind, names[row["label"]], error)
