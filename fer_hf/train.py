@@ -46,6 +46,7 @@ from fer_hf.models import BuiltModel, build_model, load_trained_weights
 from fer_hf.models.lora import merge_lora
 from fer_hf.publish import push_trained_run
 from fer_hf.report import describe_hardware, per_class_table, plot_confusion_matrix, plot_curves
+from fer_hf.runlock import LOCK_FILE, RunLockError, run_lock
 from fer_hf.transforms import BatchMixer, BatchTransform, FerCollator, FerTensorDataset, keep_freed_batch_memory
 
 
@@ -175,7 +176,9 @@ def prepare_output_dir(recipe: Recipe) -> str | None:
         if last is None:
             raise RecipeError(f"run.resume: no checkpoint-* folder in {out} to resume from")
         return last
-    if out.is_dir() and any(out.iterdir()) and not recipe.run.overwrite:
+    if out.exists() and not out.is_dir():
+        raise RecipeError(f"training.output_dir {out} is a file; choose a folder")
+    if out.is_dir() and any(p.name != LOCK_FILE for p in out.iterdir()) and not recipe.run.overwrite:
         raise RecipeError(
             f"{out} already holds a run; pass --run.resume true to continue it, --run.overwrite true to replace it, "
             "or choose another --training.output_dir"
@@ -216,7 +219,24 @@ def load_data(recipe: Recipe, dd: DatasetDict | None = None) -> tuple[DatasetDic
             f"data.classes: {data.source} has no training images of {empty}; choose classes it has "
             f"(e.g. --data.classes '{have}') or another data.source"
         )
+    check_validation(dd, names)
     return dd, names
+
+
+def check_validation(dd: DatasetDict, names: list[str]) -> None:
+    """An empty validation split stops the run before training (the Trainer would fail after epoch 1 with an
+    unrelated error); classes missing from it are named, since their recall cannot be measured."""
+    if "validation" not in dd:
+        return
+    sizes = ", ".join(f"{split} {len(ds)}" for split, ds in dd.items())
+    if len(dd["validation"]) == 0:
+        raise RecipeError(
+            f"the validation split is empty ({sizes} faces); use a source with more faces per class or a larger "
+            "--data.validation_fraction"
+        )
+    missing = [n for n, count in zip(names, class_counts(dd["validation"]), strict=True) if count == 0]
+    if missing:
+        print(f"warning: no validation faces of {missing} ({sizes} faces): their recall will read 0", file=sys.stderr)
 
 
 def prepare_datasets(recipe: Recipe, dd) -> dict[str, FerTensorDataset]:
@@ -403,6 +423,12 @@ def train_from_recipe(
     set_seed(recipe.training.get("seed", 42))
     keep_freed_batch_memory()  # large batches reuse freed memory instead of page-faulting fresh mmaps
     resume_from = prepare_output_dir(recipe)
+    with run_lock(recipe.training["output_dir"]):  # checked writable, and no second training writes into it
+        return _train_locked(recipe, extra_callbacks, dd, resume_from)
+
+
+def _train_locked(recipe: Recipe, extra_callbacks, dd: DatasetDict | None, resume_from: str | None) -> FerTrainer:
+    """train_from_recipe's steps from the data on, while this process holds the output folder's lock."""
     dd, names = load_data(recipe, dd)
     built = build_model(recipe.model, names, image_size=recipe.data.image_size)
     if recipe.model.init_from:
@@ -428,5 +454,5 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     try:
         sys.exit(main())
-    except RecipeError as err:  # the message names the key and the fix; a traceback adds nothing for a user
+    except (RecipeError, RunLockError) as err:  # the message names the key or folder and the fix
         sys.exit(f"error: {err}")

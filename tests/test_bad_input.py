@@ -117,3 +117,42 @@ def test_16_bit_and_sideways_faces_in_a_dataset_decode_as_they_look(bundled_dd, 
         for row, face in zip(rows, originals, strict=True):
             error = np.abs(by_label[row["label"]].astype(int) - face).mean()
             assert error < (0.01 if kind == "png16" else 3), (kind, names[row["label"]], error)
+
+
+def test_a_training_folder_is_locked_checked_and_its_validation_split_too(tmp_path, bundled_dd):
+    import json
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from fer_hf.runlock import LOCK_FILE, RunLockError, run_lock
+    from fer_hf.train import load_data, train_from_recipe
+
+    out = tmp_path / "run"
+    out.mkdir()
+    host = socket.gethostname()
+    (out / LOCK_FILE).write_text(json.dumps({"pid": os.getpid(), "host": host, "since": "now"}))  # a live holder
+    recipe = load_recipe(REPO / "recipes/smoke.yaml", ["--training.output_dir", str(out)])
+    with pytest.raises(RunLockError, match=rf"PID {os.getpid()} on host"):
+        train_from_recipe(recipe)
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (out / LOCK_FILE).write_text(json.dumps({"pid": int(gone.stdout), "host": host, "since": "then"}))  # stale
+    with run_lock(out):  # taken over: its process has ended
+        assert json.loads((out / LOCK_FILE).read_text())["pid"] == os.getpid()
+    assert not (out / LOCK_FILE).exists()  # released
+
+    (tmp_path / "a_file").write_text("not a folder")
+    with pytest.raises(RecipeError, match="is a file"):
+        train_from_recipe(
+            load_recipe(REPO / "recipes/smoke.yaml", ["--training.output_dir", str(tmp_path / "a_file")])
+        )
+    with pytest.raises(RunLockError, match="cannot create the output folder"):
+        train_from_recipe(
+            load_recipe(REPO / "recipes/smoke.yaml", ["--training.output_dir", str(tmp_path / "a_file/x")])
+        )
+
+    empty = bundled_dd.copy()
+    empty["validation"] = bundled_dd["validation"].select([])
+    with pytest.raises(RecipeError, match=r"validation split is empty \(train 280, validation 0 faces\)"):
+        load_data(recipe, empty)
