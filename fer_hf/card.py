@@ -205,34 +205,16 @@ def intro_section(info: RunInfo, model_name: str) -> str:
     )
 
 
-def usage_section(info: RunInfo, model_ref: str) -> str:
-    trust = ", trust_remote_code=True" if info.has_custom_code else ""
-    if info.is_adapter:
-        return (
-            "## How to use\n\nThis run folder holds a peft LoRA adapter and the head, not a standalone model: "
-            f"`python -m fer_hf.publish {info.run_dir} --repo-id USER/NAME` merges them into one model that loads "
-            'with `pipeline("image-classification", model="USER/NAME", trust_remote_code=True)`.\n'
-        )
-    note = (
-        "This model ships its own modeling code (`auto_map` in config.json), so loading it needs "
-        "`trust_remote_code=True`; read the `.py` files in this repository first.\n\n"
-        if trust
-        else ""
-    )
-    return f"""## How to use
-
-{note}```python
-from transformers import pipeline
+def usage_code(model_ref: str, trust_remote_code: bool) -> list[str]:
+    """The card's two ```python examples. `fer_hf.publish` runs exactly these (regenerated, and found verbatim in
+    the card), never other code a card may carry (e.g. from a user's --comparison file)."""
+    trust = ", trust_remote_code=True" if trust_remote_code else ""
+    pipe = f"""from transformers import pipeline
 
 classifier = pipeline("image-classification", model="{model_ref}"{trust})
 print(classifier("face.jpg"))  # [{{'label': 'happy', 'score': ...}}, ...]
-```
-
-With the Auto classes (the image processor resizes and normalises; the model was trained on grayscale faces,
-so a photo made gray and then 3-channel again is the closest match):
-
-```python
-import torch
+"""
+    auto = f"""import torch
 from PIL import Image
 from transformers import AutoImageProcessor, AutoModelForImageClassification
 
@@ -242,10 +224,31 @@ inputs = processor(Image.open("face.jpg").convert("L").convert("RGB"), return_te
 with torch.no_grad():
     probs = model(**inputs).logits.softmax(-1)[0]
 print({{model.config.id2label[i]: round(float(p), 3) for i, p in enumerate(probs)}})
-```
-
-Give it a tight, roughly frontal crop of one face, as in FER2013; it does not detect faces itself.
 """
+    return [pipe, auto]
+
+
+def usage_section(info: RunInfo, model_ref: str) -> str:
+    if info.is_adapter:
+        return (
+            "## How to use\n\nThis run folder holds a peft LoRA adapter and the head, not a standalone model: "
+            f"`python -m fer_hf.publish {info.run_dir} --repo-id USER/NAME` merges them into one model that loads "
+            'with `pipeline("image-classification", model="USER/NAME", trust_remote_code=True)`.\n'
+        )
+    note = (
+        "This model ships its own modeling code (`auto_map` in config.json), so loading it needs "
+        "`trust_remote_code=True`; read the `.py` files in this repository first.\n\n"
+        if info.has_custom_code
+        else ""
+    )
+    pipe, auto = usage_code(model_ref, info.has_custom_code)
+    return (
+        f"## How to use\n\n{note}```python\n{pipe}```\n\n"
+        "With the Auto classes (the image processor resizes and normalises; the model was trained on grayscale faces,\n"
+        "so a photo made gray and then 3-channel again is the closest match):\n\n"
+        f"```python\n{auto}```\n\n"
+        "Give it a tight, roughly frontal crop of one face, as in FER2013; it does not detect faces itself.\n"
+    )
 
 
 def loss_summary(loss: dict) -> str:

@@ -20,7 +20,6 @@ import argparse
 import io
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -32,7 +31,7 @@ import pyarrow.parquet as pq
 import torch
 from PIL import Image
 
-from fer_hf.card import DEFAULT_LICENSE, build_model_card, read_run
+from fer_hf.card import DEFAULT_LICENSE, build_model_card, read_run, usage_code
 from fer_hf.data import BUNDLED_SAMPLE
 from fer_hf.loading import OWN_MODEL_TYPES, LoadedModel, load_classifier
 from fer_hf.outputs import OutputOverlapError, check_apart
@@ -121,8 +120,16 @@ def prepare_stage_dir(stage_dir: Path, overwrite: bool) -> None:
 
 
 def copy_run_files(run_dir: Path, stage_dir: Path) -> None:
+    """The run's own files into the stage; a symbolic link that leads outside the run folder is refused (it would
+    upload whatever it points at)."""
+    inside = run_dir.resolve()
     for pattern in RUN_FILES:
         for src in sorted(run_dir.glob(pattern)):
+            if not src.resolve().is_relative_to(inside) or not src.resolve().is_file():
+                raise PublishError(
+                    f"{src}: a link to {src.resolve()}, outside the run folder (or not a regular file); "
+                    "refusing to stage it for upload: copy the file into the run folder instead"
+                )
             if src.suffix in (".yaml", ".json", ".md"):
                 (stage_dir / src.name).write_text(scrub(src.read_text()))
             else:
@@ -210,11 +217,14 @@ def needs_remote_code(stage_dir: Path) -> bool:
     return True
 
 
-def card_code(stage_dir: Path, repo_id: str, face_path: str) -> str:
-    """The ```python blocks of the staged README, pointed at the staged folder and a real face."""
-    blocks = re.findall(r"```python\n(.*?)```", (stage_dir / "README.md").read_text(), flags=re.DOTALL)
-    if not blocks:
-        raise PublishError(f"{stage_dir}/README.md: no ```python usage example")
+def card_code(stage_dir: Path, repo_id: str, face_path: str, trust: bool) -> str:
+    """The card's usage examples as the package writes them (`card.usage_code`), checked to stand verbatim in the
+    staged README, pointed at the staged folder and a real face. Other code in the card (a --comparison file's
+    blocks, say) is never run."""
+    readme = (stage_dir / "README.md").read_text()
+    blocks = usage_code(repo_id, trust)
+    if not all(f"```python\n{block}```" in readme for block in blocks):
+        raise PublishError(f"{stage_dir}/README.md: the package's ```python usage examples are missing or changed")
     code = "\n".join(blocks).replace(f'"{repo_id}"', json.dumps(str(stage_dir.resolve())))
     return code.replace('"face.jpg"', json.dumps(face_path))
 
@@ -230,7 +240,7 @@ def fresh_process_predictions(stage_dir: Path, faces: list[Image.Image], trust: 
             paths.append(str(Path(tmp) / f"face_{i}.png"))
             face.save(paths[-1])
         usage = Path(tmp) / "card_code.py"
-        usage.write_text(card_code(stage_dir, repo_id, paths[0]))
+        usage.write_text(card_code(stage_dir, repo_id, paths[0], trust))
         folder = str(stage_dir.resolve())
         cmd = [sys.executable, "-c", FRESH_LOAD_SCRIPT, folder, "1" if trust else "0", str(usage), *paths]
         # cwd = the temp folder, so that the package in the working directory cannot be imported by accident

@@ -156,3 +156,23 @@ def test_a_training_folder_is_locked_checked_and_its_validation_split_too(tmp_pa
     empty["validation"] = bundled_dd["validation"].select([])
     with pytest.raises(RecipeError, match=r"validation split is empty \(train 280, validation 0 faces\)"):
         load_data(recipe, empty)
+
+
+def test_publishing_runs_only_its_own_code_and_stages_no_outside_links(tmp_path, capsys):
+    model = copy_default(tmp_path)
+    marker = tmp_path / "comparison_code_ran"
+    comparison = tmp_path / "comparison.md"
+    comparison.write_text(
+        f"| model | accuracy |\n|---|---|\n| x | 0.5 |\n\n```python\nopen({str(marker)!r}, 'w')\n```\n"
+    )
+    argv = [str(model), "--repo-id", "user/fer-test", "--comparison", str(comparison)]
+    assert publish.main([*argv, "--dry-run", str(tmp_path / "stage")]) == 0
+    assert not marker.exists()  # the card carries the block, but only the package's own examples were run
+    assert f"open({str(marker)!r}, 'w')" in (tmp_path / "stage" / "README.md").read_text()
+
+    secret = tmp_path / "outside.yaml"
+    secret.write_text("not: the run's\n")
+    (model / "recipe.yaml").unlink()
+    (model / "recipe.yaml").symlink_to(secret)
+    assert publish.main([*argv, "--dry-run", str(tmp_path / "stage2")]) == 2
+    assert "outside the run folder" in capsys.readouterr().err
