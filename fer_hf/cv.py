@@ -187,4 +187,6 @@ def cross_validate(recipe: Recipe, args: argparse.Namespace) -> tuple[dict, Path
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from fer_hf.cli import run
+
+    sys.exit(run(main))

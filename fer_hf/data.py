@@ -144,10 +144,20 @@ def _load_parquet(path: Path) -> DatasetDict:
     # features, so a ClassLabel stored in another order in a later file would be read with the wrong names.
     splits = {}
     for name in sorted(data_files, key=SPLIT_ORDER.index):
-        parts = [_canonical(Dataset.from_parquet(file), file) for file in data_files[name]]
+        parts = [_canonical(_read_parquet(file), file) for file in data_files[name]]
         splits[name] = parts[0] if len(parts) == 1 else concatenate_datasets(parts)
         splits[name].info.description = f"FER2013 from {', '.join(data_files[name])}"
     return DatasetDict(splits)
+
+
+def _read_parquet(file: str) -> Dataset:
+    """Dataset.from_parquet, with the file named when it is not parquet at all (pyarrow's own message does not)."""
+    import pyarrow as pa
+
+    try:
+        return Dataset.from_parquet(file)
+    except (pa.ArrowException, OSError, ValueError) as err:
+        raise FerDataError(f"{file}: not a readable parquet file ({' '.join(str(err).split())})") from None
 
 
 def _canonical(ds: Dataset, origin: str) -> Dataset:
@@ -450,4 +460,6 @@ def _print_table(summary: dict) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from fer_hf.cli import run
+
+    sys.exit(run(main))

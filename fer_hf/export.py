@@ -232,4 +232,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from fer_hf.cli import run
+
+    sys.exit(run(main))

@@ -3,11 +3,13 @@ folder or a Hub id. Used by evaluate, predict, explain, publish and the app, so 
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification, PreTrainedModel
 from transformers.modeling_outputs import ImageClassifierOutput
 
@@ -98,7 +100,14 @@ def load_classifier(ref: str | Path = DEFAULT_MODEL, *, trust_remote_code: bool 
     config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
     if not any(arch.endswith("ForImageClassification") for arch in (config.architectures or [])):
         raise ModelLoadError(f"{ref}: architectures {config.architectures} is not an image classifier")
-    model = AutoModelForImageClassification.from_pretrained(path, trust_remote_code=trust_remote_code)
+    try:
+        model = AutoModelForImageClassification.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except (SafetensorError, pickle.UnpicklingError) as err:  # a truncated file, a blocked pickle
+        reason = " ".join(str(err).split())[:200]
+        raise ModelLoadError(
+            f"{path}: the model's weights cannot be read ({type(err).__name__}: {reason}); save or download the "
+            "model again (as safetensors)"
+        ) from err
     processor = AutoImageProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
     return LoadedModel(model=model.to(device).eval(), image_processor=processor, source=path)
 

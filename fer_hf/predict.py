@@ -645,4 +645,6 @@ def _plot_dir(args: argparse.Namespace) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from fer_hf.cli import run
+
+    sys.exit(run(main))

@@ -46,7 +46,7 @@ from fer_hf.models import BuiltModel, build_model, load_trained_weights
 from fer_hf.models.lora import merge_lora
 from fer_hf.publish import push_trained_run
 from fer_hf.report import describe_hardware, per_class_table, plot_confusion_matrix, plot_curves
-from fer_hf.runlock import LOCK_FILE, RunLockError, run_lock
+from fer_hf.runlock import LOCK_FILE, run_lock
 from fer_hf.transforms import BatchMixer, BatchTransform, FerCollator, FerTensorDataset, keep_freed_batch_memory
 
 
@@ -452,7 +452,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except (RecipeError, RunLockError) as err:  # the message names the key or folder and the fix
-        sys.exit(f"error: {err}")
+    from fer_hf.cli import run
+
+    sys.exit(run(main))  # a RecipeError/RunLockError names the key or folder and the fix: one line, exit 2

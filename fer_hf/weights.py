@@ -295,4 +295,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from fer_hf.cli import run
+
+    sys.exit(run(main))

@@ -176,3 +176,29 @@ def test_publishing_runs_only_its_own_code_and_stages_no_outside_links(tmp_path,
     (model / "recipe.yaml").symlink_to(secret)
     assert publish.main([*argv, "--dry-run", str(tmp_path / "stage2")]) == 2
     assert "outside the run folder" in capsys.readouterr().err
+
+
+def test_every_command_ends_bad_input_with_one_line_and_debug_shows_the_traceback(tmp_path, capsys):
+    from fer_hf import data
+    from fer_hf.cli import run
+
+    (tmp_path / "faces.parquet").write_text("emotion,pixels\n0,1 2 3\n")  # a CSV named .parquet
+    for command, argv, fragment in [
+        (data.main, [str(tmp_path / "missing")], "missing"),
+        (data.main, [str(tmp_path / "faces.parquet")], "faces.parquet"),
+        (evaluate.main, [str(tmp_path / "no_model"), "--data", "bundled"], "no_model"),
+    ]:
+        assert run(command, argv) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error:") and fragment in err[0], err
+    with pytest.raises(Exception):  # noqa: B017  (whatever the error is, --debug lets it through with its traceback)
+        run(data.main, [str(tmp_path / "missing"), "--debug"])
+
+
+def test_a_truncated_checkpoint_is_one_clear_line(tmp_path, capsys):
+    model = copy_default(tmp_path)
+    weights = model / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100_000])  # cut short, as by a failed download
+    assert predict.main(["--model", str(model), str(REPO / "spaces_app/examples/fer_happy.png")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "the model's weights cannot be read" in err and "model" in err

@@ -324,6 +324,8 @@ def test_command_line_recipe_error_is_one_line_without_traceback():
         text=True,
         cwd=REPO,
     )
-    assert done.returncode == 1
+    assert done.returncode == 2
     assert "Traceback" not in done.stderr
-    assert done.stderr.strip() == "error: " + f"{SMOKE}: data.augment: augment.mixup_alpha must be >= 0, got -1"
+    assert done.stderr.strip() == (
+        f"error: {SMOKE}: data.augment: augment.mixup_alpha must be >= 0, got -1 (run with --debug for the traceback)"
+    )

@@ -1,0 +1,49 @@
+"""One ending for bad input in every `python -m fer_hf.<command>`: exit code 2 and one `error: ...` line naming the
+file, row or key and what was expected; a traceback only with `--debug` (or FER_HF_DEBUG=1).
+
+    if __name__ == "__main__":
+        sys.exit(run(main))
+
+The commands' own error types (RecipeError, FerDataError, ModelLoadError, ...) are ValueErrors or RuntimeErrors
+with such messages; files that cannot be read raise OSError; weights that cannot be read raise safetensors' or
+pickle's errors. Anything else is a bug and keeps its traceback. Imports nothing heavy (the runtime uses it).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import sys
+from collections.abc import Callable, Sequence
+
+DEBUG_ENV = "FER_HF_DEBUG"
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    errors: list[type[BaseException]] = [ValueError, OSError, pickle.UnpicklingError]
+    from fer_hf.runlock import RunLockError  # light, and imported here so that cli stays first to load
+
+    errors.append(RunLockError)
+    for module, name in (("fer_hf.faces", "DetectorError"), ("safetensors", "SafetensorError")):
+        found = sys.modules.get(module)  # only types of modules the command has imported can have been raised
+        if found is not None and hasattr(found, name):
+            errors.append(getattr(found, name))
+    return tuple(errors)
+
+
+def run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> int:
+    """main(argv) with `--debug` taken out; a user error becomes one `error:` line and exit code 2."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    argv = [arg for arg in argv if arg != "--debug"]
+    try:
+        return main(argv) or 0
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:
+        if debug or not isinstance(err, _user_errors()):
+            raise
+        message = " ".join(str(err).split()) or type(err).__name__  # one line, whatever the message held
+        print(f"error: {message} (run with --debug for the traceback)", file=sys.stderr)
+        return 2
