@@ -1,7 +1,7 @@
 """Publish a finished run to the Hugging Face Hub: stage the repository on disk, validate it, then upload.
 
     python -m fer_hf.publish runs/vit_unfreeze --repo-id user/fer-vit --comparison runs/comparison.md
-    python -m fer_hf.publish runs/smoke --repo-id user/fer-cnn --dry-run /tmp/fer-cnn-repo   # stage + validate only
+    python -m fer_hf.publish runs/smoke --repo-id user/fer-cnn --dry-run runs/fer-cnn-repo   # stage + validate only
 
 The staged repository holds the weights (safetensors), config.json, the image processor, the model's own code
 where it needs it (auto_map), the model card (README.md), the resolved recipe, metrics.json, the confusion

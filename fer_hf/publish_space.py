@@ -1,7 +1,7 @@
 """Publish the Gradio app (spaces_app/) as a Hugging Face Space that uses the published models.
 
     python -m fer_hf.publish_space --repo-id user/fer-demo --models user/fer-cnn,user/fer-vit
-    python -m fer_hf.publish_space --repo-id user/fer-demo --models user/fer-cnn --dry-run /tmp/fer-space
+    python -m fer_hf.publish_space --repo-id user/fer-demo --models user/fer-cnn --dry-run runs/fer-space
 
 The staged Space holds the files of spaces_app/ at its root, a copy of the fer_hf package (the app imports it and
 it is not on PyPI), requirements.txt, and README.md whose front-matter configures the Space (sdk: gradio,
