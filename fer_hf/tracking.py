@@ -46,6 +46,13 @@ def iou(a: Box, b: Box) -> float:
     return inter / union if union > 0 else 0.0
 
 
+def moved_landmarks(track: Track, box: Box) -> np.ndarray | None:
+    """The track's last landmarks (5, 2), moved with its box to `box`."""
+    if track.landmarks is None:
+        return None
+    return track.landmarks + np.subtract(box[:2], track.box[:2]).astype(np.float32)
+
+
 @dataclass
 class FaceTracker:
     """Call `advance()` once per sampled frame, then `update(...)` on frames where the detector ran; `predict()`
@@ -91,8 +98,7 @@ class FaceTracker:
         for track in self.tracks:
             if track.since == self.since_detection:
                 box = self.expected(track)
-                shift = np.subtract(box[:2], track.box[:2]).astype(np.float32)
-                carried.append((track.track_id, box, None if track.landmarks is None else track.landmarks + shift))
+                carried.append((track.track_id, box, moved_landmarks(track, box)))
         return carried
 
     def expected(self, track: Track) -> Box:
@@ -107,8 +113,8 @@ class FaceTracker:
         overlap = iou(expected, box)
         distance = None
         if track.landmarks is not None and landmarks is not None:
-            shift = np.subtract(expected[:2], track.box[:2])  # the landmarks move with the box
-            distance = float(np.linalg.norm(track.landmarks + shift - landmarks, axis=1).mean() / max(box[2], 1))
+            moved = moved_landmarks(track, expected)
+            distance = float(np.linalg.norm(moved - landmarks, axis=1).mean() / max(box[2], 1))
         if overlap < self.min_iou and (distance is None or distance > 0.5):
             return 2.0
         return (1 - overlap) + (0.5 * min(distance, 1.0) if distance is not None else 0.0)

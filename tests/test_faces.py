@@ -5,7 +5,6 @@ output of predict (CSV, JSON, annotated image, the app's panels)."""
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -16,6 +15,7 @@ import pytest
 from skimage import data as skdata
 
 from fer_hf.annotate import BOX_COLOUR, draw_faces, label_rect
+from fer_hf.bench.video import group_photo_path
 from fer_hf.faces import (
     DetectorConfig,
     DetectorError,
@@ -26,27 +26,13 @@ from fer_hf.faces import (
     yunet_model_path,
 )
 from fer_hf.predict import Predictor, main
+from fer_hf.tracking import iou
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "spaces_app"))
 import backend as be  # noqa: E402  (the app's logic: its panels must number faces like predict does)
 
 ASTRONAUT_FACE = (175, 60, 100, 110)  # (x, y, w, h), read off skimage.data.astronaut(): hairline to chin
-
-
-def group_photo() -> Path:
-    """insightface's sample photo t1.jpg (1280x886): six people around a table, two of them laughing. It ships
-    inside the insightface wheel; `make install` installs that wheel without its dependencies, for this file."""
-    spec = importlib.util.find_spec("insightface")
-    if spec is None:
-        pytest.fail("the insightface wheel (test photos) is not installed: run `make install`")
-    return Path(spec.origin).parent / "data" / "images" / "t1.jpg"
-
-
-def iou(a, b) -> float:
-    w = max(0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
-    h = max(0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
-    return w * h / (a[2] * a[3] + b[2] * b[3] - w * h)
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +43,7 @@ def tiny_cnn(tmp_path_factory):
 
 
 def test_yunet_finds_all_six_faces_of_the_group_photo_and_haar_does_not():
-    rgb, _ = load_image(group_photo())
+    rgb, _ = load_image(group_photo_path())
     faces = FaceDetector().faces(rgb, "detect")
     assert len(faces) == 6, [f.box for f in faces]
     areas = [f.box[2] * f.box[3] for f in faces]
@@ -150,7 +136,7 @@ def test_detector_none_haar_and_the_missing_model_file(tmp_path, capsys, tiny_cn
 
 
 def test_predict_numbers_faces_alike_in_csv_json_image_and_app(tiny_cnn, tmp_path):
-    photo = group_photo()
+    photo = group_photo_path()
     out = tmp_path / "out"
     assert main(["--model", str(tiny_cnn), str(photo), "--csv", str(out / "f.csv"), "--json", str(out / "f.json"),
                  "--annotate", str(out)]) == 0  # fmt: skip

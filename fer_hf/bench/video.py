@@ -30,13 +30,18 @@ from fer_hf.predict import Predictor
 from fer_hf.tracking import TrackingConfig
 
 
-def group_photo() -> np.ndarray:
-    """insightface's t1.jpg (1280x886, six faces) as RGB; a clear error when the wheel is missing."""
+def group_photo_path() -> Path:
+    """insightface's t1.jpg (1280x886: six people around a table), found inside its installed wheel."""
     spec = importlib.util.find_spec("insightface")
     path = Path(spec.origin).parent / "data" / "images" / "t1.jpg" if spec and spec.origin else None
     if path is None or not path.is_file():
-        raise SystemExit("error: the six-person test photo comes from the insightface wheel: `make install` adds it")
-    return cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+        raise FileNotFoundError("the six-person test photo comes from the insightface wheel: `make install` adds it")
+    return path
+
+
+def group_photo() -> np.ndarray:
+    """The six-person photo as RGB (H, W, 3)."""
+    return cv2.cvtColor(cv2.imread(str(group_photo_path())), cv2.COLOR_BGR2RGB)
 
 
 def make_clip(
