@@ -23,10 +23,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from safetensors.torch import load_file, save_file
+
 from fer_hf import evaluate as fer_evaluate
 from fer_hf.card import write_model_card
 from fer_hf.configs import load_recipe
 from fer_hf.loading import BUNDLED_MODELS, DEFAULT_MODEL
+from fer_hf.metrics import compute_fer_metrics
 from fer_hf.report import (
     checkpoint_states,
     describe_hardware,
@@ -74,8 +77,10 @@ def bundle(
     out: Path,
     comparison: str | None = None,
     name: str = DEFAULT_MODEL,
+    half: bool = False,
 ) -> Path:
-    """Write the bundled model `name` into `out` (staged, then moved into place). Returns `out`."""
+    """Write the bundled model `name` into `out` (staged, then moved into place). Returns `out`.
+    `half`: weights stored in float16, only if PublicTest accuracy moves by less than HALF_TOLERANCE."""
     weights_dir, state = weights_to_bundle(model_dir)
     staging = out.with_name(f".{out.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
@@ -83,6 +88,9 @@ def bundle(
     optional = [name for name in OPTIONAL_FILES if (weights_dir / name).is_file()]
     for file in (*MODEL_FILES, *optional, *(p.name for p in weights_dir.glob("*.py"))):  # + the model's own code
         shutil.copy2(weights_dir / file, staging / file)
+    full_precision = evaluate_single_view(staging, data) if half else None
+    if half:
+        store_half(staging / "model.safetensors")
     recipe = load_recipe(recipe_path, ["--training.output_dir", str(model_dir)])
     recipe.save(staging / "recipe.yaml")
     reports = {}
@@ -91,6 +99,14 @@ def bundle(
         args.output = str(staging / ("evaluation" if tta == "none" else "evaluation_hflip"))
         reports[tta], _ = fer_evaluate.evaluate_model(args)
     single = reports["none"]
+    if full_precision is not None:
+        moved = abs(single["accuracy"] - full_precision["accuracy"])
+        if moved >= HALF_TOLERANCE:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise ValueError(
+                f"--half moves PublicTest accuracy by {moved:.4f} ({full_precision['accuracy']:.4f} in float32, "
+                f"{single['accuracy']:.4f} in float16), not less than {HALF_TOLERANCE}: bundle without --half"
+            )
     epoch = int(json.loads((weights_dir / "trainer_state.json").read_text())["epoch"])
     run = json.loads((model_dir / "metrics.json").read_text()) if (model_dir / "metrics.json").is_file() else {}
     metrics = {
@@ -108,6 +124,7 @@ def bundle(
         **{k: run[k] for k in ("init_from", "weight_average") if k in run},  # a second stage: the card says so
         "validation": single,
         "validation_tta_hflip": {k: reports["hflip"][k] for k in ("accuracy", "macro_f1", "tta")},
+        **({"float32_validation": full_precision, "weights_dtype": "float16"} if full_precision else {}),
     }
     (staging / "metrics.json").write_text(json.dumps(metrics, indent=2))
     labels = single["labels"]
@@ -125,6 +142,26 @@ def bundle(
     shutil.rmtree(out, ignore_errors=True)
     staging.rename(out)
     return out
+
+
+HALF_TOLERANCE = 0.001  # accuracy: 0.1 point of PublicTest
+
+
+def evaluate_single_view(model_dir: Path, data: str) -> dict:
+    """PublicTest accuracy and macro-F1 of the model in `model_dir` (no files written)."""
+    loaded = fer_evaluate.load_classifier(model_dir)
+    _, ds = fer_evaluate.load_split(data, "validation")
+    faces = fer_evaluate.FerTensorDataset.from_split(ds, desc="decode validation")
+    logits, _ = fer_evaluate.run_inference(loaded, faces)
+    m = compute_fer_metrics(logits, faces.labels.numpy(), loaded.label_names)
+    return {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"]}
+
+
+def store_half(weights: Path) -> None:
+    """Rewrite a safetensors file with its floating-point tensors in float16 (half the bytes). config.json keeps
+    float32, so `from_pretrained` casts them back and inference runs in float32 as before."""
+    state = {k: v.half() if v.is_floating_point() else v for k, v in load_file(str(weights)).items()}
+    save_file(state, str(weights), metadata={"format": "pt"})
 
 
 def checkpoint_name(weights_dir: Path, model_dir: Path, run: dict, epoch: int, planned: int) -> str:
@@ -153,11 +190,24 @@ def status_section(metrics: dict, name: str, recipe_path: str) -> str:
     return (
         f"\n## This checkpoint\n\n{what}, {status}. Trained on FER2013 Training and selected on "
         f"PublicTest (validation) only, on {metrics['hardware']}{wall_time(metrics)}; bundled into the package with\n\n"
-        f"```bash\npython -m fer_hf.bundle RUN_DIR --name {name} --recipe {recipe_path} --data ../shared/fer2013\n```\n\n"
-        f"{how_to_load(name)}\n\n"
+        f"```bash\npython -m fer_hf.bundle RUN_DIR --name {name} --recipe {recipe_path} --data ../shared/fer2013"
+        f"{' --half' if metrics.get('weights_dtype') == 'float16' else ''}\n```\n\n"
+        f"{how_to_load(name)}\n\n{half_note(metrics)}"
         f"Horizontal-flip test-time augmentation, reported apart from the single-view numbers above: accuracy "
         f"{tta['accuracy']:.4f}, macro-F1 {tta['macro_f1']:.4f} on PublicTest "
         f"(`python -m fer_hf.evaluate {name} --data ../shared/fer2013 --tta hflip`).\n"
+    )
+
+
+def half_note(metrics: dict) -> str:
+    full = metrics.get("float32_validation")
+    if not full:
+        return ""
+    single = metrics["validation"]
+    return (
+        "The weights are stored in float16 (`--half`: half the file) and loaded as float32. PublicTest single view "
+        f"with the float32 weights: accuracy {full['accuracy']:.4f}, macro-F1 {full['macro_f1']:.4f}; with the stored "
+        f"ones: {single['accuracy']:.4f}, {single['macro_f1']:.4f}.\n\n"
     )
 
 
@@ -183,15 +233,17 @@ def wall_time(metrics: dict) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fer_hf.bundle", description=__doc__.split("\n\n")[0])
     parser.add_argument("model_dir", help="a fer_hf.train run folder (its best checkpoint is taken) or checkpoint")
-    parser.add_argument("--name", choices=list(BUNDLED_MODELS), default=DEFAULT_MODEL, help="which bundled model")
+    trained = [name for name, model in BUNDLED_MODELS.items() if model.recipe]  # the ensemble is written otherwise
+    parser.add_argument("--name", choices=trained, default=DEFAULT_MODEL, help="which bundled model")
     parser.add_argument("--recipe", help="the recipe the run was trained with (default: the bundled model's)")
     parser.add_argument("--data", default="../shared/fer2013", help="FER2013 source with the validation split")
     parser.add_argument("--out", help="where the bundled model goes (default: its folder in fer_hf/assets)")
     parser.add_argument("--comparison", help="a fer_hf.compare comparison.md to include in the model card")
+    parser.add_argument("--half", action="store_true", help="store the weights in float16 if accuracy moves < 0.1 pt")
     args = parser.parse_args(argv)
     bundled = BUNDLED_MODELS[args.name]
     recipe, out = args.recipe or bundled.recipe, Path(args.out or bundled.path)
-    out = bundle(Path(args.model_dir), recipe, args.data, out, args.comparison, args.name)
+    out = bundle(Path(args.model_dir), recipe, args.data, out, args.comparison, args.name, args.half)
     m = json.loads((out / "metrics.json").read_text())
     print(f"bundled {m['checkpoint']} into {out}")
     print(

@@ -1,6 +1,7 @@
 """Recipes: YAML files that map one-to-one onto the dataclasses below (plus `training:` = TrainingArguments).
 
     python -m fer_hf.train recipes/cnn.yaml --training.num_train_epochs 3 --data.source bundled
+    python -m fer_hf.train recipes/cnn.yaml --output_dir runs/cnn2 --learning_rate 0.02   # flat Trainer flags
 
 Every field has help text (`python -m fer_hf.train --help-recipe` lists them). Unknown keys and bad values raise
 `RecipeError` with the fix; the resolved recipe is written next to the run's outputs.
@@ -62,7 +63,7 @@ class ModelArgs:
     name_or_path: str | None = field(
         default=None, metadata={"help": "Hub id or local folder of the backbone (vit/resnet/timm); None for cnn"}
     )
-    preset: str | None = field(default="fer-resnet", metadata={"help": "cnn preset (fer_hf.models.cnn PRESETS)"})
+    preset: str | None = field(default="fer-resnet", metadata={"help": "cnn preset (fer_hf.models.hub_code PRESETS)"})
     cnn_overrides: dict[str, Any] = field(
         default_factory=dict, metadata={"help": "FerCnnConfig keyword overrides, e.g. {classifier_dropout: 0.5}"}
     )
@@ -123,8 +124,27 @@ class RunArgs:
     )
 
 
+@dataclass
+class DistillArgs:
+    teacher: str | None = field(
+        default=None,
+        metadata={
+            "help": "knowledge distillation from this model (a bundled name such as 'ensemble', a run/model folder "
+            "or a Hub id); its probabilities on the training faces and their mirrors are computed once and cached"
+        },
+    )
+    temperature: float = field(default=3.0, metadata={"help": "softens teacher and student logits in the KL term"})
+    alpha: float = field(
+        default=0.7, metadata={"help": "loss = (1 - alpha) * the recipe's loss + alpha * T^2 * KL(teacher || student)"}
+    )
+    cache_dir: str = field(
+        default="runs/teacher_cache", metadata={"help": "where the teacher's probabilities are cached (by content)"}
+    )
+
+
 SECTIONS: dict[str, type] = {"data": DataArgs, "model": ModelArgs, "loss": LossArgs, "unfreeze": UnfreezeArgs}
 SECTIONS["run"] = RunArgs
+SECTIONS["distill"] = DistillArgs
 
 
 @dataclass
@@ -134,6 +154,7 @@ class Recipe:
     loss: LossArgs
     unfreeze: UnfreezeArgs
     run: RunArgs
+    distill: DistillArgs
     training: dict[str, Any]  # TrainingArguments keyword arguments
     path: str | None = None
 
@@ -184,6 +205,17 @@ def read_yaml(text: str) -> Any:
 
 
 TRAINING_FIELDS = {f.name for f in dataclasses.fields(TrainingArguments) if f.init}
+# The flags every Hugging Face example script takes: aliases of --training.<flag> (also with dashes).
+FLAT_TRAINING_FLAGS = {
+    "output_dir",
+    "learning_rate",
+    "num_train_epochs",
+    "per_device_train_batch_size",
+    "per_device_eval_batch_size",
+    "seed",
+    "push_to_hub",
+    "hub_model_id",
+}
 SECRET_KEYS = {"hub_token", "token"}
 
 
@@ -196,10 +228,19 @@ def load_recipe(path: str | Path | None = None, overrides: list[str] | None = No
         raw = read_yaml(Path(path).read_text()) or {}
         if not isinstance(raw, dict):
             raise RecipeError(f"{path}: a recipe is a mapping of sections {sorted([*SECTIONS, 'training'])}")
-    for key, value in _parse_overrides(overrides or []):
+    given: dict[str, str] = {}  # recipe key -> the flag that set it
+    for flag, value in _parse_overrides(overrides or []):
+        key = flag.replace("-", "_")
+        key = f"training.{key}" if key in FLAT_TRAINING_FLAGS else flag
+        if key in given and given[key] != flag:  # the same flag twice: the last wins, as usual
+            raise RecipeError(f"--{flag}: {key} is already given by --{given[key]}; give it once")
+        given[key] = flag
         *parents, name = key.split(".")
         if not parents:
-            raise RecipeError(f"--{key}: overrides are --section.key value, e.g. --training.learning_rate 1e-4")
+            raise RecipeError(
+                f"--{key}: overrides are --section.key value, e.g. --training.learning_rate 1e-4 (these Trainer "
+                f"flags also work without training.: {', '.join('--' + f for f in sorted(FLAT_TRAINING_FLAGS))})"
+            )
         node = raw
         for part in parents:  # --data.augment.hflip 0 sets data: {augment: {hflip: 0}}, keeping its other keys
             node[part] = node.get(part) or {}
@@ -354,6 +395,17 @@ def _validate(recipe: Recipe) -> None:
     for cls_name, factor in recipe.data.oversample.items():
         if not isinstance(factor, int) or factor < 1:
             raise RecipeError(f"data.oversample.{cls_name}: factor must be an integer >= 1, got {factor!r}")
+    distill = recipe.distill
+    if distill.teacher is not None:
+        if not distill.temperature > 0:
+            raise RecipeError(f"distill.temperature must be > 0, got {distill.temperature!r}")
+        if not 0 <= distill.alpha <= 1:
+            raise RecipeError(f"distill.alpha must be in [0, 1], got {distill.alpha!r}")
+        if recipe.data.oversample:
+            raise RecipeError(
+                "distill: data.oversample adds rotated copies the teacher has no probabilities for; use one or "
+                "the other"
+            )
 
 
 def recipe_help() -> str:

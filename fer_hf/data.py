@@ -162,8 +162,8 @@ def _read_parquet(file: str) -> Dataset:
 
 def _canonical(ds: Dataset, origin: str) -> Dataset:
     """Check columns and labels of a loaded split; map its class names onto the canonical ids."""
-    image_col = _column(ds, ("image", "img"), origin, "an image column")
-    label_col = _column(ds, ("label", "labels", "emotion"), origin, "a label column")
+    image_col = _column(ds, ("image", "img"), origin, "image column")
+    label_col = _column(ds, ("label", "labels", "emotion"), origin, "label column")
     ds = ds.select_columns([image_col, label_col]).rename_columns({image_col: "image", label_col: "label"})
     ds = _to_canonical_ids(ds, origin)
     ds = ds.cast(fer_features())

@@ -99,6 +99,11 @@ GRADCAM_LAYERS: dict[str, Callable[[nn.Module], nn.Module]] = {
 
 def gradcam_layer(model: nn.Module, pixel_values: torch.Tensor) -> nn.Module:
     """The table above, else the last module whose output is a (B, C, h, w) map with h, w >= 2."""
+    if model.config.model_type == "fer_ensemble":
+        raise ExplainError(
+            "Grad-CAM of an ensemble would show one member's feature map only: use --method saliency (gradients "
+            "through every member) or explain a member on its own"
+        )
     lookup = GRADCAM_LAYERS.get(model.config.model_type)
     if lookup is not None:
         return lookup(model)

@@ -13,7 +13,7 @@ from safetensors import SafetensorError
 from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification, PreTrainedModel
 from transformers.modeling_outputs import ImageClassifierOutput
 
-import fer_hf.models  # noqa: F401  (registers the package's model classes with the Auto classes)
+import fer_hf.models.hub_code  # noqa: F401  (registers the package's model classes with the Auto classes)
 from fer_hf.runtime import ExportFolderError, OnnxClassifier, is_export
 
 ASSETS_DIR = Path(__file__).parent / "assets"
@@ -25,7 +25,8 @@ class BundledModel:
 
     path: Path
     title: str  # what it is, in a few words (the app's model menu)
-    recipe: str  # the recipe that trains it
+    recipe: str | None  # the recipe that trains it (fer_hf.bundle ships its run), or None
+    made_by: str | None = None  # else: the command that writes it
 
 
 DEFAULT_MODEL = "default"
@@ -33,10 +34,14 @@ DEFAULT_MODEL_DIR = ASSETS_DIR / "default_model"
 BUNDLED_MODELS = {
     DEFAULT_MODEL: BundledModel(DEFAULT_MODEL_DIR, "fer-resnet5 CNN from scratch", "recipes/cnn_swa.yaml"),
     "lite0": BundledModel(ASSETS_DIR / "lite0_model", "EfficientNet-Lite0 from ImageNet", "recipes/lite0_main.yaml"),
+    "ensemble": BundledModel(
+        ASSETS_DIR / "ensemble_model",
+        "ensemble of default + lite0",
+        None,
+        "python -m fer_hf.ensemble default lite0 --output fer_hf/assets/ensemble_model --data ../shared/fer2013 --half",
+    ),
 }
 MODEL_HELP = f"{' or '.join(map(repr, BUNDLED_MODELS))} (bundled), a model/run folder or a Hub id"
-# Model types whose code ships inside this package: safe to load with trust_remote_code.
-OWN_MODEL_TYPES = {"fer_cnn", "fer_vit", "fer_resnet", "fer_timm"}
 
 
 class ModelLoadError(ValueError):
@@ -60,9 +65,14 @@ def resolve_model_path(ref: str | Path) -> str:
     if str(ref) in BUNDLED_MODELS:
         bundled = BUNDLED_MODELS[str(ref)]
         if not is_installed(bundled):
+            how = (
+                f"`{bundled.made_by}` writes it"
+                if bundled.made_by
+                else f"fer_hf.bundle makes it from a {bundled.recipe} run"
+            )
             raise ModelLoadError(
-                f"no bundled model {str(ref)!r} in {bundled.path} yet (fer_hf.bundle makes it from a "
-                f"{bundled.recipe} run); pass a trained model instead, e.g. --model runs/smoke after `make smoke`"
+                f"no bundled model {str(ref)!r} in {bundled.path} yet ({how}); pass a trained model instead, e.g. "
+                "--model runs/smoke after `make smoke`"
             )
         return str(bundled.path)
     path = Path(ref).expanduser()

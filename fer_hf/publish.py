@@ -24,6 +24,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +34,9 @@ from PIL import Image
 
 from fer_hf.card import DEFAULT_LICENSE, build_model_card, read_run, usage_code
 from fer_hf.data import BUNDLED_SAMPLE
-from fer_hf.loading import OWN_MODEL_TYPES, LoadedModel, load_classifier
+from fer_hf.ensemble import ENSEMBLE_FILES, write_card
+from fer_hf.loading import LoadedModel, load_classifier
+from fer_hf.models.hub_code import OWN_MODEL_TYPES
 from fer_hf.outputs import OutputOverlapError, check_apart
 
 # Files of a run folder that go into the repository as they are (the model itself is re-saved, see stage_run).
@@ -119,11 +122,11 @@ def prepare_stage_dir(stage_dir: Path, overwrite: bool) -> None:
     stage_dir.mkdir(parents=True, exist_ok=True)
 
 
-def copy_run_files(run_dir: Path, stage_dir: Path) -> None:
+def copy_run_files(run_dir: Path, stage_dir: Path, patterns: Sequence[str] = RUN_FILES) -> None:
     """The run's own files into the stage; a symbolic link that leads outside the run folder is refused (it would
     upload whatever it points at)."""
     inside = run_dir.resolve()
-    for pattern in RUN_FILES:
+    for pattern in patterns:
         for src in sorted(run_dir.glob(pattern)):
             if not src.resolve().is_relative_to(inside) or not src.resolve().is_file():
                 raise PublishError(
@@ -150,9 +153,15 @@ def stage_run(
     model = mergeable(loaded.model)
     model.save_pretrained(stage_dir)
     loaded.image_processor.save_pretrained(stage_dir)
-    copy_run_files(run_dir, stage_dir)
-    card = build_model_card(run_dir, repo_id=repo_id, comparison=comparison, license=license, model_dir=stage_dir)
-    (stage_dir / "README.md").write_text(scrub(str(card)))
+    if model.config.model_type == "fer_ensemble":  # `fer_hf.ensemble` wrote its own table and metrics, no recipe
+        copy_run_files(run_dir, stage_dir, ENSEMBLE_FILES)
+        card = write_card(stage_dir, repo_id).read_text()
+    else:
+        copy_run_files(run_dir, stage_dir)
+        card = str(
+            build_model_card(run_dir, repo_id=repo_id, comparison=comparison, license=license, model_dir=stage_dir)
+        )
+    (stage_dir / "README.md").write_text(scrub(card))
     leaked = files_with_tokens(stage_dir)
     if leaked:
         raise PublishError(f"a Hugging Face token was found in {[str(p) for p in leaked]}; refusing to publish")
@@ -335,7 +344,10 @@ def build_repository(
     """Stage + validate: everything `publish` does before the upload (what --dry-run runs)."""
     run_dir, stage_dir = Path(run_dir), Path(stage_dir)
     if not (run_dir / "metrics.json").is_file():
-        raise PublishError(f"{run_dir}: no metrics.json; expected a finished fer_hf.train run folder")
+        raise PublishError(
+            f"{run_dir}: no metrics.json; expected a finished fer_hf.train run folder (or a fer_hf.ensemble folder "
+            "made with --data)"
+        )
     prepare_stage_dir(stage_dir, overwrite)
     loaded = load_run_model(run_dir)
     faces = sample_faces()

@@ -13,6 +13,7 @@ import os
 if int(os.environ.get("LOCAL_RANK", "0")) > 0:
     os.environ.setdefault("TQDM_DISABLE", "1")
 
+import dataclasses
 import json
 import sys
 import time
@@ -39,6 +40,7 @@ from fer_hf.callbacks import (
 from fer_hf.card import write_model_card
 from fer_hf.configs import Recipe, RecipeError, parse_recipe
 from fer_hf.data import class_counts, class_weights, load_fer_dataset
+from fer_hf.distill import DistillationLoss, teacher_accuracy, teacher_logprobs
 from fer_hf.labels import canonical_id
 from fer_hf.losses import build_loss
 from fer_hf.metrics import compute_fer_metrics, trainer_compute_metrics
@@ -126,14 +128,20 @@ class FerTrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = inputs.pop("labels")
+        teacher = inputs.pop("teacher", None)  # (B, K) log-probabilities when distilling (training batches only)
         mix = self.mixer(inputs["pixel_values"]) if (model.training and self.mixer is not None) else None
         if mix is not None:
             inputs = {**inputs, "pixel_values": mix.pixels}
         outputs = model(**inputs)
         loss_fn = self.loss_fn.to(outputs.logits.device)
-        loss = loss_fn(outputs.logits, labels)
-        if mix is not None:  # mixup/CutMix: each label counts by its share of the blended face
-            loss = mix.lam * loss + (1.0 - mix.lam) * loss_fn(outputs.logits, labels[mix.perm])
+
+        def loss_of(order: torch.Tensor | slice) -> torch.Tensor:
+            soft = {} if teacher is None else {"teacher": teacher[order]}
+            return loss_fn(outputs.logits, labels[order], **soft)
+
+        loss = loss_of(slice(None))
+        if mix is not None:  # mixup/CutMix: each label (and teacher row) counts by its share of the blended face
+            loss = mix.lam * loss + (1.0 - mix.lam) * loss_of(mix.perm)
         return (loss, outputs) if return_outputs else loss
 
     def _get_train_sampler(self, train_dataset=None):
@@ -248,6 +256,11 @@ def prepare_datasets(recipe: Recipe, dd) -> dict[str, FerTensorDataset]:
         train = train.train_test_split(train_size=n, stratify_by_column="label", seed=seed)["train"]
     out = {"train": FerTensorDataset.from_split(train, desc="decode train")}
     names = train.features["label"].names
+    if recipe.distill.teacher:  # soft targets of every training face and its mirror, cached by content
+        faces = out["train"]
+        teacher = teacher_logprobs(recipe.distill.teacher, faces, names, recipe.distill.cache_dir)
+        out["train"] = FerTensorDataset(faces.images, faces.labels, teacher)
+        print(f"distill: the teacher agrees with {teacher_accuracy(teacher, faces.labels):.1%} of the training labels")
     for cls_name, factor in recipe.data.oversample.items():
         if cls_name not in names:
             raise RecipeError(f"data.oversample: class {cls_name!r} is not in this run's classes {names}")
@@ -265,12 +278,15 @@ def recipe_loss(recipe: Recipe, weights: Sequence[float]) -> torch.nn.Module:
     loss_weights = weights if alpha == "inverse_frequency" else alpha
     if recipe.loss.name == "weighted_ce" and loss_weights is None:
         loss_weights = weights
-    return build_loss(
+    loss = build_loss(
         recipe.loss.name,
         class_weights=loss_weights,
         gamma=recipe.loss.gamma,
         label_smoothing=recipe.loss.label_smoothing,
     )
+    if recipe.distill.teacher:
+        return DistillationLoss(loss, recipe.distill.temperature, recipe.distill.alpha)
+    return loss
 
 
 def balanced_sample_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -396,8 +412,10 @@ def save_artifacts(trainer: FerTrainer, recipe: Recipe, metrics: dict, names, cl
 
 def stage_summary(recipe: Recipe, trainer: FerTrainer) -> dict:
     """What a run started from (model.init_from: that run's epochs and time, so cards can add them up) and which
-    epochs its final weights average (run.swa_from_epoch)."""
+    epochs its final weights average (run.swa_from_epoch), and the teacher it was distilled from (distill)."""
     out = {}
+    if recipe.distill.teacher:
+        out["distill"] = dataclasses.asdict(recipe.distill)
     if recipe.model.init_from:
         earlier = Path(recipe.model.init_from) / "metrics.json"
         m = json.loads(earlier.read_text()) if earlier.is_file() else {}

@@ -127,14 +127,19 @@ def _is_gray8_png(data: bytes, size: int) -> bool:
 
 
 class FerTensorDataset(torch.utils.data.Dataset):
-    """A decoded split: item i is {"pixels": uint8 (H, W), "labels": int}; the collator does the rest."""
+    """A decoded split: item i is {"pixels": uint8 (H, W), "labels": int}; the collator does the rest.
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor):
+    `teacher`: optional (N, 2, K) log-probabilities of a distillation teacher on each face and its mirror.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, teacher: torch.Tensor | None = None):
         if images.ndim != 3 or images.dtype != torch.uint8:
             raise ValueError(f"images must be uint8 (N, H, W), got {images.dtype} {tuple(images.shape)}")
         if len(images) != len(labels):
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
-        self.images, self.labels = images, labels.long()
+        if teacher is not None and (teacher.ndim != 3 or teacher.shape[:2] != (len(images), 2)):
+            raise ValueError(f"teacher must be (N={len(images)}, 2, K), got {tuple(teacher.shape)}")
+        self.images, self.labels, self.teacher = images, labels.long(), teacher
 
     @classmethod
     def from_split(cls, ds: Dataset, desc: str = "decode") -> FerTensorDataset:
@@ -145,7 +150,10 @@ class FerTensorDataset(torch.utils.data.Dataset):
         return len(self.labels)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return {"pixels": self.images[i], "labels": self.labels[i]}
+        item = {"pixels": self.images[i], "labels": self.labels[i]}
+        if self.teacher is not None:
+            item["teacher"] = self.teacher[i]  # (2, K)
+        return item
 
 
 # Images resampled per step inside a batch: the (chunk, 1, S, S) intermediates (~10 MB at 224) are reused from
@@ -192,6 +200,7 @@ class BatchTransform:
         x = pixels.unsqueeze(1).float().div_(255.0)  # (B, 1, H, W) in [0, 1]
         b, s = x.shape[0], self.size
         theta, rectangles = None, []
+        self.last_flip = torch.zeros(b, dtype=torch.bool)  # which faces were mirrored (distillation reads it)
         if self.augment is not None:
             x = self._photometric(x)  # cheap at 48x48, before the upscale
             theta = self._random_theta(b)  # (B, 2, 3): flip/rotate/shift/zoom, applied with the upscale
@@ -238,6 +247,7 @@ class BatchTransform:
         angle = self._uniform(b, -a.rotation, a.rotation) * (math.pi / 180.0)
         zoom = self._uniform(b, *a.scale)  # > 1 samples a smaller input area: zoom in
         flip = torch.where(torch.rand(b, generator=self.generator) < a.hflip, -1.0, 1.0)
+        self.last_flip = flip < 0
         shift = self._uniform(2 * b, -a.translate, a.translate).view(b, 2) * 2.0  # grid coords span 2
         cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
         # Flipping negates the x column: output x is mirrored, then rotated/zoomed/shifted.
@@ -352,7 +362,11 @@ class FerCollator:
     def __call__(self, items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
         pixels = torch.stack([item["pixels"] for item in items])  # (B, 48, 48) uint8
         labels = torch.stack([torch.as_tensor(item["labels"]) for item in items])
-        return {"pixel_values": self.transform(pixels), "labels": labels}
+        batch = {"pixel_values": self.transform(pixels), "labels": labels}
+        if "teacher" in items[0]:  # the teacher's view of the face as drawn: mirrored or not
+            teacher = torch.stack([item["teacher"] for item in items])  # (B, 2, K)
+            batch["teacher"] = teacher[torch.arange(len(items)), self.transform.last_flip.long()]  # (B, K)
+        return batch
 
 
 def keep_freed_batch_memory(limit_bytes: int = 1 << 30) -> bool:

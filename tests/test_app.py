@@ -53,8 +53,8 @@ def tiny_model(tmp_path_factory) -> Path:
     """A random 2-block FerCnn saved like a trained one (weights + image processor)."""
     import torch
 
-    from fer_hf.models.cnn import FerCnnConfig, FerCnnForImageClassification
     from fer_hf.models.cnn_family import cnn_image_processor
+    from fer_hf.models.hub_code import FerCnnConfig, FerCnnForImageClassification
 
     torch.manual_seed(0)
     config = FerCnnConfig(
@@ -380,6 +380,7 @@ def bundle_as(monkeypatch, name: str, path: Path) -> None:
 
 def test_catalogue_offers_every_installed_bundled_model(tiny_model, tmp_path, monkeypatch):
     bundle_as(monkeypatch, "lite0", tmp_path / "not_bundled")
+    bundle_as(monkeypatch, "ensemble", tmp_path / "not_bundled")
     assert [entry.ref for entry in backend.ModelCatalogue.from_env({}).entries] == ["default"]
     bundle_as(monkeypatch, "lite0", tiny_model)
     catalogue = backend.ModelCatalogue.from_env({backend.MODELS_ENV: str(tiny_model)})
@@ -392,6 +393,7 @@ def test_catalogue_offers_every_installed_bundled_model(tiny_model, tmp_path, mo
 
 def test_catalogue_reports_a_broken_model_and_keeps_the_good_one(tiny_model, tmp_path, monkeypatch):
     bundle_as(monkeypatch, "lite0", tmp_path / "not_bundled")
+    bundle_as(monkeypatch, "ensemble", tmp_path / "not_bundled")
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "config.json").write_text("{not json")

@@ -202,3 +202,62 @@ def test_a_truncated_checkpoint_is_one_clear_line(tmp_path, capsys):
     assert predict.main(["--model", str(model), str(REPO / "spaces_app/examples/fer_happy.png")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "the model's weights cannot be read" in err and "model" in err
+
+
+def _real_parquet(folder: Path, change) -> Path:
+    """A one-split parquet folder of 20 real faces of the bundled sample, changed by `change(DataFrame)`."""
+    import pyarrow.parquet as pq
+
+    from fer_hf.data import BUNDLED_SAMPLE
+
+    folder.mkdir()
+    change(pq.read_table(BUNDLED_SAMPLE / "validation.parquet").slice(0, 20).to_pandas()).to_parquet(
+        folder / "train.parquet"
+    )
+    return folder
+
+
+def _kaggle_csv(path: Path, emotions: list[str], values: int = 2304) -> Path:
+    pixels = " ".join(["10"] * values)
+    path.write_text("emotion,pixels,Usage\n" + "".join(f"{e},{pixels},Training\n" for e in emotions))
+    return path
+
+
+def _bad_label(table):
+    table.loc[7, "label"] = 9
+    return table
+
+
+DATA_CASES = {  # name -> (make the bad source in tmp_path, fragments the one error line must hold)
+    "label out of range": (
+        lambda d: _real_parquet(d / "a", _bad_label),
+        ["train.parquet", "row 7 has label 9", "0..6"],
+    ),
+    "no label column": (
+        lambda d: _real_parquet(d / "b", lambda t: t.rename(columns={"label": "emotion_id"})),
+        ["train.parquet", "no label column", "emotion_id"],
+    ),
+    "csv emotion out of range": (
+        lambda d: _kaggle_csv(d / "c.csv", ["0", "11"]),
+        ["c.csv", "row 2 (line 3)", "emotion '11'", "0..6"],
+    ),
+    "csv face of the wrong size": (
+        lambda d: _kaggle_csv(d / "d.csv", ["1"], values=2000),
+        ["d.csv", "row 1 (line 2)", "2000 values", "2304"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DATA_CASES))
+def test_bad_data_sources_name_the_file_the_row_and_what_was_expected(case, tmp_path, capsys):
+    from fer_hf import data
+    from fer_hf.cli import run
+
+    make, fragments = DATA_CASES[case]
+    source = make(tmp_path)
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    assert run(data.main, [str(source)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()  # progress bars of datasets, then the error
+    assert [line for line in err if line.startswith("error:")] == err[-1:], err
+    assert all(fragment in err[-1] for fragment in fragments), (fragments, err[-1])
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before  # nothing written, nothing removed

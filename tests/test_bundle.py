@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from test_train import tiny_args
 
 from fer_hf import evaluate as fer_evaluate
@@ -84,3 +85,32 @@ def test_bundle_of_a_second_stage_ships_its_averaged_weights_and_both_stages_tim
     args = fer_evaluate.parse_args([str(out), "--data", "bundled", "--output", str(tmp_path / "eval")])
     report, _ = fer_evaluate.evaluate_model(args)
     assert report["train_seconds"] == pytest.approx(first + second)  # compare's train-time column: both stages
+
+
+def test_half_precision_bundle_is_measured_against_float32_and_refused_when_it_moves(
+    finished_run, tmp_path, monkeypatch
+):
+    import fer_hf.bundle
+
+    recipe = str(finished_run / "recipe.yaml")
+    full = bundle(finished_run, recipe, "bundled", tmp_path / "full")
+    monkeypatch.setattr(fer_hf.bundle, "HALF_TOLERANCE", 1.0)
+    half = bundle(finished_run, recipe, "bundled", tmp_path / "half", half=True)
+    from safetensors.torch import load_file
+
+    stored, original = load_file(half / "model.safetensors"), load_file(full / "model.safetensors")
+    assert {t.dtype for t in stored.values() if t.is_floating_point()} == {torch.float16}
+    assert all(torch.equal(stored[k].float(), v.half().float()) for k, v in original.items() if v.is_floating_point())
+    metrics = json.loads((half / "metrics.json").read_text())
+    assert metrics["weights_dtype"] == "float16"
+    # the float32 figures bundle measured are the full-precision bundle's own
+    assert (
+        metrics["float32_validation"]["accuracy"]
+        == json.loads((full / "metrics.json").read_text())["validation"]["accuracy"]
+    )
+    assert "stored in float16" in (half / "README.md").read_text() and "--half" in (half / "README.md").read_text()
+    assert {p.dtype for p in load_classifier(half).model.parameters()} == {torch.float32}  # cast back on load
+    monkeypatch.setattr(fer_hf.bundle, "HALF_TOLERANCE", -1.0)  # any move (even none) is too much: refused
+    with pytest.raises(ValueError, match="bundle without --half"):
+        bundle(finished_run, recipe, "bundled", tmp_path / "refused", half=True)
+    assert not (tmp_path / "refused").exists() and not list(tmp_path.glob(".refused*"))

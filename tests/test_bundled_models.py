@@ -14,7 +14,8 @@ from fer_hf.labels import FER_LABELS
 from fer_hf.loading import BUNDLED_MODELS, DEFAULT_MODEL, is_installed, load_classifier, load_default_model
 from fer_hf.predict import Predictor
 
-MODEL_TYPES = {"default": "fer_cnn", "lite0": "fer_timm"}
+MODEL_TYPES = {"default": "fer_cnn", "lite0": "fer_timm", "ensemble": "fer_ensemble"}
+HUB_CODE = Path(__file__).resolve().parents[1] / "fer_hf" / "models" / "hub_code"
 NAMES = sorted(BUNDLED_MODELS)
 
 
@@ -22,7 +23,16 @@ def test_every_bundled_model_is_installed_and_described():
     assert set(BUNDLED_MODELS) == set(MODEL_TYPES)
     for name, bundled in BUNDLED_MODELS.items():
         assert is_installed(bundled), f"{name}: {bundled.path} is empty; run fer_hf.bundle"
-        assert (bundled.path.parents[2] / bundled.recipe).is_file(), bundled.recipe
+        assert bundled.made_by or (bundled.path.parents[2] / bundled.recipe).is_file(), bundled.recipe
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_bundled_model_code_is_the_package_code(name):
+    """The code files a bundled model carries (what trust_remote_code runs) are the package's own, unchanged."""
+    files = sorted(BUNDLED_MODELS[name].path.glob("*.py"))
+    assert files
+    for file in files:
+        assert file.read_text() == (HUB_CODE / file.name).read_text(), f"{file} differs from the package's copy"
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -416,7 +416,7 @@ def test_parquet_with_bad_labels_or_columns(small_dd, tmp_path):
     with pytest.raises(FerDataError, match=r"labels.parquet: row 2 has label 9; expected an integer in 0..6"):
         load_fer_dataset(tmp_path / "labels.parquet")
     Dataset.from_dict({"image": images, "target": [0] * 5}).to_parquet(tmp_path / "columns.parquet")
-    with pytest.raises(FerDataError, match=r"columns.parquet: no a label column"):
+    with pytest.raises(FerDataError, match=r"columns.parquet: no label column"):
         load_fer_dataset(tmp_path / "columns.parquet")
     named = Features({"image": Image(), "label": ClassLabel(names=["calm", "happy"])})
     Dataset.from_dict({"image": images, "label": [0, 1, 0, 1, 0]}, features=named).to_parquet(

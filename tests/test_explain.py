@@ -36,8 +36,8 @@ def _labels() -> dict:
 
 
 def _save_cnn(folder):
-    from fer_hf.models.cnn import FerCnnConfig, FerCnnForImageClassification
     from fer_hf.models.cnn_family import cnn_image_processor
+    from fer_hf.models.hub_code import FerCnnConfig, FerCnnForImageClassification
 
     blocks = [
         {"out_channels": 8, "norm": "batch", "pool": "max"},

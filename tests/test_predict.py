@@ -47,8 +47,8 @@ def files(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def cnn_dir(tmp_path_factory):
-    from fer_hf.models.cnn import FerCnnConfig, FerCnnForImageClassification
     from fer_hf.models.cnn_family import cnn_image_processor
+    from fer_hf.models.hub_code import FerCnnConfig, FerCnnForImageClassification
 
     folder = tmp_path_factory.mktemp("tiny_cnn")
     blocks = [{"out_channels": 8, "pool": "max"}, {"out_channels": 16, "pool": "max"}]

@@ -177,6 +177,30 @@ def test_nested_overrides_set_one_key_and_keep_the_others():
         load_recipe(REPO / "recipes" / "cnn.yaml", ["--data.source.path", "x"])
 
 
+def test_flat_trainer_flags_are_aliases_of_training_keys():
+    recipe = load_recipe(
+        REPO / "recipes" / "cnn.yaml",
+        [
+            "--output_dir",
+            "runs/elsewhere",
+            "--learning-rate",
+            "0.02",
+            "--num_train_epochs=3",
+            "--push_to_hub",
+            "false",
+        ],
+    )
+    assert recipe.training["output_dir"] == "runs/elsewhere" and recipe.training["learning_rate"] == 0.02
+    assert recipe.training["num_train_epochs"] == 3 and recipe.training["push_to_hub"] is False
+    assert recipe.training["per_device_train_batch_size"] == 64  # untouched keys keep the recipe's values
+    with pytest.raises(RecipeError, match="training.seed is already given by --seed; give it once"):
+        load_recipe(REPO / "recipes" / "cnn.yaml", ["--seed", "1", "--training.seed", "2"])
+    with pytest.raises(RecipeError, match="training.num_train_epochs: must be positive"):
+        load_recipe(REPO / "recipes" / "cnn.yaml", ["--num_train_epochs", "0"])  # checked as the long form is
+    with pytest.raises(RecipeError, match="these Trainer flags also work without training."):
+        load_recipe(REPO / "recipes" / "cnn.yaml", ["--warmup_steps", "3"])  # not an alias: say which are
+
+
 def test_default_recipes_train_with_sgd_nesterov():
     """The shipped optimizer settings reach torch.optim.SGD through the Trainer's optim/optim_args."""
     for name in ("cnn.yaml", "cnn_swa.yaml"):

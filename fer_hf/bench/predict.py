@@ -8,7 +8,8 @@ the bundled default model, timed with YuNet and with the Haar cascades in the sa
 transformers models with random weights (speed does not depend on their values) at `--size base` (ViT-B/16,
 ResNet-50) or tiny ones. Unless `--no-onnx`, the default model is also exported (fp32 and int8, `fer_hf.export`) and
 its classifier alone is timed through torch and onnxruntime on real 48x48 FER2013 faces: ms per face (one at a
-time) and faces per second in batches of 256, each with its ratio to torch. The last line is the default model's:
+time) and faces per second in batches of 256, each with its ratio to torch. Unless `--no-ensemble`, the bundled
+ensemble is timed the same way beside the default (ratios to the default). The last line is the default model's:
 YuNet beside Haar, and the ratio.
 """
 
@@ -28,7 +29,7 @@ from PIL import Image
 
 from fer_hf.faces import DetectorConfig
 from fer_hf.labels import FER_LABELS
-from fer_hf.loading import DEFAULT_MODEL, LoadedModel, load_classifier
+from fer_hf.loading import BUNDLED_MODELS, DEFAULT_MODEL, LoadedModel, is_installed, load_classifier
 from fer_hf.predict import Predictor
 
 FAMILIES = ("cnn", "vit", "resnet")
@@ -103,16 +104,43 @@ def classifier_speed(classify, faces: list[np.ndarray], repeats: int) -> tuple[f
     return 1000 * statistics.median(single), len(faces) / (time.perf_counter() - start)
 
 
+def real_faces(count: int = 256) -> list[np.ndarray]:
+    """`count` real PublicTest faces (48x48 uint8) from ../shared, or blank ones where it is missing (speed only)."""
+    from fer_hf.bench.faces import SHARED_FER, read_faces
+
+    source = SHARED_FER / "validation.parquet"
+    return list(read_faces(source, count, seed=0)[0]) if source.is_file() else [np.zeros((48, 48), np.uint8)] * count
+
+
+def ensemble_rows(photo: Path, repeats: int) -> None:
+    """The bundled ensemble beside the default model: the photo end to end (YuNet) and the classifier alone per face
+    and in batches of 256 real faces, each with its ratio to the default's."""
+    if not is_installed(BUNDLED_MODELS["ensemble"]):
+        print("  ensemble: not bundled in this install, skipped")
+        return
+    faces, rows = real_faces(), {}
+    for name in (DEFAULT_MODEL, "ensemble"):
+        predictor = Predictor(name, batch_size=256)
+        rows[name] = (
+            end_to_end_ms(predictor, photo, repeats)[0],
+            *classifier_speed(predictor.classify, faces, repeats),
+        )
+    base_wall, base_ms, base_rate = rows[DEFAULT_MODEL]
+    for name, (wall, ms, rate) in rows.items():
+        print(
+            f"  {name:8s}: end-to-end {wall:6.1f} ms/image (ratio {wall / base_wall:.2f}), classifier {ms:6.2f} "
+            f"ms/face (ratio {ms / base_ms:.2f}), batched {rate:6.0f} faces/s (ratio {rate / base_rate:.2f})"
+        )
+
+
 def onnx_rows(photo: Path, repeats: int) -> None:
     """Export the default model (fp32, int8); time its classifier through torch and onnxruntime, and the photo end
     to end (YuNet + onnxruntime)."""
-    from fer_hf.bench.faces import SHARED_FER, read_faces
     from fer_hf.export import export
     from fer_hf.export import parse_args as export_args
     from fer_hf.runtime import OnnxClassifier
 
-    source = SHARED_FER / "validation.parquet"
-    faces = list(read_faces(source, 256, seed=0)[0]) if source.is_file() else [np.zeros((48, 48), np.uint8)] * 256
+    faces = real_faces()
     torch_side = Predictor(DEFAULT_MODEL, batch_size=256)
     rows = {"torch": classifier_speed(torch_side.classify, faces, repeats)}
     with tempfile.TemporaryDirectory() as tmp:
@@ -140,6 +168,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=32, help="photos in the batched-throughput run")
     parser.add_argument(
         "--no-onnx", dest="onnx", action="store_false", help="skip the onnxruntime rows (they export the model first)"
+    )
+    parser.add_argument(
+        "--no-ensemble", dest="ensemble", action="store_false", help="skip the bundled ensemble's rows"
     )
     parser.add_argument(
         "--threads", type=int, default=2, help="torch and OpenCV threads (2: this machine's cores; 0: defaults)"
@@ -170,6 +201,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"  {family:7s} {detector:5s} ({params:6.2f}M params): end-to-end {wall:7.1f} ms/image "
                 f"(CPU time {cpu:6.1f} ms), batched {figures[family, detector][2]:6.1f} img/s"
             )
+        if args.ensemble:
+            ensemble_rows(photo, args.repeats)
         if args.onnx:
             onnx_rows(photo, args.repeats)
     (latency, cpu, throughput), haar = figures["cnn", "yunet"], figures["cnn", "haar"][0]

@@ -54,7 +54,7 @@ class BenchModel:
 def build_bench_model(family: str) -> BenchModel:
     """A random model of the family's real size (no download: config classes only)."""
     if family == "cnn":
-        from fer_hf.models.cnn import FerCnnConfig, FerCnnForImageClassification
+        from fer_hf.models.hub_code import FerCnnConfig, FerCnnForImageClassification
 
         model = FerCnnForImageClassification(FerCnnConfig(preset="fer-resnet5", num_labels=7))
         return BenchModel("cnn fer-resnet5", model.to(memory_format=torch.channels_last), 48, 1)

@@ -7,7 +7,7 @@ from transformers import ConvNextImageProcessor, ResNetConfig
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 from fer_hf.models import BuiltModel, register_family
-from fer_hf.models.backbones import FerResNetForImageClassification
+from fer_hf.models.hub_code import FerResNetForImageClassification
 from fer_hf.models.pretrained import LayerGroups, backbone_processor, built_model, load_backbone_config, load_with_head
 
 DEFAULT_RESNET = "microsoft/resnet-50"

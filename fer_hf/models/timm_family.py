@@ -7,7 +7,7 @@
   - a bare timm architecture name (no "/", not a folder) such as `tf_efficientnet_lite0`: the same architecture
     with timm's own random initialisation, the from-scratch baseline of a transfer-learning comparison.
 
-The saved model is a `fer_timm` FerTimmForImageClassification (backbones/modeling_fer_timm.py, self-contained): it
+The saved model is a `fer_timm` FerTimmForImageClassification (hub_code/modeling_fer_timm.py, self-contained): it
 reloads with its head through the Auto classes and `pipeline`, with trust_remote_code where fer_hf is not installed.
 """
 
@@ -22,8 +22,6 @@ from pathlib import Path
 import timm
 from torch import nn
 from transformers import (
-    AutoConfig,
-    AutoModelForImageClassification,
     PreTrainedConfig,
     TimmWrapperConfig,
     TimmWrapperImageProcessor,
@@ -32,15 +30,9 @@ from transformers import (
 from transformers.utils import logging as hf_logging
 
 from fer_hf.models import BuiltModel, register_family
-from fer_hf.models.backbones.configuration_fer_timm import FerTimmConfig
-from fer_hf.models.backbones.modeling_fer_timm import FerTimmForImageClassification
 from fer_hf.models.heads import check_head_dropout, check_head_sizes
-
-# Local folders load through the Auto classes once fer_hf is imported; saved and pushed models carry the code itself.
-AutoConfig.register(FerTimmConfig.model_type, FerTimmConfig, exist_ok=True)
-AutoModelForImageClassification.register(FerTimmConfig, FerTimmForImageClassification, exist_ok=True)
-FerTimmConfig.register_for_auto_class()
-FerTimmForImageClassification.register_for_auto_class("AutoModelForImageClassification")
+from fer_hf.models.hub_code.configuration_fer_timm import FerTimmConfig
+from fer_hf.models.hub_code.modeling_fer_timm import FerTimmForImageClassification
 
 EXAMPLES = (
     "a folder from `python -m fer_hf.weights efficientnet-lite0 DIR`, a Hub id like 'timm/tf_efficientnet_lite0.in1k'"

@@ -7,7 +7,7 @@ from PIL import Image
 from transformers import ViTConfig, ViTImageProcessor
 
 from fer_hf.models import BuiltModel, register_family
-from fer_hf.models.backbones import FerViTForImageClassification
+from fer_hf.models.hub_code import FerViTForImageClassification
 from fer_hf.models.pretrained import (
     LayerGroups,
     backbone_processor,

@@ -1,0 +1,320 @@
+"""Build an ensemble of trained FER models: one self-contained model folder that averages their probabilities.
+
+    python -m fer_hf.ensemble default lite0 --output runs/ensemble --data ../shared/fer2013
+
+MODELs are bundled names, run folders, model folders or Hub ids (what `fer_hf.evaluate` takes), trained on the same
+classes. The folder holds every member's weights and code (`trust_remote_code=True` reloads it without fer_hf) and an
+image processor for 48x48 gray faces; each member keeps its own preprocessing inside the ensemble's forward. Weights are
+uniform unless --weights gives them; fit them, if at all, on data that is not the split you report.
+
+With --data, every member and the ensemble are evaluated on one split (default: validation = PublicTest), single view
+and with horizontal-flip TTA: `members.json`/`members.md` hold each member alone, the ensemble, and the ensemble
+without each member (its gain), and `evaluation/`, `evaluation_hflip/` the ensemble's full `fer_hf.evaluate` report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+from PIL import Image
+from transformers import ViTImageProcessor
+
+from fer_hf.card import LIMITATIONS, RunInfo, card_data, split_label, usage_code
+from fer_hf.evaluate import (
+    atomic_output_dir,
+    build_report,
+    check_labels,
+    input_spec,
+    load_split,
+    run_inference,
+    write_outputs,
+)
+from fer_hf.loading import MODEL_HELP, LoadedModel, load_classifier, resolve_model_path
+from fer_hf.metrics import compute_fer_metrics
+from fer_hf.models.hub_code import FerEnsembleConfig, FerEnsembleForImageClassification
+from fer_hf.models.hub_code.configuration_fer_ensemble import MEMBER_TYPES
+from fer_hf.outputs import check_apart
+from fer_hf.report import describe_hardware
+from fer_hf.transforms import FerTensorDataset
+
+MEMBERS_FILE = "members.json"
+METRICS_FILE = "metrics.json"
+ENSEMBLE_FILES = (MEMBERS_FILE, "members.md", METRICS_FILE)  # what publishing stages next to the model
+
+
+class EnsembleError(ValueError):
+    """Models that cannot be put together; the message says which and why."""
+
+
+# ---------------------------------------------------------------------------------------------- the model
+def ensemble_image_processor(size: int = 48) -> ViTImageProcessor:
+    """Photos and faces -> (B, C, 48, 48) in [0, 1] (mean 0, std 1): the members normalise inside the ensemble."""
+    return ViTImageProcessor(
+        do_resize=True,
+        size={"height": size, "width": size},
+        resample=Image.Resampling.BILINEAR,
+        image_mean=0.0,  # one value: 1-channel faces and RGB photos both work
+        image_std=1.0,
+    )
+
+
+def build_ensemble(
+    members: Sequence[LoadedModel], names: Sequence[str], weights: Sequence[float] | None = None
+) -> FerEnsembleForImageClassification:
+    """One model from loaded members (same classes, same order); `weights` default to uniform."""
+    if len(members) < 2:
+        raise EnsembleError(f"an ensemble needs at least two models, got {len(members)}")
+    weights = list(weights) if weights is not None else [1.0] * len(members)
+    if len(weights) != len(members):
+        raise EnsembleError(f"--weights has {len(weights)} values for {len(members)} models")
+    first = members[0].label_names
+    specs = []
+    for name, member, weight in zip(names, members, weights, strict=True):
+        config = member.model.config
+        if config.model_type not in MEMBER_TYPES:
+            raise EnsembleError(
+                f"{name}: a {config.model_type!r} model cannot be a member (members are torch models of fer_hf's "
+                f"own types {list(MEMBER_TYPES)}; an ensemble's members can be listed instead of the ensemble)"
+            )
+        if member.label_names != first:
+            raise EnsembleError(f"{name} predicts {member.label_names} but {names[0]} predicts {first}")
+        # Where the member was loaded from is `name`; its config's own path would name a folder of this machine.
+        member_config = {k: v for k, v in config.to_dict().items() if k != "_name_or_path"}
+        spec = {"name": name, "weight": float(weight), "config": member_config}
+        specs.append({**spec, "input": input_spec(config, member.image_processor)})
+    reference = members[0].model.config
+    config = FerEnsembleConfig(members=specs, id2label=reference.id2label, label2id=reference.label2id)
+    model = FerEnsembleForImageClassification(config)
+    for target, member in zip(model.members, members, strict=True):
+        target.load_state_dict(member.model.state_dict())
+    return model.eval()
+
+
+def save_ensemble(model: FerEnsembleForImageClassification, folder: str | Path, half: bool = False) -> Path:
+    """The model, its code and its image processor. `half`: weights stored as float16 (half the file; the config
+    keeps float32, so loading casts them back and inference runs in float32 as before)."""
+    folder = Path(folder)
+    state = {k: v.half() if half and v.is_floating_point() else v for k, v in model.state_dict().items()}
+    model.save_pretrained(folder, state_dict=state)
+    ensemble_image_processor(model.config.image_size).save_pretrained(folder)
+    return folder
+
+
+def load_members(refs: Sequence[str], trust_remote_code: bool = False) -> list[LoadedModel]:
+    loaded = []
+    for ref in refs:
+        member = load_classifier(ref, trust_remote_code=trust_remote_code)
+        if not isinstance(member.model, torch.nn.Module) or not hasattr(member.model, "state_dict"):
+            raise EnsembleError(f"{ref}: not a torch model")
+        loaded.append(member)
+    return loaded
+
+
+# ---------------------------------------------------------------------------------------------- the member table
+@dataclass
+class MemberRow:
+    """One line of the member table: a member alone, the ensemble, or the ensemble without one member."""
+
+    model: str
+    n: int  # faces in the split
+    accuracy: float
+    macro_f1: float
+    accuracy_hflip: float
+    macro_f1_hflip: float
+
+
+def weighted_mean(probs: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """(M, N, K) probabilities, (M,) weights -> (N, K) log of the weighted mean (the ensemble's logits)."""
+    mean = np.tensordot(weights / weights.sum(), probs, axes=1)
+    return np.log(np.maximum(mean, np.finfo(mean.dtype).tiny))
+
+
+def member_table(
+    probs: dict[str, np.ndarray], labels: np.ndarray, names: Sequence[str], label_names: Sequence[str], weights
+) -> list[MemberRow]:
+    """probs[tta]: (M, N, K) per member. Rows: each member alone, the ensemble, the ensemble without each member."""
+    weights = np.asarray(weights, dtype=np.float64)
+
+    def row(title: str, keep: list[int]) -> MemberRow:
+        scores = {}
+        for tta, p in probs.items():
+            m = compute_fer_metrics(weighted_mean(p[keep], weights[keep]), labels, label_names)
+            scores[tta] = (round(m["accuracy"], 4), round(m["macro_f1"], 4))
+        return MemberRow(title, len(labels), *scores["none"], *scores["hflip"])
+
+    everyone = list(range(len(names)))
+    rows = [row(name, [i]) for i, name in enumerate(names)]
+    rows.append(row("ensemble", everyone))
+    if len(names) > 2:  # without one of two members is that other member alone: already a row
+        rows += [row(f"ensemble without {name}", [j for j in everyone if j != i]) for i, name in enumerate(names)]
+    return rows
+
+
+def markdown_table(rows: Sequence[MemberRow], split: str) -> str:
+    lines = [
+        "| model | accuracy | macro-F1 | accuracy, hflip TTA | macro-F1, hflip TTA |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r.model} | {r.accuracy:.2%} | {r.macro_f1:.3f} | {r.accuracy_hflip:.2%} | {r.macro_f1_hflip:.3f} |"
+        for r in rows
+    ]
+    return f"{split} ({rows[0].n:,} faces):\n\n" + "\n".join(lines)
+
+
+def evaluate_members(
+    ensemble: FerEnsembleForImageClassification, faces: FerTensorDataset, batch_size: int = 256
+) -> dict[str, np.ndarray]:
+    """{tta: (M, N, K)} member probabilities, single view ("none") and averaged with the mirror ("hflip")."""
+    out = {"none": [], "hflip": []}
+    with torch.no_grad():
+        for chunk in faces.images.split(batch_size):
+            x = chunk.unsqueeze(1).float().div_(255.0)  # (B, 1, 48, 48) in [0, 1], as the ensemble's processor
+            single = ensemble.member_probabilities(x)  # (M, B, K)
+            out["none"].append(single)
+            out["hflip"].append((single + ensemble.member_probabilities(x.flip(-1))) / 2)
+    return {tta: torch.cat(chunks, dim=1).numpy() for tta, chunks in out.items()}
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m fer_hf.ensemble", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("models", nargs="+", metavar="MODEL", help=f"two or more: {MODEL_HELP}")
+    parser.add_argument("--output", required=True, help="the ensemble's folder")
+    parser.add_argument("--weights", type=float, nargs="+", default=None, help="one per MODEL (default: uniform)")
+    parser.add_argument("--data", default=None, help="evaluate members and ensemble on a split of this source")
+    parser.add_argument("--split", default="validation", help="split of --data (default: validation = PublicTest)")
+    parser.add_argument("--batch-size", type=int, default=256, help="faces per forward pass")
+    parser.add_argument("--half", action="store_true", help="store the weights in float16 (inference stays float32)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    parser.add_argument("--trust-remote-code", action="store_true", help="allow a Hub model's own code to run")
+    args = parser.parse_args(argv)
+    if args.weights is not None and any(not np.isfinite(w) or w <= 0 for w in args.weights):
+        parser.error(f"--weights must be positive numbers, got {args.weights}")
+    return args
+
+
+def write_evaluation(out: Path, data: str, split: str, batch_size: int, command: str) -> list[MemberRow]:
+    """Evaluate the ensemble saved in `out` on one split: the member table (members.json, members.md), the ensemble's
+    own evaluation folders (single view, hflip TTA) and metrics.json (what its card and `fer_hf.publish` read)."""
+    loaded = load_classifier(out)
+    split, ds = load_split(data, split)
+    check_labels(loaded.label_names, ds.features["label"].names, str(out))
+    faces = FerTensorDataset.from_split(ds, desc=f"decode {split}")
+    labels = faces.labels.numpy()
+    config = loaded.model.config
+    names = [m["name"] for m in config.members]
+    probs = evaluate_members(loaded.model, faces, batch_size)
+    rows = member_table(probs, labels, names, loaded.label_names, config.member_weights)
+    about = {"split": split, "data": data, "members": names, "weights": config.member_weights, "command": command}
+    (out / MEMBERS_FILE).write_text(json.dumps({**about, "rows": [asdict(r) for r in rows]}, indent=2) + "\n")
+    (out / "members.md").write_text(markdown_table(rows, split) + "\n")
+    reports = {}
+    for tta, folder in (("none", "evaluation"), ("hflip", "evaluation_hflip")):
+        start = time.perf_counter()
+        logits, seconds = run_inference(loaded, faces, tta, batch_size)
+        args = SimpleNamespace(data=data, classes=None, tta=tta, batch_size=batch_size, mistakes=16)
+        reports[tta] = build_report(loaded, args, split, logits, labels, seconds, time.perf_counter() - start)
+        (out / folder).mkdir()
+        write_outputs(out / folder, reports[tta], faces.images)
+    metrics = {
+        "model_family": "ensemble",
+        "labels": loaded.label_names,
+        "parameters": reports["none"]["parameters"],
+        "hardware": describe_hardware(),
+        **about,
+        split: reports["none"],
+        f"{split}_tta_hflip": {k: reports["hflip"][k] for k in ("accuracy", "macro_f1", "tta")},
+    }
+    (out / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
+    return rows
+
+
+def write_card(folder: Path, where: str) -> Path:
+    """README.md of an ensemble folder from its config.json, members.json and metrics.json (when it was evaluated):
+    members and weights, the member table with the command that made it, usage with `where` as the model id, limits.
+    `fer_hf.publish` calls it again with the repository id."""
+    config = json.loads((folder / "config.json").read_text())
+    ensemble = FerEnsembleConfig(**{k: config[k] for k in ("members", "image_size", "num_channels")})
+    members = "\n".join(
+        f"| {m['name']} | `{m['config']['model_type']}` | {w:.3f} | {m['input']['size']} px, "
+        f"{m['input']['channels']} channel(s) |"
+        for m, w in zip(ensemble.members, ensemble.member_weights, strict=True)
+    )
+    front = "---\nlibrary_name: transformers\nlicense: apache-2.0\npipeline_tag: image-classification\n---\n"
+    results = "Not evaluated: the folder was written without `--data`."
+    if (folder / METRICS_FILE).is_file():
+        metrics = json.loads((folder / METRICS_FILE).read_text())
+        table = json.loads((folder / MEMBERS_FILE).read_text())
+        split, rows = table["split"], [MemberRow(**r) for r in table["rows"]]
+        info = RunInfo(folder, metrics, {"data": {"source": metrics["data"]}}, config)
+        front = f"---\n{card_data(info, Path(where).name).to_yaml()}\n---\n"
+        single = metrics[split]
+        results = (
+            f"{markdown_table(rows, split_label(info, split))}\n\nThe ensemble, single view: accuracy "
+            f"{single['accuracy']:.4f}, macro-F1 {single['macro_f1']:.4f} (`evaluation/`). Made on "
+            f"{metrics['hardware']} by\n\n```bash\n{table['command']}\n```\n\nSingle view unless the column says "
+            "hflip TTA (the average with the mirrored face). The weights were not fitted on this split; the members "
+            "were selected on it as `fer_hf.train` selects checkpoints."
+        )
+    usage = "\n".join(f"```python\n{code}```\n" for code in usage_code(where, trust_remote_code=True))
+    card = folder / "README.md"
+    card.write_text(
+        f"{front}\n# FER2013 ensemble: {' + '.join(m['name'] for m in ensemble.members)}\n\n"
+        "The weighted average of the probabilities of models trained by fer_hf on FER2013 Training (7 classes). Each "
+        "member keeps its own preprocessing inside the ensemble's forward: the ensemble takes a gray face at "
+        f"{ensemble.image_size}x{ensemble.image_size} (pixel values in [0, 1]; RGB is averaged to gray), like "
+        "FER2013's own faces. One forward runs every member: its cost is the sum of theirs.\n\n"
+        f"## Members\n\n| member | model type | weight | input |\n|---|---|---|---|\n{members}\n\n"
+        f"## Results\n\n{results}\n\n## How to use\n\n{usage}\n{LIMITATIONS}"
+    )
+    return card
+
+
+def make_ensemble(args: argparse.Namespace) -> tuple[Path, list[MemberRow]]:
+    out = Path(args.output)
+    check_apart(out, *(resolve_model_path(m) for m in args.models), args.data)
+    rows: list[MemberRow] = []
+    with atomic_output_dir(out, args.overwrite) as tmp:
+        members = load_members(args.models, args.trust_remote_code)
+        ensemble = build_ensemble(members, args.models, args.weights)
+        save_ensemble(ensemble, tmp, args.half)
+        command = " ".join(["python -m fer_hf.ensemble", *args.models, "--output", str(out), *command_options(args)])
+        if args.data:
+            rows = write_evaluation(tmp, args.data, args.split, args.batch_size, command)
+        for report in tmp.glob("**/metrics.json"):  # name the folder by where it will live, not the staging copy
+            report.write_text(report.read_text().replace(str(tmp), str(out)))
+        write_card(tmp, str(out))
+    return out, rows
+
+
+def command_options(args: argparse.Namespace) -> list[str]:
+    options = ["--weights", *map(str, args.weights)] if args.weights else []
+    options += ["--data", args.data, "--split", args.split] if args.data else []
+    return options + (["--half"] if args.half else [])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    out, rows = make_ensemble(args)
+    print(f"ensemble of {', '.join(args.models)} written to {out}")
+    if rows:
+        print(markdown_table(rows, args.split))
+    return 0
+
+
+if __name__ == "__main__":
+    from fer_hf.cli import run
+
+    sys.exit(run(main))
