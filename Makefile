@@ -13,6 +13,11 @@ install:  ## virtual environment with the package (editable) and its test tools
 	# Test photos only: insightface's wheel carries a real six-person photo (data/images/t1.jpg). Its code is never
 	# imported, so none of its dependencies (onnxruntime, the non-headless opencv-python) are installed.
 	$(PY) -m pip install --no-deps "insightface==2.1"
+	# The app's browser test drives Debian's headless Chromium: installed here when root with apt, else named.
+	@if dpkg -s $$(cat .ci/apt-packages.txt) >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$(cat .ci/apt-packages.txt); \
+	else echo "make install: the browser test needs: sudo apt-get install -y $$(cat .ci/apt-packages.txt)"; fi
 
 test:  ## the whole test suite (CPU, offline, real FER2013 from ../shared)
 	$(PY) -m pytest -q
