@@ -20,6 +20,7 @@ from fer_hf.evaluate import eval_transform_for
 from fer_hf.labels import FER_LABELS
 from fer_hf.loading import load_classifier
 from fer_hf.losses import WeightedCrossEntropy
+from fer_hf.metrics import compute_fer_metrics
 from fer_hf.transforms import Augment, BatchTransform, FerCollator, FerTensorDataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -127,7 +128,7 @@ def test_half_precision_storage_loads_as_float32_and_changes_little(tmp_path, me
 
 def test_member_table_rows(members, faces):
     model = fer_ensemble.build_ensemble(members, ["default", "lite0"])
-    probs = fer_ensemble.evaluate_members(model, faces)
+    probs, _ = fer_ensemble.evaluate_members(model, faces)
     labels = faces.labels.numpy()
     assert probs["none"].shape == (2, len(faces), 7)
     rows = fer_ensemble.member_table(probs, labels, ["default", "lite0"], FER_LABELS, [1.0, 1.0])
@@ -153,6 +154,15 @@ def test_cli_builds_evaluates_and_refuses_bad_input(evaluated_ensemble, tmp_path
     assert [r["model"] for r in table["rows"]] == ["default", "lite0", "ensemble"]
     single = json.loads((out / "evaluation" / "metrics.json").read_text())
     assert single["tta"] == "none" and abs(single["accuracy"] - table["rows"][-1]["accuracy"]) < 1e-4
+    # the evaluation folders come from the member probabilities: fer_hf.evaluate's own pass agrees with them
+    from fer_hf.evaluate import load_split, run_inference
+
+    faces = FerTensorDataset.from_split(load_split("bundled", "validation")[1])
+    for tta, folder in (("none", "evaluation"), ("hflip", "evaluation_hflip")):
+        logits, _ = run_inference(load_classifier(out), faces, tta)
+        report = json.loads((out / folder / "metrics.json").read_text())
+        ours = compute_fer_metrics(logits, faces.labels.numpy(), list(FER_LABELS))
+        assert report["confusion_matrix"] == ours["confusion_matrix"]  # the same prediction for every face
     assert str(tmp_path) not in (out / "evaluation" / "metrics.json").read_text().replace(str(out), "")
     for argv, message in (
         (["default", "--output", str(tmp_path / "one")], "at least two"),
