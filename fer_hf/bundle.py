@@ -28,7 +28,7 @@ from safetensors.torch import load_file, save_file
 from fer_hf import evaluate as fer_evaluate
 from fer_hf.card import write_model_card
 from fer_hf.configs import load_recipe
-from fer_hf.loading import BUNDLED_MODELS, DEFAULT_MODEL
+from fer_hf.loading import BUNDLED_MODELS, DEFAULT_MODEL, load_classifier
 from fer_hf.metrics import compute_fer_metrics
 from fer_hf.report import (
     checkpoint_states,
@@ -37,6 +37,7 @@ from fer_hf.report import (
     plot_curves,
     total_train_seconds,
 )
+from fer_hf.transforms import FerTensorDataset
 
 MODEL_FILES = ("config.json", "model.safetensors")
 # + preprocessor_config.json where the family has one (a timm model's image processor lives in its config.json)
@@ -149,9 +150,9 @@ HALF_TOLERANCE = 0.001  # accuracy: 0.1 point of PublicTest
 
 def evaluate_single_view(model_dir: Path, data: str) -> dict:
     """PublicTest accuracy and macro-F1 of the model in `model_dir` (no files written)."""
-    loaded = fer_evaluate.load_classifier(model_dir)
+    loaded = load_classifier(model_dir)
     _, ds = fer_evaluate.load_split(data, "validation")
-    faces = fer_evaluate.FerTensorDataset.from_split(ds, desc="decode validation")
+    faces = FerTensorDataset.from_split(ds, desc="decode validation")
     logits, _ = fer_evaluate.run_inference(loaded, faces)
     m = compute_fer_metrics(logits, faces.labels.numpy(), loaded.label_names)
     return {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"]}
