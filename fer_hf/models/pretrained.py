@@ -73,7 +73,8 @@ def processor_side(processor: BaseImageProcessor) -> int:
 
 
 def like_training(processor: BaseImageProcessor, side: int) -> BaseImageProcessor:
-    """Make inference preprocessing match the training collator: the whole image resized to side x side, no crop.
+    """Make inference preprocessing match the training collator: the whole image resized to side x side, no crop,
+    and a 1-channel face (FER2013's own format) repeated as RGB as the collator does (a 3-value mean fails on it).
 
     ConvNext-style processors resize to side / crop_pct and crop the centre: with crop_pct = 1 that is a plain
     resize of a square face; processors with a fixed (height, width) resize to it directly.
@@ -86,6 +87,7 @@ def like_training(processor: BaseImageProcessor, side: int) -> BaseImageProcesso
         processor.size = SizeDict(height=side, width=side)
     if getattr(processor, "do_center_crop", False):
         processor.crop_size = SizeDict(height=side, width=side)
+    processor.do_convert_rgb = True
     return processor
 
 

@@ -17,6 +17,7 @@ RESNET_SIDE = 224  # the ImageNet resolution the microsoft/resnet-* checkpoints 
 def resnet_default_processor(side: int) -> ConvNextImageProcessor:
     """What microsoft/resnet-* ship (ConvNext-style, ImageNet mean/std, bicubic), without the centre crop."""
     return ConvNextImageProcessor(
+        do_convert_rgb=True,  # a 1-channel face repeated as RGB, as the collator does
         size={"shortest_edge": side},
         crop_pct=1.0,
         resample=Image.Resampling.BICUBIC,

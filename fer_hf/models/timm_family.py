@@ -20,13 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import timm
+from PIL import Image
 from torch import nn
-from transformers import (
-    PreTrainedConfig,
-    TimmWrapperConfig,
-    TimmWrapperImageProcessor,
-    TimmWrapperModel,
-)
+from transformers import PreTrainedConfig, TimmWrapperConfig, TimmWrapperModel, ViTImageProcessor
 from transformers.utils import logging as hf_logging
 
 from fer_hf.models import BuiltModel, register_family
@@ -126,6 +122,20 @@ def fine_tune_cfg(pretrained_cfg: dict, side: int) -> dict:
     return cfg
 
 
+def timm_image_processor(pretrained_cfg: dict) -> ViTImageProcessor:
+    """The saved processor (preprocessor_config.json): what the collator does at evaluation (bilinear resize of the
+    whole face to the side, the weights' mean/std), plus gray -> RGB. TimmWrapperImageProcessor would read the same
+    settings from config.json but cannot take a 1-channel face, FER2013's own format."""
+    side = int(pretrained_cfg["input_size"][-1])
+    return ViTImageProcessor(
+        do_convert_rgb=True,
+        size={"height": side, "width": side},
+        resample=Image.Resampling.BILINEAR,  # fine_tune_cfg's interpolation
+        image_mean=[float(v) for v in pretrained_cfg["mean"]],
+        image_std=[float(v) for v in pretrained_cfg["std"]],
+    )
+
+
 # ------------------------------------------------------------------------------------------------ layer groups
 def _matcher_ordinals(matcher) -> Callable[[str], tuple[tuple, str]]:
     """timm's group_matcher (dict of regexes, or a callable) -> name -> (ordinal tuple, matcher key), as timm's
@@ -216,7 +226,7 @@ def build_timm(model_args, names, id2label, label2id, image_size) -> BuiltModel:
     model.timm_model.load_state_dict(backbone.state_dict, strict=True)
     return BuiltModel(
         model=model,
-        image_processor=TimmWrapperImageProcessor(pretrained_cfg=pretrained_cfg, architecture=backbone.architecture),
+        image_processor=timm_image_processor(pretrained_cfg),
         image_size=side,
         channels=3,  # gray faces repeated as RGB
         mean=[float(v) for v in pretrained_cfg["mean"]],

@@ -23,6 +23,7 @@ VIT_MEAN_STD = 0.5  # google/vit-* checkpoints were trained on images scaled to 
 
 def vit_default_processor(side: int) -> ViTImageProcessor:
     return ViTImageProcessor(
+        do_convert_rgb=True,  # a 1-channel face repeated as RGB, as the collator does
         size={"height": side, "width": side},
         resample=Image.Resampling.BILINEAR,
         image_mean=[VIT_MEAN_STD] * 3,

@@ -13,16 +13,17 @@ class FerTimmConfig(TimmWrapperConfig):
     """A `TimmWrapperConfig` (timm `architecture`, `pretrained_cfg`, `model_args`) plus the head:
     `head_hidden_sizes` (Linear->BatchNorm1d->ReLU->Dropout each) and `head_dropout`.
 
-    `pretrained_cfg` holds the fine-tuning input size, mean/std and interpolation: TimmWrapperImageProcessor reads
-    them from config.json (it has no file of its own), and `image_processor_type` tells AutoImageProcessor which
-    class to use for this custom model type. `backbone_source` records where the backbone weights came from.
+    `pretrained_cfg` holds the fine-tuning input size, mean/std and interpolation. AutoImageProcessor reads a timm
+    checkpoint's config.json first; `image_processor_type` sends it on to the ViTImageProcessor saved beside it
+    (preprocessor_config.json: the same resize and mean/std, and it also takes 1-channel faces, which
+    TimmWrapperImageProcessor cannot). `backbone_source` records where the backbone weights came from.
     """
 
     model_type = "fer_timm"
 
     head_hidden_sizes: list[int] | tuple[int, ...] = DEFAULT_HEAD_SIZES
     head_dropout: float | int = 0.5
-    image_processor_type: str = "TimmWrapperImageProcessor"
+    image_processor_type: str = "ViTImageProcessor"
     backbone_source: dict | None = None
 
     def __post_init__(self, **kwargs):
