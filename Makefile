@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 RECIPE ?= recipes/cnn.yaml
 
-.PHONY: install test quality format smoke train app bench
+.PHONY: install test quality format smoke train app bench bench-gpu
 
 install:  ## virtual environment with the package (editable) and its test tools
 	$(PYTHON) -m venv $(VENV)
@@ -42,3 +42,7 @@ app:  ## the Gradio app on http://127.0.0.1:7860
 bench:  ## data-pipeline and training-step benchmarks
 	$(PY) -m fer_hf.bench data
 	$(PY) -m fer_hf.bench train
+
+bench-gpu:  ## on a CUDA machine: ViT-base and ResNet-50 steps in bf16, batch transform in the step (on the GPU) vs in the CPU collator
+	$(PY) -m fer_hf.bench train --families vit,resnet --device cuda --precision bf16 --steps 30 --transform step
+	$(PY) -m fer_hf.bench train --families vit,resnet --device cuda --precision bf16 --steps 30 --transform collator --workers 2

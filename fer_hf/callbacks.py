@@ -34,6 +34,7 @@ from transformers import EarlyStoppingCallback, TrainerCallback
 from transformers.trainer_callback import ExportableState
 
 from fer_hf.configs import RecipeError
+from fer_hf.transforms import BatchTransform, apply_transform
 
 LayerGroups = Sequence[tuple[str, Sequence[str]]]  # (group, parameter-name prefixes), head first
 REST_GROUP = "rest"  # parameters that no group's prefixes cover (e.g. embeddings); frozen with the backbone
@@ -241,8 +242,9 @@ class WeightAveragingCallback(TrainerCallback):
 
     FILE = "weight_average.safetensors"
 
-    def __init__(self, from_epoch: int):
+    def __init__(self, from_epoch: int, transform: BatchTransform | None = None):
         self.from_epoch = from_epoch  # >= 1 (fer_hf.configs checks recipes)
+        self.transform = transform  # the training augmentation, for the BatchNorm pass over uint8 batches
         self.average: dict[str, torch.Tensor] = {}  # parameter name -> fp32 running mean
         self.epochs: list[int] = []  # the epochs averaged so far
 
@@ -293,14 +295,17 @@ class WeightAveragingCallback(TrainerCallback):
         with torch.no_grad():
             for name, p in model.named_parameters():
                 p.copy_(self.average[name].to(p.device, p.dtype))
-        recompute_batch_norm(model, train_dataloader, bf16=args.bf16)
+        recompute_batch_norm(model, train_dataloader, bf16=args.bf16, transform=self.transform)
 
     def summary(self) -> dict:
         return {"method": "stochastic weight averaging, BatchNorm statistics recomputed", "epochs": self.epochs}
 
 
-def recompute_batch_norm(model: nn.Module, loader, bf16: bool = False) -> None:
-    """Running mean/var of every BatchNorm that trains, as exact averages over one pass of `loader`.
+def recompute_batch_norm(
+    model: nn.Module, loader, bf16: bool = False, transform: BatchTransform | None = None
+) -> None:
+    """Running mean/var of every BatchNorm that trains, as exact averages over one pass of `loader`: batches of
+    "pixel_values", or of uint8 "pixels" that `transform` turns into the model's input on its device.
 
     BatchNorms held in eval (frozen groups of gradual unfreezing) do not see the pass: they keep their statistics.
     """
@@ -318,6 +323,8 @@ def recompute_batch_norm(model: nn.Module, loader, bf16: bool = False) -> None:
     device = next(model.parameters()).device
     with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
         for batch in tqdm(loader, desc="BatchNorm statistics", leave=False):
+            if "pixels" in batch:
+                batch = apply_transform(transform, {"pixels": batch["pixels"].to(device)})
             model(pixel_values=batch["pixel_values"].to(device))
     for m, (mean, var, tracked, momentum) in saved.items():
         m.momentum = momentum
@@ -345,7 +352,9 @@ def build_callbacks(recipe, built) -> list[TrainerCallback]:
     if u.schedule or u.every or u.start_frozen:
         callbacks.append(GradualUnfreezeCallback(built.layer_groups, u))
     if recipe.run.swa_from_epoch:
-        callbacks.append(WeightAveragingCallback(recipe.run.swa_from_epoch))
+        callbacks.append(
+            WeightAveragingCallback(recipe.run.swa_from_epoch, built.batch_transform(recipe.data.augment))
+        )
     return callbacks
 
 

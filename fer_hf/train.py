@@ -49,7 +49,14 @@ from fer_hf.models.lora import merge_lora
 from fer_hf.publish import push_trained_run
 from fer_hf.report import describe_hardware, per_class_table, plot_confusion_matrix, plot_curves
 from fer_hf.runlock import LOCK_FILE, run_lock
-from fer_hf.transforms import BatchMixer, BatchTransform, FerCollator, FerTensorDataset, keep_freed_batch_memory
+from fer_hf.transforms import (
+    BatchMixer,
+    BatchTransform,
+    FerCollator,
+    FerTensorDataset,
+    apply_transform,
+    keep_freed_batch_memory,
+)
 
 
 class EpochWeightedSampler(torch.utils.data.WeightedRandomSampler):
@@ -70,13 +77,16 @@ class EpochWeightedSampler(torch.utils.data.WeightedRandomSampler):
 
 class FerTrainer(Trainer):
     """Trainer with the recipe's loss (focal / weighted CE / smoothing), an optional class-balanced sampler,
-    layer-wise learning rates and the gradient side of gradual unfreezing."""
+    layer-wise learning rates, the gradient side of gradual unfreezing, and the batch transform run where the model
+    runs: batches arrive as uint8 faces (B, 48, 48) and become the model's input (B, C, S, S) on its device, augmented
+    by `train_transform` in training steps and only resized + normalised by `eval_transform` in evaluation."""
 
     def __init__(
         self,
         *args,
         loss_fn: torch.nn.Module,
-        eval_collator: FerCollator,
+        train_transform: BatchTransform | None = None,
+        eval_transform: BatchTransform | None = None,
         sample_weights: torch.Tensor | None = None,
         layer_groups: LayerGroups = (),
         layerwise_decay: float = 1.0,
@@ -84,7 +94,8 @@ class FerTrainer(Trainer):
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
-        self.loss_fn, self.eval_collator, self.sample_weights = loss_fn, eval_collator, sample_weights
+        self.loss_fn, self.sample_weights = loss_fn, sample_weights
+        self.train_transform, self.eval_transform = train_transform, eval_transform
         self.layer_groups, self.layerwise_decay = list(layer_groups), layerwise_decay
         self.mixer = mixer if mixer is not None and mixer.enabled else None
 
@@ -112,19 +123,17 @@ class FerTrainer(Trainer):
         self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
         return self.optimizer
 
-    def _with_eval_collator(self, make_loader, dataset):
-        # Evaluation and prediction see un-augmented batches; training keeps the augmenting collator.
-        train_collator, self.data_collator = self.data_collator, self.eval_collator
-        try:
-            return make_loader(dataset)
-        finally:
-            self.data_collator = train_collator
-
-    def get_eval_dataloader(self, eval_dataset=None):
-        return self._with_eval_collator(super().get_eval_dataloader, eval_dataset)
-
-    def get_test_dataloader(self, test_dataset):
-        return self._with_eval_collator(super().get_test_dataloader, test_dataset)
+    def _prepare_inputs(self, inputs):
+        # The Trainer has moved the batch to the model's device; training steps (model.train()) augment, evaluation
+        # and prediction steps (model.eval()) do not. Draws come from torch's global CPU RNG, seeded by the Trainer
+        # and restored on resume, as they did when the collator ran in the main process.
+        inputs = super()._prepare_inputs(inputs)
+        if "pixels" not in inputs:  # already model input (a collator with a transform)
+            return inputs
+        transform = self.train_transform if self.model.training else self.eval_transform
+        if transform is None:
+            raise ValueError("FerTrainer got uint8 'pixels' without a train_transform/eval_transform to apply")
+        return apply_transform(transform, inputs)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = inputs.pop("labels")
@@ -318,8 +327,6 @@ def build_trainer(
         # A resumed run carries on its training clock and early-stopping patience instead of starting them afresh.
         args.restore_callback_states_from_checkpoint = True
     check_last_batch(len(datasets["train"]), args, built.model)
-    transform = dict(size=built.image_size, channels=built.channels, mean=built.mean, std=built.std)
-    train_collator = FerCollator(BatchTransform(**transform, augment=recipe.data.augment, train=True))
     sample_weights = None
     if recipe.data.sampler == "weighted":
         sample_weights = balanced_sample_weights(datasets["train"].labels, len(names))
@@ -330,12 +337,13 @@ def build_trainer(
         args=args,
         train_dataset=datasets["train"],
         eval_dataset=datasets["validation"],
-        data_collator=train_collator,
+        data_collator=FerCollator(),  # uint8 faces; the transform runs on the model's device
         processing_class=built.image_processor,
         compute_metrics=trainer_compute_metrics(names),
         callbacks=list(callbacks),
         loss_fn=recipe_loss(recipe, weights),
-        eval_collator=FerCollator(BatchTransform(**transform, train=False)),
+        train_transform=built.batch_transform(recipe.data.augment),
+        eval_transform=built.batch_transform(),
         sample_weights=sample_weights,
         layer_groups=built.layer_groups,
         layerwise_decay=recipe.unfreeze.layerwise_decay,

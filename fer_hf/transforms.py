@@ -1,13 +1,15 @@
 """Per-batch preprocessing: FER2013 stays 48x48 uint8; augmentation and upscaling happen on whole batches.
 
 transformers' image-classification example decodes, resizes and augments every image on its own with PIL
-(per sample, at 224x224). Here a split is decoded once into a uint8 tensor (N, 48, 48) and the collator
-does the work on the batch:
+(per sample, at 224x224). Here a split is decoded once into a uint8 tensor (N, 48, 48), the collator only stacks
+uint8 faces (B, 48, 48) (64 faces: 147 KB), and `BatchTransform` does the work on the batch where the model runs
+(`FerTrainer._prepare_inputs`: on the GPU when training on one, never a 38.5 MB float batch crossing the bus):
 1. photometric jitter (brightness, contrast, sharpness) at 48x48, where it is ~20x cheaper than at 224;
 2. one `grid_sample` applies flip, rotation, translation, zoom *and* the upscale to the model's input size
    in a single bilinear resampling (evaluation: a plain bilinear upscale);
 3. random erasing, then normalisation with the model's image-processor mean/std, which also turns the gray
-   plane into C channels, written once into the (B, C, S, S) output.
+   plane into C channels, written once into the (B, C, S, S) output (one plane, expanded, when the C channels
+   share one mean/std: a ViT's 0.5 or EfficientNet-Lite's; the first convolution reads it as it is).
 `python -m fer_hf.bench data` measures this against the per-sample pipeline.
 """
 
@@ -170,7 +172,9 @@ class BatchTransform:
         mean, std: the image processor's normalisation, one value or one per channel.
         augment: training augmentation; ignored unless `train=True`.
         train: augment (True) or only resize + normalise (False, evaluation).
-        generator: torch RNG for reproducible augmentation; None uses the global one.
+        generator: torch RNG for reproducible augmentation; None uses the global one (the Trainer seeds it and
+            restores it on resume). Random parameters are always drawn on the CPU and copied to the batch's
+            device, so a run draws the same augmentations whichever device it trains on.
     """
 
     def __init__(
@@ -189,54 +193,65 @@ class BatchTransform:
         self.mean, self.std = _per_channel(mean, channels, "mean"), _per_channel(std, channels, "std")
         if (self.std <= 0).any():
             raise ValueError(f"std must be > 0, got {std}")
-        # (x - mean) / std as one fused x * scale + shift that also broadcasts gray to C channels.
+        # (x - mean) / std as one fused x * scale + shift that also broadcasts gray to C channels. Channels with
+        # one mean/std hold the same plane: it is written once and expanded (a view) to C channels.
         self._scale, self._shift = 1.0 / self.std, -self.mean / self.std
+        self._planes = 1 if bool((self.mean == self.mean[0]).all() and (self.std == self.std[0]).all()) else channels
         self.augment = augment if (train and augment is not None) else None
         self.generator = generator
         # Pixel centres of the output in grid_sample's [-1, 1] coordinates (align_corners=False): (S,)
         self._centres = (torch.arange(size, dtype=torch.float32) * 2 + 1) / size - 1
 
     def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, H, W) on any device -> float32 (B, C, S, S) on the same device."""
+        device = pixels.device
         x = pixels.unsqueeze(1).float().div_(255.0)  # (B, 1, H, W) in [0, 1]
         b, s = x.shape[0], self.size
         theta, rectangles = None, []
         self.last_flip = torch.zeros(b, dtype=torch.bool)  # which faces were mirrored (distillation reads it)
         if self.augment is not None:
             x = self._photometric(x)  # cheap at 48x48, before the upscale
-            theta = self._random_theta(b)  # (B, 2, 3): flip/rotate/shift/zoom, applied with the upscale
+            theta = self._random_theta(b).to(device)  # (B, 2, 3): flip/rotate/shift/zoom, applied with the upscale
             rectangles = self._random_rectangles(b) if self.augment.random_erasing > 0 else []
-        out = torch.empty((b, self.channels, s, s), dtype=torch.float32)
-        for start in range(0, b, CHUNK):
-            part = slice(start, start + CHUNK)
+        scale, shift = self._scale[: self._planes].to(device), self._shift[: self._planes].to(device)
+        out = torch.empty((b, self._planes, s, s), dtype=torch.float32, device=device)
+        # On a CPU, chunks of CHUNK faces keep the (chunk, 1, S, S) intermediates in cache; a GPU takes them all.
+        chunk = CHUNK if device.type == "cpu" else max(b, 1)
+        for start in range(0, b, chunk):
+            part = slice(start, start + chunk)
             y = self._resample(x[part], None if theta is None else theta[part])  # (chunk, 1, S, S) in [0, 1]
             for i, top, left, height, width in rectangles:
-                if start <= i < start + CHUNK:  # noise drawn for the rectangle only
+                if start <= i < start + chunk:  # noise drawn for the rectangle only
                     y[i - start, :, top : top + height, left : left + width] = torch.rand(
                         (1, height, width), generator=self.generator
-                    )
-            torch.addcmul(self._shift, y, self._scale, out=out[part])  # normalise + gray -> C channels
-        return out  # (B, C, S, S)
+                    ).to(device)
+            torch.addcmul(shift, y, scale, out=out[part])  # normalise (+ gray -> C channels)
+        return out.expand(b, self.channels, s, s)  # (B, C, S, S); a view when the channels share one plane
 
     def _uniform(self, n: int, lo: float, hi: float) -> torch.Tensor:
         return torch.rand(n, generator=self.generator) * (hi - lo) + lo
+
+    def _per_face(self, n: int, lo: float, hi: float, like: torch.Tensor) -> torch.Tensor:
+        """n uniform factors drawn on the CPU, as (n, 1, 1, 1) on `like`'s device."""
+        return self._uniform(n, lo, hi).view(n, 1, 1, 1).to(like.device)
 
     def _photometric(self, x: torch.Tensor) -> torch.Tensor:
         """Brightness, contrast, sharpness on (B, 1, 48, 48) in [0, 1]; clamped after each, as torchvision."""
         a, b = self.augment, x.shape[0]
         if a.brightness > 0:
-            x = (x * self._uniform(b, 1 - a.brightness, 1 + a.brightness).view(b, 1, 1, 1)).clamp_(0.0, 1.0)
+            x = (x * self._per_face(b, 1 - a.brightness, 1 + a.brightness, x)).clamp_(0.0, 1.0)
         if a.contrast > 0:
             mean = x.mean(dim=(1, 2, 3), keepdim=True)
-            factor = self._uniform(b, 1 - a.contrast, 1 + a.contrast).view(b, 1, 1, 1)
+            factor = self._per_face(b, 1 - a.contrast, 1 + a.contrast, x)
             x = (mean + factor * (x - mean)).clamp_(0.0, 1.0)
         if a.sharpness != (1.0, 1.0):
-            x = self._sharpen(x, self._uniform(b, *a.sharpness).view(b, 1, 1, 1)).clamp_(0.0, 1.0)
+            x = self._sharpen(x, self._per_face(b, *a.sharpness, x)).clamp_(0.0, 1.0)
         return x
 
     @staticmethod
     def _sharpen(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
         """torchvision's adjust_sharpness on a batch: blend with a 3x3 smoothed copy (borders kept)."""
-        kernel = torch.tensor([[1.0, 1.0, 1.0], [1.0, 5.0, 1.0], [1.0, 1.0, 1.0]]) / 13.0
+        kernel = torch.tensor([[1.0, 1.0, 1.0], [1.0, 5.0, 1.0], [1.0, 1.0, 1.0]], device=x.device) / 13.0
         blurred = x.clone()
         blurred[..., 1:-1, 1:-1] = F.conv2d(x, kernel.view(1, 1, 3, 3))
         return blurred + factor * (x - blurred)
@@ -267,14 +282,14 @@ class BatchTransform:
         """F.affine_grid(theta, (b, 1, S, S), align_corners=False), built ~3x faster.
 
         grid[n, i, j] = theta[n, :, 0] * x_j + theta[n, :, 1] * y_i + theta[n, :, 2] is a column term plus a row
-        term: one broadcast add writes both coordinate planes (b, 2, S, S) with S-long vectorised rows; the
-        permuted view (b, S, S, 2) is what grid_sample reads. affine_grid instead multiplies a (b, S*S, 3) copy.
+        term: one broadcast add writes the grid (b, S, S, 2) directly in the contiguous layout grid_sample reads
+        (building (b, 2, S, S) planes and permuting them cost 2.5x as much, plus a slower grid_sample on the
+        strided view; same values). affine_grid instead multiplies a (b, S*S, 3) copy.
         """
-        c = self._centres[None, None, :]  # (1, 1, S)
-        cols = theta[:, :, 0, None] * c + theta[:, :, 2, None]  # (b, 2, S): x_j term + shift
-        rows = theta[:, :, 1, None] * c  # (b, 2, S): y_i term
-        planes = cols[:, :, None, :] + rows[:, :, :, None]  # (b, 2, S, S)
-        return planes.permute(0, 2, 3, 1)
+        c = self._centres.to(theta.device)[None, :, None]  # (1, S, 1)
+        cols = theta[:, None, :, 0] * c + theta[:, None, :, 2]  # (b, S, 2): x_j term + shift
+        rows = theta[:, None, :, 1] * c  # (b, S, 2): y_i term
+        return cols[:, None, :, :] + rows[:, :, None, :]  # (b, S, S, 2): [n, i, j] = cols[n, j] + rows[n, i]
 
     def _random_rectangles(self, b: int) -> list[tuple[int, int, int, int, int]]:
         """Random erasing: (image, top, left, height, width) of one rectangle of 2-33% of the area per chosen
@@ -354,19 +369,37 @@ def _per_channel(value: float | list[float], channels: int, name: str) -> torch.
 
 
 class FerCollator:
-    """Collator for the Trainer: a list of {"pixels", "labels"} items -> {"pixel_values", "labels"}."""
+    """Collator for the Trainer: a list of {"pixels", "labels"[, "teacher"]} items -> one batch.
 
-    def __init__(self, transform: BatchTransform):
+    Without a transform (what fer_hf.train uses) the batch keeps uint8 faces {"pixels" (B, 48, 48), "labels"
+    [, "teacher" (B, 2, K)]} and `FerTrainer` transforms them on the model's device. With one, the collator does it
+    on the CPU: {"pixel_values" (B, C, S, S), "labels"[, "teacher" (B, K)]} (`python -m fer_hf.bench train
+    --transform collator` measures that placement).
+    """
+
+    def __init__(self, transform: BatchTransform | None = None):
         self.transform = transform
 
     def __call__(self, items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-        pixels = torch.stack([item["pixels"] for item in items])  # (B, 48, 48) uint8
-        labels = torch.stack([torch.as_tensor(item["labels"]) for item in items])
-        batch = {"pixel_values": self.transform(pixels), "labels": labels}
-        if "teacher" in items[0]:  # the teacher's view of the face as drawn: mirrored or not
-            teacher = torch.stack([item["teacher"] for item in items])  # (B, 2, K)
-            batch["teacher"] = teacher[torch.arange(len(items)), self.transform.last_flip.long()]  # (B, K)
-        return batch
+        batch = {
+            "pixels": torch.stack([item["pixels"] for item in items]),  # (B, 48, 48) uint8
+            "labels": torch.stack([torch.as_tensor(item["labels"]) for item in items]),
+        }
+        if "teacher" in items[0]:
+            batch["teacher"] = torch.stack([item["teacher"] for item in items])  # (B, 2, K): face, mirror
+        return batch if self.transform is None else apply_transform(self.transform, batch)
+
+
+def apply_transform(transform: BatchTransform, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A batch of uint8 faces -> model input: "pixels" becomes "pixel_values" (on the faces' device), and a
+    distillation teacher (B, 2, K) keeps the row of the view the augmentation drew, mirrored or not (B, K)."""
+    batch = dict(batch)
+    batch["pixel_values"] = transform(batch.pop("pixels"))
+    teacher = batch.get("teacher")
+    if teacher is not None and teacher.ndim == 3:
+        drawn = transform.last_flip.long().to(teacher.device)
+        batch["teacher"] = teacher[torch.arange(len(teacher), device=teacher.device), drawn]
+    return batch
 
 
 def keep_freed_batch_memory(limit_bytes: int = 1 << 30) -> bool:

@@ -296,7 +296,7 @@ def test_mixed_batches_weigh_both_labels_and_evaluation_is_never_mixed(tmp_path,
     data = FerTensorDataset.from_split(bundled_dd["train"].select(range(32)))
     batch = FerCollator(BatchTransform(48, 1, 0.5, 0.5))([data[i] for i in range(32)])
     args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[])
-    trainer = FerTrainer(model=model, args=args, loss_fn=loss_fn, eval_collator=None, mixer=mixer)
+    trainer = FerTrainer(model=model, args=args, loss_fn=loss_fn, mixer=mixer)
     model.train()
     for seed in range(4):  # mixup and CutMix batches
         torch.manual_seed(seed)

@@ -234,3 +234,93 @@ def test_mixing_off_and_mix_prob(model_batch):
     x = model_batch
     blended = [torch.allclose(m.pixels, m.lam * x + (1 - m.lam) * x[m.perm], atol=1e-5) for m in mixed]
     assert 0.3 < sum(blended) / len(mixed) < 0.7
+
+
+# ------------------------------------------------------------------------------ the transform where the model runs
+def _trainer(model, tmp_path, augment):
+    from transformers import TrainingArguments
+
+    from fer_hf.losses import WeightedCrossEntropy
+    from fer_hf.train import FerTrainer
+
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[], per_device_eval_batch_size=32)
+    args.remove_unused_columns = False
+    transforms = dict(
+        train_transform=BatchTransform(48, 1, 0.5, 0.5, augment=augment, train=True),
+        eval_transform=BatchTransform(48, 1, 0.5, 0.5),
+    )
+    return FerTrainer(
+        model=model, args=args, loss_fn=WeightedCrossEntropy(), data_collator=FerCollator(), **transforms
+    )
+
+
+def test_the_collator_hands_over_uint8_faces_and_the_step_draws_what_the_collator_drew(bundled_dd, tmp_path):
+    """Batches cross to the device as uint8 (B, 48, 48) (64 faces: 147 KB, not 38.5 MB of floats); the training
+    step then augments them with the very draws the collator used to make (same seed: bit-identical batches, so the
+    same augmentation distributions), and evaluation steps give exactly the un-augmented transform."""
+    from fer_hf.configs import ModelArgs
+    from fer_hf.models import build_model
+
+    data = FerTensorDataset.from_split(bundled_dd["train"].select(range(64)))
+    data.teacher = torch.randn(64, 2, 7).log_softmax(-1)  # a distillation teacher: face, mirror
+    items = [data[i] for i in range(64)]
+    raw = FerCollator()(items)
+    assert raw["pixels"].dtype == torch.uint8 and raw["pixels"].shape == (64, 48, 48)
+    assert raw["pixels"].nbytes == 147_456 and raw["teacher"].shape == (64, 2, 7)
+
+    augment = Augment(hflip=0.5, rotation=10, translate=0.08, scale=(0.9, 1.15), brightness=0.25, random_erasing=0.5)
+    model = build_model(ModelArgs(family="cnn", preset="report-c-baseline"), [str(i) for i in range(7)]).model
+    trainer = _trainer(model, tmp_path, augment)
+    model.train()
+    torch.manual_seed(3)
+    stepped = trainer._prepare_inputs(FerCollator()(items))
+    torch.manual_seed(3)
+    collated = FerCollator(BatchTransform(48, 1, 0.5, 0.5, augment=augment, train=True))(items)
+    assert set(stepped) == {"pixel_values", "labels", "teacher"}
+    assert torch.equal(stepped["pixel_values"], collated["pixel_values"])
+    assert torch.equal(stepped["teacher"], collated["teacher"])  # the teacher's view of the drawn mirror
+    flips = trainer.train_transform.last_flip
+    assert 0 < flips.sum() < 64 and torch.equal(stepped["teacher"], data.teacher[torch.arange(64), flips.long()])
+
+    model.eval()
+    evaluated = trainer._prepare_inputs(FerCollator()(items))
+    assert torch.equal(evaluated["pixel_values"], BatchTransform(48, 1, 0.5, 0.5)(raw["pixels"]))
+    assert not torch.equal(evaluated["pixel_values"], stepped["pixel_values"])
+
+
+def test_trainer_evaluation_is_bit_identical_to_the_transform_before_the_model(bundled_dd, tmp_path):
+    """Trainer.predict (uint8 batches, transform inside the step) gives the logits of the eval transform applied
+    before the model, bit for bit: the published evaluation numbers do not move."""
+    from fer_hf.loading import load_classifier
+
+    model = load_classifier("default").model
+    data = FerTensorDataset.from_split(bundled_dd["validation"])  # 70 real faces
+    predicted = _trainer(model, tmp_path, Augment()).predict(data).predictions
+    transform = BatchTransform(48, 1, 0.5, 0.5)
+    with torch.no_grad():
+        expected = torch.cat([model(pixel_values=transform(data.images[i : i + 32])).logits for i in range(0, 70, 32)])
+    assert np.array_equal(predicted, expected.numpy())
+
+
+def test_channels_sharing_one_mean_std_are_one_plane_expanded(faces):
+    """Gray repeated as RGB with one mean/std (ViT's 0.5, EfficientNet-Lite's) is written once and expanded: the
+    same values as three copies, and the bundled lite0 gives bit-identical logits on it."""
+    from fer_hf.loading import load_classifier
+
+    shared = BatchTransform(96, 3, 0.5, 0.5)(faces)
+    assert shared.shape == (16, 3, 96, 96) and shared.stride(1) == 0  # one plane
+    copies = shared.contiguous()
+    assert torch.equal(shared, copies) and torch.equal(copies[:, 0], copies[:, 2])
+    assert BatchTransform(96, 3, MEAN, STD)(faces).stride(1) != 0  # ImageNet statistics: three planes
+    model = load_classifier("lite0").model
+    with torch.no_grad():
+        assert torch.equal(model(pixel_values=shared).logits, model(pixel_values=copies).logits)
+
+
+def test_the_affine_grid_is_torchs(faces):
+    """The grid built in grid_sample's own layout is F.affine_grid's, so augmented batches are what they were."""
+    augment = Augment(rotation=20, translate=0.1, scale=(0.8, 1.2))
+    transform = BatchTransform(224, 1, 0.5, 0.5, augment=augment, train=True)
+    theta = transform._random_theta(16)
+    expected = F.affine_grid(theta, (16, 1, 224, 224), align_corners=False)
+    torch.testing.assert_close(transform._affine_grid(theta), expected, atol=1e-6, rtol=0)

@@ -3,8 +3,9 @@
 Both pipelines turn the same real FER2013 faces into augmented, normalised (B, 3, 224, 224) float batches
 with the same kinds of augmentation (horizontal flip, brightness/contrast jitter, rotation + shift + zoom):
 
-- fer_hf: decode the split once to uint8 (N, 48, 48) (`FerTensorDataset`), then `FerCollator` augments and
-  upscales whole batches (`BatchTransform`). The decode time is counted in, spread over the images timed.
+- fer_hf: decode the split once to uint8 (N, 48, 48) (`FerTensorDataset`), then `BatchTransform` augments and
+  upscales whole batches, on the CPU (here in the collator; a CPU training step runs the same code). The decode
+  time is counted in, spread over the images timed.
 - per-sample baseline: transformers' image-classification example (`run_image_classification.py`):
   `set_transform` decodes each item with PIL and runs torchvision transforms on it at 224x224, then a
   collate function stacks the tensors.

@@ -1,6 +1,6 @@
 """`python -m fer_hf.bench train`: images/second of one training step, Trainer path vs a plain PyTorch loop.
 
-For each model family, on the same model weights, the same real FER2013 faces and the same collator:
+For each model family, on the same model weights, the same real FER2013 faces and the same batch transform:
 
 - trainer: `FerTrainer.train(max_steps=...)` exactly as `fer_hf.train` runs it (Accelerate wrapping, autocast,
   callbacks, gradient clipping, LR scheduler, logging and data loading all included);
@@ -9,7 +9,11 @@ For each model family, on the same model weights, the same real FER2013 faces an
   -> zero_grad.
 
 A step's time runs from the end of the previous step to the end of this one, so batch loading counts on both
-sides; the first `--warmup` steps are dropped and the median step is used. The two paths alternate for
+sides; the first `--warmup` steps are dropped and the median step is used. The batch transform (augmentation +
+upscale + normalisation) runs where `fer_hf.train` runs it, inside the step on the model's device
+(`--transform step`), or in the DataLoader's collator on the CPU (`--transform collator`, the placement before).
+Each family's line also gives the share of the plain loop's step spent getting the batch ready on the device
+(loading + transform). The two paths alternate for
 `--repeats` rounds so that both see the same machine load (this CPU may be shared). Families:
 
 - cnn: the package's fer-resnet5 preset at 48x48, grayscale (what recipes/cnn.yaml trains);
@@ -37,7 +41,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments, get_schedu
 
 from fer_hf.data import load_fer_dataset
 from fer_hf.losses import WeightedCrossEntropy
-from fer_hf.transforms import Augment, BatchTransform, FerCollator, FerTensorDataset
+from fer_hf.transforms import Augment, BatchTransform, FerCollator, FerTensorDataset, apply_transform
 
 FAMILIES = ("cnn", "vit", "resnet", "timm")
 LITE0_SIZE = 96  # the lite0 recipes' input side
@@ -112,7 +116,7 @@ def training_args(args: argparse.Namespace, device: str, output_dir: str) -> Tra
         disable_tqdm=True,
         use_cpu=device == "cpu",
         bf16=args.precision == "bf16",
-        dataloader_num_workers=0,
+        dataloader_num_workers=args.workers,
         seed=0,
     )
     targs.remove_unused_columns = False  # the collator needs "pixels"
@@ -120,8 +124,8 @@ def training_args(args: argparse.Namespace, device: str, output_dir: str) -> Tra
 
 
 def time_trainer(
-    bm: BenchModel, data: FerTensorDataset, collator, args: argparse.Namespace, device: str
-) -> list[float]:
+    bm: BenchModel, data: FerTensorDataset, transform: BatchTransform, args: argparse.Namespace, device: str
+) -> tuple[list[float], list[float]]:
     from fer_hf.train import FerTrainer
 
     clock = StepClock()
@@ -130,13 +134,13 @@ def time_trainer(
             model=bm.model,
             args=training_args(args, device, out),
             train_dataset=data,
-            data_collator=collator,
+            data_collator=FerCollator(transform if args.transform == "collator" else None),
             callbacks=[clock],
             loss_fn=WeightedCrossEntropy(),
-            eval_collator=collator,
+            train_transform=transform,
         )
         trainer.train()
-    return step_seconds(clock.marks, args.warmup)
+    return step_seconds(clock.marks, args.warmup), []
 
 
 def trainer_like_optimizer(model: nn.Module, targs: TrainingArguments) -> torch.optim.Optimizer:
@@ -152,16 +156,24 @@ def trainer_like_optimizer(model: nn.Module, targs: TrainingArguments) -> torch.
     return optimizer_cls(groups, **optimizer_kwargs)
 
 
-def time_plain(bm: BenchModel, data: FerTensorDataset, collator, args: argparse.Namespace, device: str) -> list[float]:
+def time_plain(
+    bm: BenchModel, data: FerTensorDataset, transform: BatchTransform, args: argparse.Namespace, device: str
+) -> tuple[list[float], list[float]]:
+    """Step seconds and, per step, the seconds until the batch was ready on the device (loading + transform)."""
     model = bm.model.to(device).train()
     loader = torch.utils.data.DataLoader(
-        data, args.batch_size, shuffle=True, collate_fn=collator, generator=torch.Generator().manual_seed(0)
+        data,
+        args.batch_size,
+        shuffle=True,
+        collate_fn=FerCollator(transform if args.transform == "collator" else None),
+        generator=torch.Generator().manual_seed(0),
+        num_workers=args.workers,
     )
     optimizer = trainer_like_optimizer(model, training_args(args, device, "unused"))
     scheduler = get_scheduler("cosine", optimizer, num_warmup_steps=0, num_training_steps=args.warmup + args.steps)
     loss_fn = WeightedCrossEntropy().to(device)
     dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
-    marks = [time.perf_counter()]
+    marks, ready = [time.perf_counter()], []
     batches = iter(loader)
     for _ in range(args.warmup + args.steps):
         try:
@@ -169,7 +181,13 @@ def time_plain(bm: BenchModel, data: FerTensorDataset, collator, args: argparse.
         except StopIteration:
             batches = iter(loader)
             batch = next(batches)
-        pixels, labels = batch["pixel_values"].to(device), batch["labels"].to(device)
+        batch = {k: v.to(device) for k, v in batch.items()}
+        if "pixels" in batch:
+            batch = apply_transform(transform, batch)
+        pixels, labels = batch["pixel_values"], batch["labels"]
+        if device == "cuda":
+            torch.cuda.synchronize()
+        ready.append(time.perf_counter() - marks[-1])
         with torch.autocast(device_type=device, dtype=dtype, enabled=args.precision == "bf16"):
             logits = model(pixel_values=pixels).logits
         loss = loss_fn(logits, labels)
@@ -181,7 +199,7 @@ def time_plain(bm: BenchModel, data: FerTensorDataset, collator, args: argparse.
         if device == "cuda":
             torch.cuda.synchronize()
         marks.append(time.perf_counter())
-    return step_seconds(marks, args.warmup)
+    return step_seconds(marks, args.warmup), ready[args.warmup :]
 
 
 def bench_family(family: str, faces: torch.Tensor, labels: torch.Tensor, args, device: str) -> tuple[float, float]:
@@ -190,19 +208,24 @@ def bench_family(family: str, faces: torch.Tensor, labels: torch.Tensor, args, d
     batch = args.batch_size
     data = FerTensorDataset(faces[: batch * (args.warmup + args.steps)], labels[: batch * (args.warmup + args.steps)])
     augment = Augment(hflip=0.5, rotation=10.0, translate=0.05)
-    collator = FerCollator(BatchTransform(base.size, base.channels, 0.5, 0.5, augment=augment, train=True))
+    transform = BatchTransform(base.size, base.channels, 0.5, 0.5, augment=augment, train=True)
     times: dict[str, list[float]] = {"trainer": [], "plain": []}
+    ready: list[float] = []
     for _ in range(args.repeats):
         for path, timer in (("trainer", time_trainer), ("plain", time_plain)):
             bm = BenchModel(base.name, copy.deepcopy(base.model), base.size, base.channels)
-            times[path] += timer(bm, data, collator, args, device)
+            steps, batch_ready = timer(bm, data, transform, args, device)
+            times[path] += steps
+            ready += batch_ready
     trainer_s, plain_s = statistics.median(times["trainer"]), statistics.median(times["plain"])
     fastest = min(times["plain"]) / min(times["trainer"])  # less sensitive to a shared, busy machine
+    share = sum(ready) / sum(times["plain"])
+    where = "in the step" if args.transform == "step" else f"in the collator, {args.workers} worker(s)"
     print(
         f"{family} [{base.name}, {base.size}px, batch {batch}, {args.precision}, {device}]: "
         f"trainer {batch / trainer_s:.1f} img/s, plain {batch / plain_s:.1f} img/s, "
         f"ratio {plain_s / trainer_s:.3f} (Trainer overhead {100 * (trainer_s / plain_s - 1):+.1f}% per step; "
-        f"fastest-step ratio {fastest:.3f})",
+        f"fastest-step ratio {fastest:.3f}); data transform {100 * share:.1f}% of the step ({where})",
         flush=True,
     )
     return trainer_s, plain_s
@@ -229,6 +252,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps at the start of every round")
     parser.add_argument("--repeats", type=int, default=2, help="rounds of trainer, plain (alternating)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    parser.add_argument(
+        "--transform",
+        choices=("step", "collator"),
+        default="step",
+        help="where the batch transform runs: in the step on the model's device (as fer_hf.train) or in the CPU "
+        "collator",
+    )
+    parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes, both paths")
     args = parser.parse_args(argv)
     args.families = [f.strip() for f in args.families.split(",") if f.strip()]
     unknown = set(args.families) - set(FAMILIES)

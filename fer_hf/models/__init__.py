@@ -17,6 +17,7 @@ from torch import nn
 from transformers import BaseImageProcessor
 
 from fer_hf.labels import id2label, label2id
+from fer_hf.transforms import Augment, BatchTransform
 
 
 @dataclass
@@ -28,6 +29,12 @@ class BuiltModel:
     mean: list[float]
     std: list[float]
     layer_groups: list[tuple[str, list[str]]] = field(default_factory=list)  # (group, parameter-name prefixes)
+
+    def batch_transform(self, augment: Augment | None = None) -> BatchTransform:
+        """uint8 faces (B, 48, 48) -> this model's input (B, C, S, S): augmented when `augment` is given (training),
+        else resized and normalised only (evaluation)."""
+        spec = dict(size=self.image_size, channels=self.channels, mean=self.mean, std=self.std)
+        return BatchTransform(**spec, augment=augment, train=augment is not None)
 
 
 Builder = Callable[..., BuiltModel]
