@@ -16,173 +16,32 @@ if int(os.environ.get("LOCAL_RANK", "0")) > 0:
 import dataclasses
 import json
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from datasets import DatasetDict
-from transformers import Trainer, TrainerCallback, set_seed
+from transformers import TrainerCallback, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
 from fer_hf.callbacks import (
-    BATCH_NORMS,
     GradualUnfreezeCallback,
-    LayerGroups,
     TrainingClockCallback,
     WeightAveragingCallback,
     build_callbacks,
     find_callback,
-    group_names,
-    group_of,
-    layerwise_lrs,
 )
 from fer_hf.card import write_model_card
 from fer_hf.configs import Recipe, RecipeError, parse_recipe
 from fer_hf.data import class_counts, class_weights, load_fer_dataset
-from fer_hf.distill import DistillationLoss, teacher_accuracy, teacher_logprobs
+from fer_hf.distill import teacher_accuracy, teacher_logprobs
 from fer_hf.labels import canonical_id
-from fer_hf.losses import build_loss
-from fer_hf.metrics import compute_fer_metrics, trainer_compute_metrics
-from fer_hf.models import BuiltModel, build_model, load_trained_weights
+from fer_hf.models import build_model, load_trained_weights
 from fer_hf.models.lora import merge_lora
-from fer_hf.publish import push_trained_run
 from fer_hf.report import describe_hardware, per_class_table, plot_confusion_matrix, plot_curves
 from fer_hf.runlock import LOCK_FILE, run_lock
-from fer_hf.transforms import (
-    BatchMixer,
-    BatchTransform,
-    FerCollator,
-    FerTensorDataset,
-    apply_transform,
-    keep_freed_batch_memory,
-)
-
-
-class EpochWeightedSampler(torch.utils.data.WeightedRandomSampler):
-    """WeightedRandomSampler whose draws depend only on (seed, epoch): the same on every rank (accelerate then
-    shards the batches) and the same after `resume_from_checkpoint` (the Trainer calls `set_epoch`)."""
-
-    def __init__(self, weights: torch.Tensor, seed: int):
-        super().__init__(weights, num_samples=len(weights), replacement=True)
-        self.seed, self.epoch = seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self):
-        self.generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        return super().__iter__()
-
-
-class FerTrainer(Trainer):
-    """Trainer with the recipe's loss (focal / weighted CE / smoothing), an optional class-balanced sampler,
-    layer-wise learning rates, the gradient side of gradual unfreezing, and the batch transform run where the model
-    runs: batches arrive as uint8 faces (B, 48, 48) and become the model's input (B, C, S, S) on its device, augmented
-    by `train_transform` in training steps and only resized + normalised by `eval_transform` in evaluation."""
-
-    def __init__(
-        self,
-        *args,
-        loss_fn: torch.nn.Module,
-        train_transform: BatchTransform | None = None,
-        eval_transform: BatchTransform | None = None,
-        sample_weights: torch.Tensor | None = None,
-        layer_groups: LayerGroups = (),
-        layerwise_decay: float = 1.0,
-        mixer: BatchMixer | None = None,
-        **kwargs,
-    ):
-        super().__init__(*args, **kwargs)
-        self.loss_fn, self.sample_weights = loss_fn, sample_weights
-        self.train_transform, self.eval_transform = train_transform, eval_transform
-        self.layer_groups, self.layerwise_decay = list(layer_groups), layerwise_decay
-        self.mixer = mixer if mixer is not None and mixer.enabled else None
-
-    def training_step(self, model, inputs, num_items_in_batch=None):
-        loss = super().training_step(model, inputs, num_items_in_batch)
-        # Frozen groups lose their gradients right after backward (DDP's all-reduce is done by then), so that
-        # gradient clipping, the logged grad norm and the optimizer only see the groups that train.
-        unfreeze = find_callback(self.callback_handler.callbacks, GradualUnfreezeCallback)
-        if unfreeze is not None:
-            unfreeze.drop_frozen_grads()
-        return loss
-
-    def create_optimizer(self, model=None):
-        if self.optimizer is not None or not self.layer_groups or self.layerwise_decay == 1.0:
-            return super().create_optimizer(model)
-        opt_model = self.model if model is None else model
-        optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
-        if {"params", "model", "optimizer_dict"} & set(optimizer_kwargs) or not isinstance(optimizer_cls, type):
-            raise RecipeError(f"unfreeze.layerwise_decay needs a standard optimizer, not optim={self.args.optim}")
-        decay_names = self.get_decay_parameter_names(opt_model)
-        groups = layerwise_param_groups(self.model, opt_model, self.layer_groups, self.layerwise_decay, decay_names)
-        for group in groups:
-            group["weight_decay"] = self.args.weight_decay if group.pop("decays") else 0.0
-            group["lr"] = self.args.learning_rate * group.pop("lr_scale")
-        self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
-        return self.optimizer
-
-    def _prepare_inputs(self, inputs):
-        # The Trainer has moved the batch to the model's device; training steps (model.train()) augment, evaluation
-        # and prediction steps (model.eval()) do not. Draws come from torch's global CPU RNG, seeded by the Trainer
-        # and restored on resume, as they did when the collator ran in the main process.
-        inputs = super()._prepare_inputs(inputs)
-        if "pixels" not in inputs:  # already model input (a collator with a transform)
-            return inputs
-        transform = self.train_transform if self.model.training else self.eval_transform
-        if transform is None:
-            raise ValueError("FerTrainer got uint8 'pixels' without a train_transform/eval_transform to apply")
-        return apply_transform(transform, inputs)
-
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        labels = inputs.pop("labels")
-        teacher = inputs.pop("teacher", None)  # (B, K) log-probabilities when distilling (training batches only)
-        mix = self.mixer(inputs["pixel_values"]) if (model.training and self.mixer is not None) else None
-        if mix is not None:
-            inputs = {**inputs, "pixel_values": mix.pixels}
-        outputs = model(**inputs)
-        loss_fn = self.loss_fn.to(outputs.logits.device)
-
-        def loss_of(order: torch.Tensor | slice) -> torch.Tensor:
-            soft = {} if teacher is None else {"teacher": teacher[order]}
-            return loss_fn(outputs.logits, labels[order], **soft)
-
-        loss = loss_of(slice(None))
-        if mix is not None:  # mixup/CutMix: each label (and teacher row) counts by its share of the blended face
-            loss = mix.lam * loss + (1.0 - mix.lam) * loss_of(mix.perm)
-        return (loss, outputs) if return_outputs else loss
-
-    def _get_train_sampler(self, train_dataset=None):
-        if self.sample_weights is None:
-            return super()._get_train_sampler(train_dataset)
-        # Draw len(dataset) samples per epoch with probability ~ 1 / class count (report-b's sampler).
-        return EpochWeightedSampler(self.sample_weights, seed=self.args.seed)
-
-
-def layerwise_param_groups(
-    model: torch.nn.Module, opt_model: torch.nn.Module, layer_groups: LayerGroups, decay: float, decay_names
-) -> list[dict]:
-    """One optimizer param group per (layer group, weight decay or not), head first, with lr_scale = decay**k.
-
-    Every trainable parameter is included from the start (gradual unfreezing drops gradients instead). The LR
-    scheduler scales each group from its own initial lr, so the ratios between groups hold all run long.
-    `opt_model` may be a wrapped `model`: parameters are matched by identity, names come from `model`.
-    """
-    scales = layerwise_lrs(layer_groups, 1.0, decay)
-    owner = {id(p): group_of(n, layer_groups) for n, p in model.named_parameters()}
-    decay_names = set(decay_names)
-    buckets: dict[tuple[str, bool], list[torch.nn.Parameter]] = {}
-    for name, param in opt_model.named_parameters():
-        if param.requires_grad:  # LoRA freezes by requires_grad before any wrapping: that is DDP-safe
-            key = (owner.get(id(param), group_names(layer_groups)[-1]), name in decay_names)
-            buckets.setdefault(key, []).append(param)
-    return [
-        {"params": buckets[(group, decays)], "lr_scale": scales[group], "decays": decays, "layer_group": group}
-        for group in group_names(layer_groups)
-        for decays in (True, False)
-        if buckets.get((group, decays))
-    ]
+from fer_hf.trainer import FerTrainer, build_trainer, evaluate_splits
+from fer_hf.transforms import FerTensorDataset, keep_freed_batch_memory
 
 
 def prepare_output_dir(recipe: Recipe) -> str | None:
@@ -279,91 +138,6 @@ def prepare_datasets(recipe: Recipe, dd) -> dict[str, FerTensorDataset]:
         if split in dd:
             out[split] = FerTensorDataset.from_split(dd[split], desc=f"decode {split}")
     return out
-
-
-def recipe_loss(recipe: Recipe, weights: Sequence[float]) -> torch.nn.Module:
-    """The recipe's loss; `weights` are the inverse-frequency class weights of the training split."""
-    alpha = recipe.loss.alpha
-    loss_weights = weights if alpha == "inverse_frequency" else alpha
-    if recipe.loss.name == "weighted_ce" and loss_weights is None:
-        loss_weights = weights
-    loss = build_loss(
-        recipe.loss.name,
-        class_weights=loss_weights,
-        gamma=recipe.loss.gamma,
-        label_smoothing=recipe.loss.label_smoothing,
-    )
-    if recipe.distill.teacher:
-        return DistillationLoss(loss, recipe.distill.temperature, recipe.distill.alpha)
-    return loss
-
-
-def balanced_sample_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """Per-sample weight 1 / (count of its class): a WeightedRandomSampler then draws classes uniformly."""
-    counts = torch.bincount(labels, minlength=num_classes).double()
-    return (1.0 / counts)[labels]
-
-
-def check_last_batch(n_train: int, args, model: torch.nn.Module) -> None:
-    """A last training batch of one face fails in BatchNorm at the end of the first epoch (it needs more than one
-    value per channel in training): refuse it before training starts."""
-    per_step = args.per_device_train_batch_size * max(args.world_size, 1)
-    has_norm = any(isinstance(m, BATCH_NORMS) for m in model.modules())
-    if has_norm and not args.dataloader_drop_last and n_train % per_step == 1:
-        raise RecipeError(
-            f"training: {n_train:,} training faces in batches of {per_step} leave a last batch of 1 face, on which "
-            "BatchNorm cannot train; set training.dataloader_drop_last true (a different face is left out each "
-            "epoch) or another per_device_train_batch_size"
-        )
-
-
-def build_trainer(
-    recipe: Recipe, built: BuiltModel, datasets: dict, names, weights, callbacks: Sequence[TrainerCallback] = ()
-) -> FerTrainer:
-    args = recipe.training_args()
-    args.remove_unused_columns = False  # the collator needs "pixels"
-    args.push_to_hub = False  # push_to_hub is done by fer_hf.publish after training (same repo as its CLI)
-    if "restore_callback_states_from_checkpoint" not in recipe.training:
-        # A resumed run carries on its training clock and early-stopping patience instead of starting them afresh.
-        args.restore_callback_states_from_checkpoint = True
-    check_last_batch(len(datasets["train"]), args, built.model)
-    sample_weights = None
-    if recipe.data.sampler == "weighted":
-        sample_weights = balanced_sample_weights(datasets["train"].labels, len(names))
-    if recipe.model.channels_last:
-        built.model = built.model.to(memory_format=torch.channels_last)
-    return FerTrainer(
-        model=built.model,
-        args=args,
-        train_dataset=datasets["train"],
-        eval_dataset=datasets["validation"],
-        data_collator=FerCollator(),  # uint8 faces; the transform runs on the model's device
-        processing_class=built.image_processor,
-        compute_metrics=trainer_compute_metrics(names),
-        callbacks=list(callbacks),
-        loss_fn=recipe_loss(recipe, weights),
-        train_transform=built.batch_transform(recipe.data.augment),
-        eval_transform=built.batch_transform(),
-        sample_weights=sample_weights,
-        layer_groups=built.layer_groups,
-        layerwise_decay=recipe.unfreeze.layerwise_decay,
-        mixer=BatchMixer(recipe.data.augment),
-    )
-
-
-def evaluate_splits(trainer: FerTrainer, datasets: dict, names, include_test: bool) -> dict:
-    """Final metrics of the (best) model on validation and, when present, test: one metric module for all."""
-    results = {}
-    for split in ("validation", "test"):
-        if split not in datasets or (split == "test" and not include_test):
-            continue
-        start = time.perf_counter()
-        pred = trainer.predict(datasets[split], metric_key_prefix=split)
-        logits = pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions
-        results[split] = compute_fer_metrics(logits, pred.label_ids, names)
-        results[split]["split"] = split
-        results[split]["seconds"] = round(time.perf_counter() - start, 2)
-    return results
 
 
 def save_model(trainer: FerTrainer, out: Path) -> None:
@@ -472,9 +246,12 @@ def _train_locked(recipe: Recipe, extra_callbacks, dd: DatasetDict | None, resum
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command: recipe -> trained run folder with its card (train_from_recipe) -> the Hub (training.push_to_hub)."""
+    from fer_hf.publish import push_trained_run  # the Hub client only where the command pushes
+
     recipe = parse_recipe(argv)
     trainer = train_from_recipe(recipe)
-    return push_trained_run(recipe) if trainer.is_world_process_zero() else 0  # training.push_to_hub
+    return push_trained_run(recipe) if trainer.is_world_process_zero() else 0
 
 
 if __name__ == "__main__":

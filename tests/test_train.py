@@ -23,7 +23,8 @@ from transformers import Trainer, TrainerCallback
 from fer_hf.callbacks import StopAfterEpochsCallback, parameter_digest
 from fer_hf.configs import RecipeError, load_recipe
 from fer_hf.losses import FocalLoss, WeightedCrossEntropy
-from fer_hf.train import EpochWeightedSampler, balanced_sample_weights, main, recipe_loss, train_from_recipe
+from fer_hf.train import main, train_from_recipe
+from fer_hf.trainer import EpochWeightedSampler, balanced_sample_weights, recipe_loss
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "recipes" / "smoke.yaml"
@@ -287,7 +288,7 @@ def test_mixed_batches_weigh_both_labels_and_evaluation_is_never_mixed(tmp_path,
 
     from fer_hf.configs import ModelArgs
     from fer_hf.models import build_model
-    from fer_hf.train import FerTrainer
+    from fer_hf.trainer import FerTrainer
     from fer_hf.transforms import Augment, BatchMixer, BatchTransform, FerCollator, FerTensorDataset
 
     torch.manual_seed(0)
@@ -353,3 +354,18 @@ def test_command_line_recipe_error_is_one_line_without_traceback():
     assert done.stderr.strip() == (
         f"error: {SMOKE}: data.augment: augment.mixup_alpha must be >= 0, got -1 (run with --debug for the traceback)"
     )
+
+
+def test_the_trainer_module_and_the_benchmarks_import_no_hub_code():
+    """FerTrainer and build_trainer live apart from the command: cv-style reuse and the benchmarks do not pull in
+    the card, publishing or bundling code (fer_hf.train composes them)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, fer_hf.trainer, fer_hf.bench.train\n"
+        "hub = [m for m in ('fer_hf.card', 'fer_hf.publish', 'fer_hf.publish_space', 'fer_hf.bundle') if m in sys.modules]\n"
+        "print(hub)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

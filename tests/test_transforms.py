@@ -241,7 +241,7 @@ def _trainer(model, tmp_path, augment):
     from transformers import TrainingArguments
 
     from fer_hf.losses import WeightedCrossEntropy
-    from fer_hf.train import FerTrainer
+    from fer_hf.trainer import FerTrainer
 
     args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[], per_device_eval_batch_size=32)
     args.remove_unused_columns = False

@@ -126,7 +126,7 @@ def training_args(args: argparse.Namespace, device: str, output_dir: str) -> Tra
 def time_trainer(
     bm: BenchModel, data: FerTensorDataset, transform: BatchTransform, args: argparse.Namespace, device: str
 ) -> tuple[list[float], list[float]]:
-    from fer_hf.train import FerTrainer
+    from fer_hf.trainer import FerTrainer
 
     clock = StepClock()
     with tempfile.TemporaryDirectory() as out:
