@@ -51,6 +51,21 @@ def test_train_bench_baseline_uses_the_trainers_optimizer(tmp_path):
     assert len(ours.param_groups[1]["params"]) > 0  # biases and norms: not decayed
 
 
+FAMILY_LINE = re.compile(r"cnn \[.*\]: trainer [\d.]+ img/s, .*; data transform (\d+\.\d)% of the step \((.*)\)")
+
+
+@pytest.mark.parametrize(("placement", "where"), [("step", "in the step"), ("collator", "in the collator, 0 worker(s)")])
+def test_bench_train_prints_the_data_transforms_share_of_the_step(capsys, placement, where):
+    """Both placements of the batch transform train the same model; the family line says where it ran and which
+    share of the plain loop's step went into getting the batch ready (loading + transform: > 0, < 100%)."""
+    args = ["train", "--families", "cnn", "--batch-size", "16", "--steps", "2", "--warmup", "1", "--repeats", "1"]
+    assert main([*args, "--transform", placement]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    match = next(m for m in map(FAMILY_LINE.fullmatch, lines) if m)
+    assert 0 < float(match[1]) < 100 and match[2] == where
+    assert lines[-1].startswith("train step: trainer ")
+
+
 FRONT_END = re.compile(
     r"front end: found (\d+\.\d)% of faces, kept (\d\.\d{3}) of the direct accuracy overall, (\d\.\d{3}) on the faces found"
 )

@@ -30,8 +30,12 @@ from fer_hf.data import load_fer_dataset
 from fer_hf.transforms import Augment, BatchTransform, FerCollator, FerTensorDataset, keep_freed_batch_memory
 
 SHARED_TRAIN = Path(__file__).resolve().parents[3] / "shared" / "fer2013" / "train.parquet"
-IMAGENET_MEAN = [0.485, 0.456, 0.406]  # ViT/ResNet image processors normalise with these (or 0.5)
+IMAGENET_MEAN = [0.485, 0.456, 0.406]  # ResNet's image processor (microsoft/resnet-*)
 IMAGENET_STD = [0.229, 0.224, 0.225]
+STATS = {  # --stats: the normalisation both pipelines apply
+    "imagenet": (IMAGENET_MEAN, IMAGENET_STD),  # three different planes (ResNet recipes)
+    "vit": ([0.5] * 3, [0.5] * 3),  # google/vit-*: one plane for all three channels (recipes/vit_unfreeze.yaml)
+}
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -43,6 +47,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=64, help="images per batch, both pipelines")
     parser.add_argument("--size", type=int, default=224, help="output side (ViT/ResNet input)")
     parser.add_argument("--seed", type=int, default=0, help="seed of shuffling and augmentation")
+    parser.add_argument(
+        "--stats",
+        choices=sorted(STATS),
+        default="imagenet",
+        help="normalisation mean/std: imagenet (ResNet: three planes) or vit (0.5: fer_hf writes one plane, expanded)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads for both (default: torch's)")
     parser.add_argument(
         "--quick", action="store_true", help="a few seconds: 128 images, batches of 32, one epoch (tests)"
@@ -63,7 +73,7 @@ def build_fer_hf(ds: Dataset, augment: Augment, args: argparse.Namespace) -> tup
     start = time.perf_counter()
     data = FerTensorDataset.from_split(ds, desc="fer_hf decode")
     decode_s = time.perf_counter() - start
-    transform = BatchTransform(args.size, 3, IMAGENET_MEAN, IMAGENET_STD, augment=augment, train=True)
+    transform = BatchTransform(args.size, 3, *STATS[args.stats], augment=augment, train=True)
     loader = DataLoader(
         data, args.batch_size, shuffle=True, collate_fn=FerCollator(transform), generator=_rng(args.seed)
     )
@@ -86,7 +96,7 @@ def build_per_sample(ds: Dataset, augment: Augment, args: argparse.Namespace) ->
                 interpolation=T.InterpolationMode.BILINEAR,  # the default, NEAREST, would be cheaper and blockier
             ),
             T.ToTensor(),
-            T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+            T.Normalize(*STATS[args.stats]),
         ]
     )
 
@@ -159,7 +169,8 @@ def report(args: argparse.Namespace, n_images: int, decode_s: float, totals: dic
     ours, base = n_ours / (s_ours + decode_s), n_base / s_base  # our decode counted in, once
     print(f"source {args.source}: {n_images} real faces x {args.epochs} epoch(s), batches of {args.batch_size}")
     print(
-        f"output (B, 3, {args.size}, {args.size}) float32, torch threads {torch.get_num_threads()}, freed batch memory reused"
+        f"output (B, 3, {args.size}, {args.size}) float32, {args.stats} mean/std, torch threads "
+        f"{torch.get_num_threads()}, freed batch memory reused"
     )
     print(f"fer_hf: decode {decode_s:.2f} s once + batches {s_ours:.2f} s for {n_ours} images")
     print(f"per-sample: batches {s_base:.2f} s for {n_base} images (decoded per item)")
