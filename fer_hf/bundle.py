@@ -1,6 +1,6 @@
 """Bundle a trained model inside the package: the default CNN (fer_hf/assets/default_model) or another bundled model.
 
-    python -m fer_hf.bundle runs/cnn --data ../shared/fer2013 [--comparison spaces_app/comparison/comparison.md]
+    python -m fer_hf.bundle runs/cnn --data ../shared/fer2013 [--comparison runs/comparison/comparison.md]
     python -m fer_hf.bundle runs/lite0_main --name lite0 --data ../shared/fer2013
 
 --name picks the bundled model (`default`, `lite0`): its folder and, unless --recipe is given, its recipe.

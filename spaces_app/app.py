@@ -5,7 +5,7 @@
 
 Models: the CNN bundled with fer_hf (when this install has it) plus FER_HF_MODELS (comma-separated Hub ids or
 local folders); each loads once at start-up, and one that fails is reported in the page instead of stopping the
-app. Comparison tab: the folder in FER_HF_COMPARISON, else spaces_app/comparison/. Host and port come from
+app. Comparison tab: the folder in FER_HF_COMPARISON, else the bundled default model's comparison/. Host and port come from
 GRADIO_SERVER_NAME / GRADIO_SERVER_PORT (default 127.0.0.1:7860). The logic lives in backend.py; this file is
 the layout and the translation of results into component values.
 """

@@ -28,7 +28,8 @@ APP_DIR = Path(__file__).resolve().parent
 EXAMPLES_DIR = APP_DIR / "examples"
 MODELS_ENV = "FER_HF_MODELS"  # comma-separated Hub ids or local model / run folders, offered after the bundled ones
 COMPARISON_ENV = "FER_HF_COMPARISON"  # a `python -m fer_hf.compare --output DIR` folder
-DEFAULT_COMPARISON_DIR = APP_DIR / "comparison"
+# The like-for-like table travels with the bundled default model (its card shows it): one copy, in the package.
+DEFAULT_COMPARISON_DIR = BUNDLED_MODELS[DEFAULT_MODEL].path / "comparison"
 # File names written by fer_hf.compare (OUTPUT_STEM) and fer_hf.evaluate (CONFUSION_FILE); copied, not imported,
 # because those modules pull datasets and scikit-learn into the app's start-up. tests/test_app.py checks they agree.
 COMPARISON_STEM = "comparison"

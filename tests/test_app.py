@@ -372,6 +372,20 @@ def test_comparison_view_reads_table_charts_and_confusion_matrices(comparison, t
     assert missing.table == "" and "No comparison to show yet" in missing.note
 
 
+def test_the_default_compare_tab_reads_the_one_copy_bundled_with_the_default_model():
+    """The comparison folders live once, with the bundled models whose cards show them; the app reads the default
+    model's (every compared row and its confusion matrix), and spaces_app/ keeps no copy of its own."""
+    from fer_hf.loading import BUNDLED_MODELS
+
+    folder = backend.comparison_folder({})
+    assert folder == BUNDLED_MODELS["default"].path / "comparison"
+    view = backend.load_comparison(folder)
+    assert view.note == "" and "fer-resnet5-default" in view.table
+    assert len(view.confusions) == view.table.count("| validation (3589) |") == 7
+    app_dir = Path(backend.__file__).parent
+    assert not [p for p in app_dir.rglob("comparison*") if p.is_dir()]
+
+
 def bundle_as(monkeypatch, name: str, path: Path) -> None:
     """Point the bundled model `name` at `path` (a tiny model, or a missing folder) for one test."""
     bundled = loading.BUNDLED_MODELS[name]

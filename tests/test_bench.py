@@ -54,7 +54,9 @@ def test_train_bench_baseline_uses_the_trainers_optimizer(tmp_path):
 FAMILY_LINE = re.compile(r"cnn \[.*\]: trainer [\d.]+ img/s, .*; data transform (\d+\.\d)% of the step \((.*)\)")
 
 
-@pytest.mark.parametrize(("placement", "where"), [("step", "in the step"), ("collator", "in the collator, 0 worker(s)")])
+@pytest.mark.parametrize(
+    ("placement", "where"), [("step", "in the step"), ("collator", "in the collator, 0 worker(s)")]
+)
 def test_bench_train_prints_the_data_transforms_share_of_the_step(capsys, placement, where):
     """Both placements of the batch transform train the same model; the family line says where it ran and which
     share of the plain loop's step went into getting the batch ready (loading + transform: > 0, < 100%)."""
