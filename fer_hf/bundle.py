@@ -114,7 +114,7 @@ def bundle(
         "model_family": recipe.model.family,
         "labels": single["labels"],
         "parameters": single["parameters"],
-        "trainable_parameters": single["parameters"],
+        "trainable_parameters": run.get("trainable_parameters"),  # what the run trained (None: no record)
         "epochs": epoch,
         "device": run.get("device", "cpu"),
         # A run folder from before fer_hf.train recorded its hardware was trained on the machine bundling it.

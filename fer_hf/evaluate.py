@@ -185,13 +185,21 @@ def atomic_output_dir(out: str | Path, overwrite: bool = False) -> Iterator[Path
         os.replace(tmp, out)
 
 
-def _train_seconds(model_dir: str) -> float | None:
-    """Training wall time from a run folder's metrics.json (written by fer_hf.train), when there is one; a second
-    stage's includes the first's."""
+def _run_record(model_dir: str) -> dict:
+    """The run folder's metrics.json (written by fer_hf.train or fer_hf.bundle), or {} for a model without one."""
     path = Path(model_dir) / METRICS_FILE
     with contextlib.suppress(OSError, ValueError):
-        return total_train_seconds(json.loads(path.read_text()))
-    return None
+        record = json.loads(path.read_text())
+        return record if isinstance(record, dict) else {}
+    return {}
+
+
+def _training_costs(model_dir: str) -> dict:
+    """What training cost, from the run's own record: its wall time (a second stage's includes the first's) and
+    the parameters it trained (gradual unfreezing trains fewer than the model has). A loaded model cannot tell:
+    every parameter of it requires grad. None where the folder holds no training record."""
+    record = _run_record(model_dir)
+    return {"trainable_parameters": record.get("trainable_parameters"), "train_seconds": total_train_seconds(record)}
 
 
 def build_report(loaded, args, split: str, logits, labels, seconds: float, wall: float) -> dict:
@@ -209,8 +217,7 @@ def build_report(loaded, args, split: str, logits, labels, seconds: float, wall:
         "tta": args.tta,
         **compute_fer_metrics(logits, labels, names),
         "parameters": sum(p.numel() for p in model.parameters()),
-        "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
-        "train_seconds": _train_seconds(loaded.source),
+        **_training_costs(loaded.source),
         "images_per_second": round(len(labels) / seconds, 1),
         "inference_seconds": round(seconds, 3),
         "wall_seconds": round(wall, 3),

