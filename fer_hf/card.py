@@ -19,6 +19,7 @@ from pathlib import Path
 import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from fer_hf.configs import training_inputs
 from fer_hf.report import per_class_table, total_train_seconds
 
 DEFAULT_LICENSE = "apache-2.0"  # the package's own licence; FER2013's terms are stated in the limitations
@@ -264,18 +265,19 @@ def loss_summary(loss: dict) -> str:
 
 def training_rows(info: RunInfo) -> list[tuple[str, str]]:
     r, m = info.recipe, info.metrics
-    data, model, loss, unfreeze, tr = (r.get(k) or {} for k in ("data", "model", "loss", "unfreeze", "training"))
+    data, model, loss, unfreeze = (r.get(k) or {} for k in ("data", "model", "loss", "unfreeze"))
+    tr = training_inputs(r.get("training") or {})  # a recipe.yaml saved before every input was: the library's defaults
     world = m.get("world_size") or 1
-    batch = tr.get("per_device_train_batch_size", 8) * world * tr.get("gradient_accumulation_steps", 1)
+    batch = tr["per_device_train_batch_size"] * world * tr["gradient_accumulation_steps"]
     augment = {k: v for k, v in (data.get("augment") or {}).items() if v not in (0, 0.0, [1.0, 1.0], (1.0, 1.0))}
     if not (augment.get("mixup_alpha") or augment.get("cutmix_alpha")):
         augment.pop("mix_prob", None)  # only meaningful when mixup/CutMix is on
     rows = [
         ("data", f"`{data.get('source')}`" + (f", classes {data['classes']}" if data.get("classes") else "")),
-        ("epochs", f"{m.get('epochs')} (of {tr.get('num_train_epochs', 3)} planned)"),
+        ("epochs", f"{m.get('epochs')} (of {tr['num_train_epochs']} planned)"),
         ("effective batch size", str(batch)),
-        ("learning rate", f"{tr.get('learning_rate', 5e-5)}, schedule {tr.get('lr_scheduler_type', 'linear')}"),
-        ("optimizer", str(tr.get("optim", "Trainer default (AdamW)"))),
+        ("learning rate", f"{tr['learning_rate']}, schedule {tr['lr_scheduler_type']}"),
+        ("optimizer", str(tr["optim"])),
         ("loss", loss_summary(loss)),
         ("augmentation", _inline(augment) or "none"),
         ("sampler", str(data.get("sampler") or "shuffle")),

@@ -155,7 +155,7 @@ class Recipe:
     unfreeze: UnfreezeArgs
     run: RunArgs
     distill: DistillArgs
-    training: dict[str, Any]  # TrainingArguments keyword arguments
+    training: dict[str, Any]  # every TrainingArguments input (training_inputs): what runs, and what is saved
     path: str | None = None
 
     def training_args(self) -> TrainingArguments:
@@ -217,6 +217,29 @@ FLAT_TRAINING_FLAGS = {
     "hub_model_id",
 }
 SECRET_KEYS = {"hub_token", "token"}
+# fer_hf's own defaults, under the recipe's keys.
+PACKAGE_TRAINING = {
+    "output_dir": "runs/default",
+    "restore_callback_states_from_checkpoint": True,  # a resumed run carries on its clock and early-stopping patience
+}
+FIXED_TRAINING = {"remove_unused_columns": False}  # the collator reads the faces column ("pixels") by name
+
+
+def _field_default(f: dataclasses.Field) -> Any:
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+
+
+def training_inputs(training: dict[str, Any]) -> dict[str, Any]:
+    """Every TrainingArguments input a run uses: this transformers version's defaults, fer_hf's, then the recipe's
+    keys. It is what a run folder's recipe.yaml saves, so re-running that file reproduces the run even where library
+    defaults change. Derived settings (greater_is_better, ...) keep their unset default, so that TrainingArguments
+    derives them again from an overridden key. Tokens are never part of it."""
+    library = {
+        f.name: _field_default(f)
+        for f in dataclasses.fields(TrainingArguments)
+        if f.init and f.name not in SECRET_KEYS
+    }
+    return {**library, **PACKAGE_TRAINING, **training, **FIXED_TRAINING}
 
 
 def load_recipe(path: str | Path | None = None, overrides: list[str] | None = None) -> Recipe:
@@ -289,8 +312,10 @@ def _build(raw: dict[str, Any], path: str | None) -> Recipe:
         if training[key] is not None and training[key] <= 0:
             raise RecipeError(f"{path or 'recipe'}: training.{key} must be positive, got {training[key]!r}")
     _check_optim_args(training.get("optim_args"), path)
-    training.setdefault("output_dir", "runs/default")
-    recipe = Recipe(**sections, training=training, path=path)
+    for key, value in FIXED_TRAINING.items():
+        if key in training and training[key] != value:
+            raise RecipeError(f"{path or 'recipe'}: training.{key} must stay {value} (fer_hf's collator needs it)")
+    recipe = Recipe(**sections, training=training_inputs(training), path=path)
     _validate(recipe)
     return recipe
 

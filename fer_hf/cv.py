@@ -55,7 +55,7 @@ def cv_pool(recipe: Recipe, max_samples: int | None) -> Dataset:
 
 
 def _seed(recipe: Recipe) -> int:
-    return int(recipe.training.get("seed", 42))
+    return int(recipe.training["seed"])
 
 
 def fold_recipe(recipe: Recipe, out: Path, fold: int) -> Recipe:

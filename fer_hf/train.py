@@ -119,7 +119,7 @@ def prepare_datasets(recipe: Recipe, dd) -> dict[str, FerTensorDataset]:
     """Decode each split once to uint8 tensors; apply the recipe's row limit and oversampling to train."""
     train = dd["train"]
     if recipe.data.max_train_samples and recipe.data.max_train_samples < len(train):
-        seed = recipe.training.get("seed", 42)
+        seed = recipe.training["seed"]
         n = recipe.data.max_train_samples
         train = train.train_test_split(train_size=n, stratify_by_column="label", seed=seed)["train"]
     out = {"train": FerTensorDataset.from_split(train, desc="decode train")}
@@ -133,7 +133,7 @@ def prepare_datasets(recipe: Recipe, dd) -> dict[str, FerTensorDataset]:
         if cls_name not in names:
             raise RecipeError(f"data.oversample: class {cls_name!r} is not in this run's classes {names}")
         canonical_id(cls_name)  # raises on a misspelt class
-        out["train"] = oversample(out["train"], names.index(cls_name), factor, recipe.training.get("seed", 42))
+        out["train"] = oversample(out["train"], names.index(cls_name), factor, recipe.training["seed"])
     for split in ("validation", "test"):
         if split in dd:
             out[split] = FerTensorDataset.from_split(dd[split], desc=f"decode {split}")
@@ -220,7 +220,7 @@ def train_from_recipe(
 
     `dd` replaces the recipe's data source with given train/validation splits (fer_hf.cv passes each fold).
     """
-    set_seed(recipe.training.get("seed", 42))
+    set_seed(recipe.training["seed"])
     keep_freed_batch_memory()  # large batches reuse freed memory instead of page-faulting fresh mmaps
     resume_from = prepare_output_dir(recipe)
     with run_lock(recipe.training["output_dir"]):  # checked writable, and no second training writes into it

@@ -194,12 +194,10 @@ def check_last_batch(n_train: int, args, model: torch.nn.Module) -> None:
 def build_trainer(
     recipe: Recipe, built: BuiltModel, datasets: dict, names, weights, callbacks: Sequence[TrainerCallback] = ()
 ) -> FerTrainer:
-    args = recipe.training_args()
-    args.remove_unused_columns = False  # the collator needs "pixels"
-    args.push_to_hub = False  # push_to_hub is done by fer_hf.publish after training (same repo as its CLI)
-    if "restore_callback_states_from_checkpoint" not in recipe.training:
-        # A resumed run carries on its training clock and early-stopping patience instead of starting them afresh.
-        args.restore_callback_states_from_checkpoint = True
+    args = recipe.training_args()  # every input resolved once in the recipe (configs.training_inputs)
+    # training.push_to_hub is carried out by fer_hf.train after training, through fer_hf.publish (the same repo
+    # layout as its CLI); the Trainer's own push would upload checkpoints without the card.
+    args.push_to_hub = False
     check_last_batch(len(datasets["train"]), args, built.model)
     sample_weights = None
     if recipe.data.sampler == "weighted":

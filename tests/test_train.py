@@ -6,6 +6,7 @@ file is also the DDP entry point: each rank writes a digest of its final paramet
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -71,6 +72,19 @@ def test_smoke_recipe_trains_and_writes_artefacts(tmp_path):
         saved.to_dict()
         == load_recipe(*_path_and_overrides(tiny_args(out, "--training.num_train_epochs", "1"))).to_dict()
     )
+    # ... holding every TrainingArguments input the run used (no tokens), so re-running it gives the same arguments
+    # even without the library's defaults; a derived setting left unset is derived again from an overridden key.
+    import yaml
+    from transformers import TrainingArguments
+
+    training = yaml.safe_load((out / "recipe.yaml").read_text())["training"]
+    init_fields = {f.name for f in dataclasses.fields(TrainingArguments) if f.init}
+    assert set(training) == init_fields - {"hub_token", "token"} and training["remove_unused_columns"] is False
+    ran = TrainingArguments(**training)
+    assert ran.to_dict() == saved.training_args().to_dict() and ran.num_train_epochs == 1
+    assert training["greater_is_better"] is None
+    loss_first = load_recipe(out / "recipe.yaml", ["--training.metric_for_best_model", "loss"]).training_args()
+    assert loss_first.greater_is_better is False
 
 
 def _path_and_overrides(argv: list[str]) -> tuple[str, list[str]]:
