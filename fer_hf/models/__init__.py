@@ -8,47 +8,15 @@ layer groups from the top of the network down (head first) for gradual unfreezin
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 
 from safetensors.torch import load_file
 from torch import nn
-from transformers import BaseImageProcessor
 
 from fer_hf.labels import id2label, label2id
-from fer_hf.transforms import Augment, BatchTransform
-
-
-@dataclass
-class BuiltModel:
-    model: nn.Module
-    image_processor: BaseImageProcessor
-    image_size: int  # model input side; the collator upscales 48x48 faces to it
-    channels: int  # 1 (gray) or 3 (gray repeated as RGB)
-    mean: list[float]
-    std: list[float]
-    layer_groups: list[tuple[str, list[str]]] = field(default_factory=list)  # (group, parameter-name prefixes)
-
-    def batch_transform(self, augment: Augment | None = None) -> BatchTransform:
-        """uint8 faces (B, 48, 48) -> this model's input (B, C, S, S): augmented when `augment` is given (training),
-        else resized and normalised only (evaluation)."""
-        spec = dict(size=self.image_size, channels=self.channels, mean=self.mean, std=self.std)
-        return BatchTransform(**spec, augment=augment, train=augment is not None)
-
-
-Builder = Callable[..., BuiltModel]
-MODEL_FAMILIES: dict[str, Builder] = {}
-
-
-def register_family(name: str) -> Callable[[Builder], Builder]:
-    def wrap(fn: Builder) -> Builder:
-        if name in MODEL_FAMILIES:
-            raise ValueError(f"model family {name!r} registered twice")
-        MODEL_FAMILIES[name] = fn
-        return fn
-
-    return wrap
+from fer_hf.models import cnn_family, resnet, timm_family, vit  # noqa: F401  (each registers its family)
+from fer_hf.models.registry import MODEL_FAMILIES, BuiltModel, register_family  # noqa: F401  (the public names)
 
 
 def build_model(model_args, label_names: Sequence[str], image_size: int | None = None) -> BuiltModel:
@@ -103,6 +71,3 @@ def load_trained_weights(model: nn.Module, folder: str | Path, label_names: Sequ
             "use the model section the run was trained with"
         )
     model.load_state_dict(state)
-
-
-from fer_hf.models import cnn_family, resnet, timm_family, vit  # noqa: E402,F401  (registers the families)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from PIL import Image
 from transformers import ViTImageProcessor
 
-from fer_hf.models import BuiltModel, register_family
 from fer_hf.models.hub_code import FerCnnConfig, FerCnnForImageClassification
+from fer_hf.models.registry import BuiltModel, register_family
 
 CNN_MEAN, CNN_STD = 0.5, 0.5  # gray faces scaled to [-1, 1] (report-b)
 

@@ -13,8 +13,8 @@ from collections.abc import Callable, Sequence
 from transformers import AutoConfig, AutoImageProcessor, BaseImageProcessor, PreTrainedConfig, PreTrainedModel
 from transformers.image_utils import SizeDict
 
-from fer_hf.models import BuiltModel
 from fer_hf.models.heads import check_head_dropout, check_head_sizes
+from fer_hf.models.registry import BuiltModel
 
 logger = logging.getLogger(__name__)
 

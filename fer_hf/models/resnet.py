@@ -6,9 +6,9 @@ from PIL import Image
 from transformers import ConvNextImageProcessor, ResNetConfig
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
-from fer_hf.models import BuiltModel, register_family
 from fer_hf.models.hub_code import FerResNetForImageClassification
 from fer_hf.models.pretrained import LayerGroups, backbone_processor, built_model, load_backbone_config, load_with_head
+from fer_hf.models.registry import BuiltModel, register_family
 
 DEFAULT_RESNET = "microsoft/resnet-50"
 RESNET_SIDE = 224  # the ImageNet resolution the microsoft/resnet-* checkpoints were trained at

@@ -25,10 +25,10 @@ from torch import nn
 from transformers import PreTrainedConfig, TimmWrapperConfig, TimmWrapperModel, ViTImageProcessor
 from transformers.utils import logging as hf_logging
 
-from fer_hf.models import BuiltModel, register_family
 from fer_hf.models.heads import check_head_dropout, check_head_sizes
 from fer_hf.models.hub_code.configuration_fer_timm import FerTimmConfig
 from fer_hf.models.hub_code.modeling_fer_timm import FerTimmForImageClassification
+from fer_hf.models.registry import BuiltModel, register_family
 
 EXAMPLES = (
     "a folder from `python -m fer_hf.weights efficientnet-lite0 DIR`, a Hub id like 'timm/tf_efficientnet_lite0.in1k'"

@@ -6,7 +6,6 @@ from __future__ import annotations
 from PIL import Image
 from transformers import ViTConfig, ViTImageProcessor
 
-from fer_hf.models import BuiltModel, register_family
 from fer_hf.models.hub_code import FerViTForImageClassification
 from fer_hf.models.pretrained import (
     LayerGroups,
@@ -16,6 +15,7 @@ from fer_hf.models.pretrained import (
     load_with_head,
     prefixed,
 )
+from fer_hf.models.registry import BuiltModel, register_family
 
 DEFAULT_VIT = "google/vit-base-patch16-224"
 VIT_MEAN_STD = 0.5  # google/vit-* checkpoints were trained on images scaled to [-1, 1]
