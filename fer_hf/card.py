@@ -412,10 +412,13 @@ def build_model_card(
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{card_body(info, model_name, model_ref, comparison_md)}")
 
 
-def write_model_card(run_dir: str | Path, path: str | Path | None = None, **kwargs) -> Path:
-    """Write README.md (default: into the run folder) and return its path."""
+def write_model_card(run_dir: str | Path, path: str | Path | None = None, extra: str = "", **kwargs) -> Path:
+    """Write README.md (default: into the run folder) and return its path. `extra`: Markdown sections added at
+    the end (bundle's charts and status)."""
     path = Path(path) if path is not None else Path(run_dir) / "README.md"
-    build_model_card(run_dir, **kwargs).save(path)
+    card = build_model_card(run_dir, **kwargs)
+    card.text += extra
+    card.save(path)
     return path
 
 

@@ -21,7 +21,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -227,8 +226,9 @@ def write_evaluation(out: Path, data: str, split: str, batch_size: int, command:
     for tta, folder in (("none", "evaluation"), ("hflip", "evaluation_hflip")):
         # The ensemble's logits are the weighted mean of the member probabilities above: no second inference pass.
         logits = weighted_mean(probs[tta], np.asarray(config.member_weights))
-        args = SimpleNamespace(data=data, classes=None, tta=tta, batch_size=batch_size, mistakes=16)
-        reports[tta] = build_report(loaded, args, split, logits, labels, seconds, wall)
+        reports[tta] = build_report(
+            loaded, split, logits, labels, seconds, wall, data=data, tta=tta, batch_size=batch_size
+        )
         (out / folder).mkdir()
         write_outputs(out / folder, reports[tta], faces.images)
     metrics = {

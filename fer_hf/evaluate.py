@@ -202,29 +202,66 @@ def _training_costs(model_dir: str) -> dict:
     return {"trainable_parameters": record.get("trainable_parameters"), "train_seconds": total_train_seconds(record)}
 
 
-def build_report(loaded, args, split: str, logits, labels, seconds: float, wall: float) -> dict:
+def evaluate(
+    loaded: LoadedModel,
+    faces: FerTensorDataset,
+    *,
+    data: str,
+    split: str,
+    tta: str = "none",
+    batch_size: int = 256,
+    classes: str | None = None,
+    mistakes: int = 16,
+    name: str | None = None,
+) -> dict:
+    """One evaluation as a library function (nothing written): inference over the decoded `faces` with `tta`, and
+    the report that `fer_hf.evaluate`'s metrics.json holds. `data`/`split`/`classes` say where the faces came from;
+    `name` names the model in the report (default: where it was loaded from)."""
+    start = time.perf_counter()
+    logits, seconds = run_inference(loaded, faces, tta, batch_size)
+    wall = time.perf_counter() - start
+    settings = dict(data=data, tta=tta, batch_size=batch_size, classes=classes, mistakes=mistakes, name=name)
+    return build_report(loaded, split, logits, faces.labels.numpy(), seconds, wall, **settings)
+
+
+def build_report(
+    loaded: LoadedModel,
+    split: str,
+    logits: np.ndarray,
+    labels: np.ndarray,
+    seconds: float,
+    wall: float,
+    *,
+    data: str,
+    tta: str,
+    batch_size: int,
+    classes: str | None = None,
+    mistakes: int = 16,
+    name: str | None = None,
+) -> dict:
+    """The report of given logits (N, K): evaluate's, or an ensemble's from its members' probabilities."""
     names = loaded.label_names
     model = loaded.model
     return {
         "kind": "evaluate",
-        "model": loaded.source,
+        "model": name or loaded.source,
         "model_type": model.config.model_type,
-        "data": str(args.data),
+        "data": str(data),
         "split": split,
         "split_size": int(len(labels)),
         "labels": names,
-        "classes": args.classes,
-        "tta": args.tta,
+        "classes": classes,
+        "tta": tta,
         **compute_fer_metrics(logits, labels, names),
         "parameters": sum(p.numel() for p in model.parameters()),
         **_training_costs(loaded.source),
         "images_per_second": round(len(labels) / seconds, 1),
         "inference_seconds": round(seconds, 3),
         "wall_seconds": round(wall, 3),
-        "batch_size": args.batch_size,
+        "batch_size": batch_size,
         "device": str(next(model.parameters()).device),
         "preprocessing": input_spec(model.config, loaded.image_processor),
-        "top_mistakes": confident_mistakes(logits, labels, names, args.mistakes),
+        "top_mistakes": confident_mistakes(logits, labels, names, mistakes),
     }
 
 
@@ -276,16 +313,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def evaluate_model(args: argparse.Namespace) -> tuple[dict, Path]:
-    """The whole command as a function: load, check, infer, measure, write. Returns (metrics, folder)."""
-    start = time.perf_counter()
+    """The command: load, check, evaluate, write (atomically). Returns (metrics, folder)."""
     out = Path(args.output) if args.output else default_output(args.model, args.split, args.tta)
     with atomic_output_dir(out, args.overwrite) as tmp:
         loaded = load_classifier(args.model, trust_remote_code=args.trust_remote_code, device=args.device)
         split, ds = load_split(args.data, args.split, args.classes)
         check_labels(loaded.label_names, ds.features["label"].names, args.model)
         faces = FerTensorDataset.from_split(ds, desc=f"decode {split}")
-        logits, seconds = run_inference(loaded, faces, args.tta, args.batch_size)
-        report = build_report(loaded, args, split, logits, faces.labels.numpy(), seconds, time.perf_counter() - start)
+        settings = dict(tta=args.tta, batch_size=args.batch_size, classes=args.classes, mistakes=args.mistakes)
+        report = evaluate(loaded, faces, data=args.data, split=split, **settings)
         write_outputs(tmp, report, faces.images)
     return report, out
 
