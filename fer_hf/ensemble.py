@@ -27,7 +27,6 @@ import torch
 from PIL import Image
 from transformers import ViTImageProcessor
 
-from fer_hf.card import LIMITATIONS, RunInfo, card_data, split_label, usage_code
 from fer_hf.evaluate import (
     atomic_output_dir,
     build_report,
@@ -36,6 +35,7 @@ from fer_hf.evaluate import (
     load_split,
     write_outputs,
 )
+from fer_hf.hub.card import LIMITATIONS, RunInfo, card_data, split_label, usage_code
 from fer_hf.loading import MODEL_HELP, LoadedModel, OnnxImageClassifier, load_classifier, resolve_model_path
 from fer_hf.metrics import compute_fer_metrics
 from fer_hf.models.hub_code import FerEnsembleConfig, FerEnsembleForImageClassification
@@ -208,7 +208,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def write_evaluation(out: Path, data: str, split: str, batch_size: int, command: str) -> list[MemberRow]:
     """Evaluate the ensemble saved in `out` on one split: the member table (members.json, members.md), the ensemble's
-    own evaluation folders (single view, hflip TTA) and metrics.json (what its card and `fer_hf.publish` read)."""
+    own evaluation folders (single view, hflip TTA) and metrics.json (what its card and `fer_hf.hub.publish` read)."""
     loaded = load_classifier(out)
     split, ds = load_split(data, split)
     check_labels(loaded.label_names, ds.features["label"].names, str(out))
@@ -247,7 +247,7 @@ def write_evaluation(out: Path, data: str, split: str, batch_size: int, command:
 def write_card(folder: Path, where: str) -> Path:
     """README.md of an ensemble folder from its config.json, members.json and metrics.json (when it was evaluated):
     members and weights, the member table with the command that made it, usage with `where` as the model id, limits.
-    `fer_hf.publish` calls it again with the repository id."""
+    `fer_hf.hub.publish` calls it again with the repository id."""
     config = json.loads((folder / "config.json").read_text())
     ensemble = FerEnsembleConfig(**{k: config[k] for k in ("members", "image_size", "num_channels")})
     members = "\n".join(

@@ -186,7 +186,7 @@ def atomic_output_dir(out: str | Path, overwrite: bool = False) -> Iterator[Path
 
 
 def _run_record(model_dir: str) -> dict:
-    """The run folder's metrics.json (written by fer_hf.train or fer_hf.bundle), or {} for a model without one."""
+    """The run folder's metrics.json (written by fer_hf.train or fer_hf.hub.bundle), or {} for a model without one."""
     path = Path(model_dir) / METRICS_FILE
     with contextlib.suppress(OSError, ValueError):
         record = json.loads(path.read_text())

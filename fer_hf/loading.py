@@ -21,11 +21,11 @@ ASSETS_DIR = Path(__file__).parent / "assets"
 
 @dataclass(frozen=True)
 class BundledModel:
-    """A model trained by this project on FER2013 and shipped inside the package (offline), made by fer_hf.bundle."""
+    """A model trained by this project on FER2013 and shipped inside the package (offline), made by fer_hf.hub.bundle."""
 
     path: Path
     title: str  # what it is, in a few words (the app's model menu)
-    recipe: str | None  # the recipe that trains it (fer_hf.bundle ships its run), or None
+    recipe: str | None  # the recipe that trains it (fer_hf.hub.bundle ships its run), or None
     made_by: str | None = None  # else: the command that writes it
 
 
@@ -68,7 +68,7 @@ def resolve_model_path(ref: str | Path) -> str:
             how = (
                 f"`{bundled.made_by}` writes it"
                 if bundled.made_by
-                else f"fer_hf.bundle makes it from a {bundled.recipe} run"
+                else f"fer_hf.hub.bundle makes it from a {bundled.recipe} run"
             )
             raise ModelLoadError(
                 f"no bundled model {str(ref)!r} in {bundled.path} yet ({how}); pass a trained model instead, e.g. "
@@ -79,7 +79,7 @@ def resolve_model_path(ref: str | Path) -> str:
     if path.is_dir():
         if (path / "adapter_config.json").is_file() and not (path / "config.json").is_file():
             raise ModelLoadError(
-                f"{path}: a LoRA adapter without its base model; merge them first (`python -m fer_hf.publish {path} "
+                f"{path}: a LoRA adapter without its base model; merge them first (`python -m fer_hf.hub.publish {path} "
                 "--repo-id USER/NAME --dry-run OUT` writes the merged model to OUT), then use OUT"
             )
         if not (path / "config.json").is_file():

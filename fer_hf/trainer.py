@@ -195,7 +195,7 @@ def build_trainer(
     recipe: Recipe, built: BuiltModel, datasets: dict, names, weights, callbacks: Sequence[TrainerCallback] = ()
 ) -> FerTrainer:
     args = recipe.training_args()  # every input resolved once in the recipe (configs.training_inputs)
-    # training.push_to_hub is carried out by fer_hf.train after training, through fer_hf.publish (the same repo
+    # training.push_to_hub is carried out by fer_hf.train after training, through fer_hf.hub.publish (the same repo
     # layout as its CLI); the Trainer's own push would upload checkpoints without the card.
     args.push_to_hub = False
     check_last_batch(len(datasets["train"]), args, built.model)

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from fer_hf import evaluate, export, predict, publish
+from fer_hf import evaluate, export, predict
 from fer_hf.configs import RecipeError, load_recipe
+from fer_hf.hub import publish
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -1,4 +1,4 @@
-"""fer_hf.bundle: a finished run's best checkpoint becomes a self-describing model folder (weights, evaluations, card)."""
+"""fer_hf.hub.bundle: a finished run's best checkpoint becomes a self-describing model folder (weights, evaluations, card)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import torch
 from test_train import tiny_args
 
 from fer_hf import evaluate as fer_evaluate
-from fer_hf.bundle import best_checkpoint, bundle
-from fer_hf.bundle import main as bundle_main
 from fer_hf.compare import compare
+from fer_hf.hub.bundle import best_checkpoint, bundle
+from fer_hf.hub.bundle import main as bundle_main
 from fer_hf.loading import load_classifier
 from fer_hf.train import main
 
@@ -90,11 +90,11 @@ def test_bundle_of_a_second_stage_ships_its_averaged_weights_and_both_stages_tim
 def test_half_precision_bundle_is_measured_against_float32_and_refused_when_it_moves(
     finished_run, tmp_path, monkeypatch
 ):
-    import fer_hf.bundle
+    import fer_hf.hub.bundle
 
     recipe = str(finished_run / "recipe.yaml")
     full = bundle(finished_run, recipe, "bundled", tmp_path / "full")
-    monkeypatch.setattr(fer_hf.bundle, "HALF_TOLERANCE", 1.0)
+    monkeypatch.setattr(fer_hf.hub.bundle, "HALF_TOLERANCE", 1.0)
     half = bundle(finished_run, recipe, "bundled", tmp_path / "half", half=True)
     from safetensors.torch import load_file
 
@@ -110,7 +110,7 @@ def test_half_precision_bundle_is_measured_against_float32_and_refused_when_it_m
     )
     assert "stored in float16" in (half / "README.md").read_text() and "--half" in (half / "README.md").read_text()
     assert {p.dtype for p in load_classifier(half).model.parameters()} == {torch.float32}  # cast back on load
-    monkeypatch.setattr(fer_hf.bundle, "HALF_TOLERANCE", -1.0)  # any move (even none) is too much: refused
+    monkeypatch.setattr(fer_hf.hub.bundle, "HALF_TOLERANCE", -1.0)  # any move (even none) is too much: refused
     with pytest.raises(ValueError, match="bundle without --half"):
         bundle(finished_run, recipe, "bundled", tmp_path / "refused", half=True)
     assert not (tmp_path / "refused").exists() and not list(tmp_path.glob(".refused*"))

@@ -22,7 +22,7 @@ NAMES = sorted(BUNDLED_MODELS)
 def test_every_bundled_model_is_installed_and_described():
     assert set(BUNDLED_MODELS) == set(MODEL_TYPES)
     for name, bundled in BUNDLED_MODELS.items():
-        assert is_installed(bundled), f"{name}: {bundled.path} is empty; run fer_hf.bundle"
+        assert is_installed(bundled), f"{name}: {bundled.path} is empty; run fer_hf.hub.bundle"
         assert bundled.made_by or (bundled.path.parents[2] / bundled.recipe).is_file(), bundled.recipe
 
 
@@ -93,3 +93,10 @@ def test_nothing_shipped_names_a_folder_of_the_machine_it_was_made_on():
     assert len(texts) > 20
     found = [f"{p.relative_to(repo)}: {m.group(0)}" for p in texts for m in [absolute.search(p.read_text())] if m]
     assert found == []
+    # Nor does git track a link to such a folder (a `runs` link to the machine's run folder was once committed).
+    import subprocess
+
+    if (repo / ".git").exists():
+        listing = subprocess.run(["git", "ls-files", "-s"], cwd=repo, capture_output=True, text=True, check=True)
+        links = [line.split("\t")[-1] for line in listing.stdout.splitlines() if line.startswith("120000")]
+        assert links == []

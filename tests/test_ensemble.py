@@ -177,7 +177,7 @@ def test_cli_builds_evaluates_and_refuses_bad_input(evaluated_ensemble, tmp_path
 
 
 def test_an_ensemble_publishes_like_any_model(evaluated_ensemble, tmp_path, capsys):
-    from fer_hf.publish import main as publish
+    from fer_hf.hub.publish import main as publish
 
     stage = tmp_path / "stage"
     assert publish([str(evaluated_ensemble), "--repo-id", "me/fer-ensemble", "--dry-run", str(stage)]) == 0

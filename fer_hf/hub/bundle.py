@@ -1,7 +1,7 @@
 """Bundle a trained model inside the package: the default CNN (fer_hf/assets/default_model) or another bundled model.
 
-    python -m fer_hf.bundle runs/cnn --data ../shared/fer2013 [--comparison runs/comparison/comparison.md]
-    python -m fer_hf.bundle runs/lite0_main --name lite0 --data ../shared/fer2013
+    python -m fer_hf.hub.bundle runs/cnn --data ../shared/fer2013 [--comparison runs/comparison/comparison.md]
+    python -m fer_hf.hub.bundle runs/lite0_main --name lite0 --data ../shared/fer2013
 
 --name picks the bundled model (`default`, `lite0`): its folder and, unless --recipe is given, its recipe.
 
@@ -26,8 +26,8 @@ from pathlib import Path
 from safetensors.torch import load_file, save_file
 
 from fer_hf import evaluate as fer_evaluate
-from fer_hf.card import write_model_card
 from fer_hf.configs import load_recipe
+from fer_hf.hub.card import write_model_card
 from fer_hf.loading import BUNDLED_MODELS, DEFAULT_MODEL, load_classifier
 from fer_hf.metrics import compute_fer_metrics
 from fer_hf.report import (
@@ -191,7 +191,7 @@ def status_section(metrics: dict, name: str, recipe_path: str) -> str:
     return (
         f"\n## This checkpoint\n\n{what}, {status}. Trained on FER2013 Training and selected on "
         f"PublicTest (validation) only, on {metrics['hardware']}{wall_time(metrics)}; bundled into the package with\n\n"
-        f"```bash\npython -m fer_hf.bundle RUN_DIR --name {name} --recipe {recipe_path} --data ../shared/fer2013"
+        f"```bash\npython -m fer_hf.hub.bundle RUN_DIR --name {name} --recipe {recipe_path} --data ../shared/fer2013"
         f"{' --half' if metrics.get('weights_dtype') == 'float16' else ''}\n```\n\n"
         f"{how_to_load(name)}\n\n{half_note(metrics)}"
         f"Horizontal-flip test-time augmentation, reported apart from the single-view numbers above: accuracy "
@@ -232,7 +232,7 @@ def wall_time(metrics: dict) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fer_hf.bundle", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m fer_hf.hub.bundle", description=__doc__.split("\n\n")[0])
     parser.add_argument("model_dir", help="a fer_hf.train run folder (its best checkpoint is taken) or checkpoint")
     trained = [name for name, model in BUNDLED_MODELS.items() if model.recipe]  # the ensemble is written otherwise
     parser.add_argument("--name", choices=trained, default=DEFAULT_MODEL, help="which bundled model")

