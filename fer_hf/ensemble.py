@@ -206,9 +206,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def write_evaluation(out: Path, data: str, split: str, batch_size: int, command: str) -> list[MemberRow]:
+def write_evaluation(
+    out: Path, data: str, split: str, batch_size: int, command: str, name: str | None = None
+) -> list[MemberRow]:
     """Evaluate the ensemble saved in `out` on one split: the member table (members.json, members.md), the ensemble's
-    own evaluation folders (single view, hflip TTA) and metrics.json (what its card and `fer_hf.hub.publish` read)."""
+    own evaluation folders (single view, hflip TTA) and metrics.json (what its card and `fer_hf.hub.publish` read).
+    `name`: the folder the reports name (where a staged ensemble will live; default `out`)."""
     loaded = load_classifier(out)
     split, ds = load_split(data, split)
     check_labels(loaded.label_names, ds.features["label"].names, str(out))
@@ -226,9 +229,8 @@ def write_evaluation(out: Path, data: str, split: str, batch_size: int, command:
     for tta, folder in (("none", "evaluation"), ("hflip", "evaluation_hflip")):
         # The ensemble's logits are the weighted mean of the member probabilities above: no second inference pass.
         logits = weighted_mean(probs[tta], np.asarray(config.member_weights))
-        reports[tta] = build_report(
-            loaded, split, logits, labels, seconds, wall, data=data, tta=tta, batch_size=batch_size
-        )
+        settings = dict(data=data, tta=tta, batch_size=batch_size, name=name)
+        reports[tta] = build_report(loaded, split, logits, labels, seconds, wall, **settings)
         (out / folder).mkdir()
         write_outputs(out / folder, reports[tta], faces.images)
     metrics = {
@@ -295,9 +297,7 @@ def make_ensemble(args: argparse.Namespace) -> tuple[Path, list[MemberRow]]:
         save_ensemble(ensemble, tmp, args.half)
         command = " ".join(["python -m fer_hf.ensemble", *args.models, "--output", str(out), *command_options(args)])
         if args.data:
-            rows = write_evaluation(tmp, args.data, args.split, args.batch_size, command)
-        for report in tmp.glob("**/metrics.json"):  # name the folder by where it will live, not the staging copy
-            report.write_text(report.read_text().replace(str(tmp), str(out)))
+            rows = write_evaluation(tmp, args.data, args.split, args.batch_size, command, name=str(out))
         write_card(tmp, str(out))
     return out, rows
 

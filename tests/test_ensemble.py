@@ -154,6 +154,10 @@ def test_cli_builds_evaluates_and_refuses_bad_input(evaluated_ensemble, tmp_path
     assert [r["model"] for r in table["rows"]] == ["default", "lite0", "ensemble"]
     single = json.loads((out / "evaluation" / "metrics.json").read_text())
     assert single["tta"] == "none" and abs(single["accuracy"] - table["rows"][-1]["accuracy"]) < 1e-4
+    # the reports name the folder the ensemble lives in, never the staging copy it was written in
+    assert single["model"] == str(out) and json.loads((out / "metrics.json").read_text())["validation"][
+        "model"
+    ] == str(out)
     # the evaluation folders come from the member probabilities: fer_hf.evaluate's own pass agrees with them
     from fer_hf.evaluate import load_split, run_inference
 
