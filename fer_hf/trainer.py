@@ -1,7 +1,7 @@
 """The reusable trainer: `FerTrainer` (the recipe's loss, a class-balanced sampler, layer-wise learning rates,
 gradual unfreezing's gradients, the batch transform on the model's device) and `build_trainer`, which puts it
-together from a recipe and a built model. No Hub code: the `fer_hf.train` command adds the model card and the
-push, and `fer_hf.cv` and the benchmarks use this module alone.
+together from a recipe and a built model. No Hub code: `fer_hf.train` adds the run folder, the model card and the
+push around it, and the benchmarks use this module alone.
 """
 
 from __future__ import annotations

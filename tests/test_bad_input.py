@@ -24,6 +24,7 @@ RECIPE_CASES = [  # (overrides of recipes/smoke.yaml, message fragment); each mu
     (["--training.learning_rate", "abc"], "training.learning_rate: expected a number"),
     (["--data.image_size", "abc"], "data.image_size: expected an integer"),
     (["--training.bf16", "perhaps"], "training.bf16: expected true or false"),
+    (["--training.remove_unused_columns", "true"], "training.remove_unused_columns must stay False"),
 ]
 
 
