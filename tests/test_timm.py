@@ -1,6 +1,6 @@
 """The timm family and the offline ImageNet weights (CPU, no network).
 
-- the converted EfficientNet-Lite0 folder reproduces ImageNet predictions on real photos (scikit-image);
+- the converted EfficientNet-Lite0/1/2 folders reproduce ImageNet predictions on real photos (scikit-image);
 - a state dict with a renamed, reshaped or missing tensor is refused as a whole, a missing package is named;
 - a fine-tuned timm model (BN head, gradual unfreezing through the real Trainer on real FER2013 faces) reloads in a
   fresh process through the Auto classes and `pipeline` with identical logits, with and without fer_hf installed;
@@ -54,10 +54,16 @@ def lite0(lite0_dir: Path, image_size: int = 64, **head):
 
 
 # --------------------------------------------------------------------------------------------- weight conversion
-def test_converted_weights_reproduce_imagenet_predictions(lite0_dir):
-    model = AutoModelForImageClassification.from_pretrained(lite0_dir).eval()
-    processor = AutoImageProcessor.from_pretrained(lite0_dir)
-    classify = pipeline("image-classification", model=str(lite0_dir))
+@pytest.mark.parametrize("name", ["efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2"])
+def test_converted_weights_reproduce_imagenet_predictions(name, lite0_dir, tmp_path):
+    """Lite1/Lite2 (ensemble members) pair with timm's tf_efficientnet_lite1/2 the way Lite0 does."""
+    folder = lite0_dir if name == "efficientnet-lite0" else tmp_path / name
+    if name != "efficientnet-lite0":
+        assert weights.main([name, str(folder)]) == 0
+        assert json.loads((folder / "config.json").read_text())["architecture"] == f"tf_{name.replace('-', '_')}"
+    model = AutoModelForImageClassification.from_pretrained(folder).eval()
+    processor = AutoImageProcessor.from_pretrained(folder)
+    classify = pipeline("image-classification", model=str(folder))
     photos = {"chelsea": skdata.chelsea(), "coffee": skdata.coffee()}
     top1 = {}
     for name, photo in photos.items():

