@@ -27,6 +27,18 @@ import numpy as np
 
 from fer_hf.evaluate import EvaluationError, atomic_output_dir
 from fer_hf.report import plot_curves, plt, run_log_history
+from fer_hf.results import (
+    CV_FILE,
+    METRICS_FILE,
+    CVRecord,
+    EvalRecord,
+    Metrics,
+    RecordError,
+    RunRecord,
+    TrainerEval,
+    find_record_file,
+    read_record,
+)
 
 OUTPUT_STEM = "comparison"
 
@@ -64,53 +76,58 @@ class ResultRow:
 # ---------------------------------------------------------------------------------------------- reading
 def find_metrics_file(path: Path) -> Path:
     """A folder -> its cv_metrics.json, metrics.json or (an earlier comparison) comparison.json; a file -> itself."""
-    if path.is_file():
-        return path
-    for name in ("cv_metrics.json", "metrics.json", f"{OUTPUT_STEM}.json"):
-        if (path / name).is_file():
-            return path / name
-    raise ComparisonError(f"{path}: no metrics.json or cv_metrics.json (is the run or evaluation finished?)")
+    if (
+        path.is_dir()
+        and (path / f"{OUTPUT_STEM}.json").is_file()
+        and not any((path / name).is_file() for name in (CV_FILE, METRICS_FILE))
+    ):
+        return path / f"{OUTPUT_STEM}.json"
+    try:
+        return find_record_file(path)
+    except RecordError as err:
+        raise ComparisonError(str(err)) from None
 
 
-def _per_class(metrics: dict) -> dict[str, dict[str, float]]:
-    per_class = metrics["per_class"].items()
-    return {f"per_class_{key}": {name: row[key] for name, row in per_class} for key in ("f1", "recall")}
+def _per_class(m: Metrics) -> dict[str, dict[str, float]]:
+    return {f"per_class_{key}": {name: row[key] for name, row in m.per_class.items()} for key in ("f1", "recall")}
 
 
-def _scores(metrics: dict) -> dict:
-    keys = ("accuracy", "macro_f1", "weighted_f1", "top2_accuracy")
-    return {key: metrics[key] for key in keys}
+SCORES = ("accuracy", "macro_f1", "weighted_f1", "top2_accuracy")
 
 
-def _costs(doc: dict) -> dict:
-    keys = ("parameters", "trainable_parameters", "train_seconds", "images_per_second")
-    return {key: doc.get(key) for key in keys}
+def _costs(record: EvalRecord | CVRecord | RunRecord) -> dict:
+    keys = ("parameters", "trainable_parameters", "train_seconds")
+    return {key: getattr(record, key) for key in keys}
 
 
-def row_from_run(doc: dict, name: str, source: str, split: str) -> ResultRow:
+def row_from_run(run: RunRecord, name: str, source: str, split: str) -> ResultRow:
     """A training run: the chosen split's metrics plus the run's parameters and training time."""
-    if split not in doc:
-        present = [k for k, v in doc.items() if isinstance(v, dict) and "accuracy" in v]
+    if split not in run.splits:
+        present = sorted(run.splits)
         raise ComparisonError(f"{source}: the run has no {split!r} metrics; it has {present} (choose with --split)")
-    m = doc[split]
-    # Trainer.predict's time for the split (batch size of the recipe), the run's only throughput figure.
-    speed = round(m["num_samples"] / m["seconds"], 1) if m.get("seconds") else None
-    head = dict(name=name, source=source, kind="run", split=split, num_samples=m["num_samples"], tta="none")
-    costs = {**_costs(doc), "images_per_second": speed}
-    return ResultRow(**head, labels=doc["labels"], **_scores(m), **_per_class(m), epochs=doc.get("epochs"), **costs)
+    m = run.splits[split]
+    # Trainer.predict's time for the split (batch size of the recipe), the run's only throughput figure; a bundled
+    # or ensemble folder's split is fer_hf.evaluate's report, whose speed its own evaluation row shows.
+    speed = m.images_per_second if isinstance(m, TrainerEval) else None
+    head = dict(name=name, source=source, kind="run", split=split, num_samples=m.num_samples, tta="none")
+    scores = {key: getattr(m, key) for key in SCORES}
+    costs = {**_costs(run), "images_per_second": speed}
+    return ResultRow(**head, labels=run.labels, **scores, **_per_class(m), epochs=run.epochs, **costs)
 
 
-def row_from_evaluate(doc: dict, name: str, source: str) -> ResultRow:
-    head = dict(name=name, source=source, kind="evaluate", split=doc["split"], num_samples=doc["split_size"])
-    scores = {**_scores(doc), **_per_class(doc)}
-    return ResultRow(**head, labels=doc["labels"], tta=doc["tta"], **scores, **_costs(doc))
+def row_from_evaluate(ev: EvalRecord, name: str, source: str) -> ResultRow:
+    head = dict(name=name, source=source, kind="evaluate", split=ev.split, num_samples=ev.split_size)
+    scores = {**{key: getattr(ev, key) for key in SCORES}, **_per_class(ev)}
+    costs = {**_costs(ev), "images_per_second": ev.images_per_second}
+    return ResultRow(**head, labels=ev.labels, tta=ev.tta, **scores, **costs)
 
 
-def row_from_cv(doc: dict, name: str, source: str) -> ResultRow:
+def row_from_cv(cv: CVRecord, name: str, source: str) -> ResultRow:
     """A cross-validation: the mean over folds, with the folds' sample std kept for the table."""
-    head = dict(name=name, source=source, kind="cv", split=doc["split"], num_samples=doc["split_size"])
-    scores = {**_scores(doc["mean"]), "per_class_f1": doc["mean"]["per_class_f1"], "std": doc["std"]}
-    return ResultRow(**head, labels=doc["labels"], tta=doc["tta"], **scores, **_costs(doc))
+    head = dict(name=name, source=source, kind="cv", split=cv.split, num_samples=cv.split_size)
+    scores = {**{key: cv.mean[key] for key in SCORES}, "per_class_f1": cv.mean["per_class_f1"], "std": cv.std}
+    costs = {**_costs(cv), "images_per_second": cv.images_per_second}
+    return ResultRow(**head, labels=cv.labels, tta=cv.tta, **scores, **costs)
 
 
 def rows_from_comparison(doc: dict, file: Path) -> list[ResultRow]:
@@ -156,16 +173,14 @@ def load_row(path: str | Path, split: str = "validation") -> ResultRow:
     file = find_metrics_file(Path(path))
     name = (file.parent if file.name.endswith("metrics.json") else file).name or str(path)
     try:
-        doc = json.loads(file.read_text())
-        if doc.get("kind") == "evaluate":
-            return row_from_evaluate(doc, name, str(file))
-        if doc.get("kind") == "cv":
-            return row_from_cv(doc, name, str(file))
-        if "model_family" in doc:
-            return row_from_run(doc, name, str(file), split)
-    except (ValueError, KeyError, TypeError) as err:
-        raise ComparisonError(f"{file}: not a metrics file of fer_hf ({type(err).__name__}: {err})") from None
-    raise ComparisonError(f"{file}: not written by fer_hf.train, fer_hf.evaluate or fer_hf.cv")
+        record = read_record(file)
+    except RecordError as err:
+        raise ComparisonError(str(err)) from None
+    if isinstance(record, EvalRecord):
+        return row_from_evaluate(record, name, str(file))
+    if isinstance(record, CVRecord):
+        return row_from_cv(record, name, str(file))
+    return row_from_run(record, name, str(file), split)
 
 
 def unique_names(rows: list[ResultRow]) -> None:

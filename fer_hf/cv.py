@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,9 +23,9 @@ from sklearn.model_selection import StratifiedKFold, train_test_split
 
 from fer_hf.configs import Recipe, RecipeError, load_recipe
 from fer_hf.data import FerDataError, labels_of, load_fer_dataset
+from fer_hf.results import CV_FILE, METRICS_FILE, CVRecord, RunRecord, read_record, write_record
 from fer_hf.train import train_from_recipe
 
-CV_FILE = "cv_metrics.json"
 SCALARS = ("accuracy", "macro_f1", "weighted_f1", "top2_accuracy")
 
 
@@ -65,29 +63,29 @@ def fold_recipe(recipe: Recipe, out: Path, fold: int) -> Recipe:
     return dataclasses.replace(recipe, run=run, training=training)
 
 
-def run_fold(recipe: Recipe, pool: Dataset, train_idx: np.ndarray, val_idx: np.ndarray) -> dict:
-    """Train one fold and return the summary its run folder's metrics.json holds."""
+def run_fold(recipe: Recipe, pool: Dataset, train_idx: np.ndarray, val_idx: np.ndarray) -> RunRecord:
+    """Train one fold and return the record its run folder's metrics.json holds."""
     dd = DatasetDict({"train": pool.select(train_idx), "validation": pool.select(val_idx)})
     train_from_recipe(recipe, dd=dd)
-    return json.loads((Path(recipe.training["output_dir"]) / "metrics.json").read_text())
+    return read_record(Path(recipe.training["output_dir"]) / METRICS_FILE, RunRecord)
 
 
-def fold_row(fold: int, run: dict, train_size: int) -> dict:
-    val = run["validation"]
+def fold_row(fold: int, run: RunRecord, train_size: int) -> dict:
+    val = run.splits["validation"]
     return {
         "fold": fold,
         "train_size": train_size,
-        "validation_size": val["num_samples"],
-        **{key: val[key] for key in SCALARS},
-        "per_class_f1": {name: row["f1"] for name, row in val["per_class"].items()},
-        "train_seconds": run["train_seconds"],
-        "images_per_second": round(val["num_samples"] / max(val["seconds"], 1e-9), 1),
+        "validation_size": val.num_samples,
+        **{key: getattr(val, key) for key in SCALARS},
+        "per_class_f1": {name: row["f1"] for name, row in val.per_class.items()},
+        "train_seconds": run.train_seconds,
+        "images_per_second": round(val.num_samples / max(val.seconds, 1e-9), 1),
     }
 
 
-def summarize(rows: list[dict], runs: list[dict], recipe: Recipe, k: int, pool_size: int) -> dict:
+def summarize(rows: list[dict], runs: list[RunRecord], recipe: Recipe, k: int, pool_size: int) -> CVRecord:
     """Per-fold rows -> mean and sample std (ddof=1) of every metric, plus the pooled confusion matrix."""
-    names = runs[0]["labels"]
+    names = runs[0].labels
 
     def stat(fn, key: str, cls: str | None = None) -> float:
         values = [r["per_class_f1"][cls] if cls else r[key] for r in rows]
@@ -96,50 +94,47 @@ def summarize(rows: list[dict], runs: list[dict], recipe: Recipe, k: int, pool_s
     def std(v):
         return np.std(v, ddof=1)
 
-    return {
-        "kind": "cv",
-        "recipe": recipe.path,
-        "model_family": recipe.model.family,
-        "data": recipe.data.source,
-        "split": f"train ({k}-fold CV)",
-        "split_size": pool_size,
-        "folds": k,
-        "seed": _seed(recipe),
-        "labels": names,
-        "tta": "none",
-        "mean": {
+    return CVRecord(
+        recipe=recipe.path,
+        model_family=recipe.model.family,
+        data=recipe.data.source,
+        split=f"train ({k}-fold CV)",
+        split_size=pool_size,
+        folds=k,
+        seed=_seed(recipe),
+        labels=names,
+        tta="none",
+        mean={
             **{key: stat(np.mean, key) for key in SCALARS},
             "per_class_f1": {c: stat(np.mean, "", c) for c in names},
         },
-        "std": {**{key: stat(std, key) for key in SCALARS}, "per_class_f1": {c: stat(std, "", c) for c in names}},
-        "confusion_matrix": np.sum([r["validation"]["confusion_matrix"] for r in runs], axis=0).tolist(),
-        "parameters": runs[0]["parameters"],
-        "trainable_parameters": runs[0]["trainable_parameters"],
-        "train_seconds": round(float(np.mean([r["train_seconds"] for r in rows])), 1),
-        "images_per_second": round(float(np.mean([r["images_per_second"] for r in rows])), 1),
-        "per_fold": rows,
-    }
+        std={**{key: stat(std, key) for key in SCALARS}, "per_class_f1": {c: stat(std, "", c) for c in names}},
+        confusion_matrix=np.sum([r.splits["validation"].confusion_matrix for r in runs], axis=0).tolist(),
+        parameters=runs[0].parameters,
+        trainable_parameters=runs[0].trainable_parameters,
+        train_seconds=round(float(np.mean([r["train_seconds"] for r in rows])), 1),
+        images_per_second=round(float(np.mean([r["images_per_second"] for r in rows])), 1),
+        per_fold=rows,
+    )
 
 
-def cv_table(summary: dict) -> str:
+def cv_table(summary: CVRecord) -> str:
     """Markdown: one row per fold, then mean ± std."""
     lines = [
         "| fold | train | validation | accuracy | macro-F1 | weighted-F1 | top-2 |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for r in summary["per_fold"]:
+    for r in summary.per_fold:
         scores = " | ".join(f"{r[key]:.4f}" for key in SCALARS)
         lines.append(f"| {r['fold']} | {r['train_size']} | {r['validation_size']} | {scores} |")
-    mean_std = " | ".join(f"{summary['mean'][key]:.4f} ± {summary['std'][key]:.4f}" for key in SCALARS)
-    lines.append(f"| mean ± std | | {summary['split_size']} | {mean_std} |")
+    mean_std = " | ".join(f"{summary.mean[key]:.4f} ± {summary.std[key]:.4f}" for key in SCALARS)
+    lines.append(f"| mean ± std | | {summary.split_size} | {mean_std} |")
     return "\n".join(lines)
 
 
-def write_summary(out: Path, summary: dict) -> None:
+def write_summary(out: Path, summary: CVRecord) -> None:
     (out / "cv_table.md").write_text(cv_table(summary) + "\n")
-    tmp = out / f".{CV_FILE}.partial"
-    tmp.write_text(json.dumps(summary, indent=2) + "\n")
-    os.replace(tmp, out / CV_FILE)  # last and atomic: cv_metrics.json only ever exists complete
+    write_record(summary, out / CV_FILE)  # last and atomic: cv_metrics.json only ever exists complete
 
 
 def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:
@@ -168,7 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def cross_validate(recipe: Recipe, args: argparse.Namespace) -> tuple[dict, Path]:
+def cross_validate(recipe: Recipe, args: argparse.Namespace) -> tuple[CVRecord, Path]:
     """Train every fold, then write the summary. Returns (summary, folder)."""
     out = Path(args.output or f"{recipe.training['output_dir']}-cv{args.folds}")
     out.mkdir(parents=True, exist_ok=True)

@@ -42,10 +42,10 @@ from fer_hf.models.hub_code import FerEnsembleConfig, FerEnsembleForImageClassif
 from fer_hf.models.hub_code.configuration_fer_ensemble import MEMBER_TYPES
 from fer_hf.outputs import check_apart
 from fer_hf.report import describe_hardware
+from fer_hf.results import METRICS_FILE, RunRecord, read_record, write_record
 from fer_hf.transforms import FerTensorDataset
 
 MEMBERS_FILE = "members.json"
-METRICS_FILE = "metrics.json"
 ENSEMBLE_FILES = (MEMBERS_FILE, "members.md", METRICS_FILE)  # what publishing stages next to the model
 
 
@@ -233,16 +233,16 @@ def write_evaluation(
         reports[tta] = build_report(loaded, split, logits, labels, seconds, wall, **settings)
         (out / folder).mkdir()
         write_outputs(out / folder, reports[tta], faces.images)
-    metrics = {
-        "model_family": "ensemble",
-        "labels": loaded.label_names,
-        "parameters": reports["none"]["parameters"],
-        "hardware": describe_hardware(),
+    metrics = RunRecord(
+        model_family="ensemble",
+        labels=loaded.label_names,
+        parameters=reports["none"].parameters,
+        hardware=describe_hardware(),
         **about,
-        split: reports["none"],
-        f"{split}_tta_hflip": {k: reports["hflip"][k] for k in ("accuracy", "macro_f1", "tta")},
-    }
-    (out / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
+        splits={split: reports["none"]},
+        summaries={f"{split}_tta_hflip": reports["hflip"].scores},
+    )
+    write_record(metrics, out / METRICS_FILE)
     return rows
 
 
@@ -260,16 +260,16 @@ def write_card(folder: Path, where: str) -> Path:
     front = "---\nlibrary_name: transformers\nlicense: apache-2.0\npipeline_tag: image-classification\n---\n"
     results = "Not evaluated: the folder was written without `--data`."
     if (folder / METRICS_FILE).is_file():
-        metrics = json.loads((folder / METRICS_FILE).read_text())
+        metrics = read_record(folder / METRICS_FILE, RunRecord)
         table = json.loads((folder / MEMBERS_FILE).read_text())
         split, rows = table["split"], [MemberRow(**r) for r in table["rows"]]
-        info = RunInfo(folder, metrics, {"data": {"source": metrics["data"]}}, config)
+        info = RunInfo(folder, metrics, {"data": {"source": metrics.data}}, config)
         front = f"---\n{card_data(info, Path(where).name).to_yaml()}\n---\n"
-        single = metrics[split]
+        single = metrics.splits[split]
         results = (
             f"{markdown_table(rows, split_label(info, split))}\n\nThe ensemble, single view: accuracy "
-            f"{single['accuracy']:.4f}, macro-F1 {single['macro_f1']:.4f} (`evaluation/`). Made on "
-            f"{metrics['hardware']} by\n\n```bash\n{table['command']}\n```\n\nSingle view unless the column says "
+            f"{single.accuracy:.4f}, macro-F1 {single.macro_f1:.4f} (`evaluation/`). Made on "
+            f"{metrics.hardware} by\n\n```bash\n{table['command']}\n```\n\nSingle view unless the column says "
             "hflip TTA (the average with the mirrored face). The weights were not fitted on this split; the members "
             "were selected on it as `fer_hf.train` selects checkpoints."
         )

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import shutil
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -33,11 +33,11 @@ from fer_hf.labels import FER_LABELS, resolve_classes
 from fer_hf.loading import MODEL_HELP, LoadedModel, ModelLoadError, load_classifier, resolve_model_path
 from fer_hf.metrics import compute_fer_metrics, softmax
 from fer_hf.outputs import OutputOverlapError, check_apart
-from fer_hf.report import per_class_table, plot_confusion_matrix, plt, total_train_seconds
+from fer_hf.report import per_class_table, plot_confusion_matrix, plt
+from fer_hf.results import METRICS_FILE, EvalRecord, RecordError, read_run_record, write_record
 from fer_hf.transforms import BatchTransform, FerTensorDataset
 from fer_hf.tta import TTA_MODES, tta_logits
 
-METRICS_FILE = "metrics.json"
 CONFUSION_FILE = "confusion_matrix.png"
 MISTAKES_FILE = "confident_mistakes.png"
 
@@ -185,21 +185,20 @@ def atomic_output_dir(out: str | Path, overwrite: bool = False) -> Iterator[Path
         os.replace(tmp, out)
 
 
-def _run_record(model_dir: str) -> dict:
-    """The run folder's metrics.json (written by fer_hf.train or fer_hf.hub.bundle), or {} for a model without one."""
-    path = Path(model_dir) / METRICS_FILE
-    with contextlib.suppress(OSError, ValueError):
-        record = json.loads(path.read_text())
-        return record if isinstance(record, dict) else {}
-    return {}
-
-
 def _training_costs(model_dir: str) -> dict:
     """What training cost, from the run's own record: its wall time (a second stage's includes the first's) and
     the parameters it trained (gradual unfreezing trains fewer than the model has). A loaded model cannot tell:
-    every parameter of it requires grad. None where the folder holds no training record."""
-    record = _run_record(model_dir)
-    return {"trainable_parameters": record.get("trainable_parameters"), "train_seconds": total_train_seconds(record)}
+    every parameter of it requires grad. None where the folder holds no training record (a Hub id, a checkpoint)."""
+    try:
+        record = read_run_record(model_dir)
+    except OSError:  # a Hub id or a bundled name is not a folder
+        record = None
+    except RecordError as err:  # another tool's metrics.json: the evaluation stands, the costs are unknown
+        warnings.warn(f"training costs not reported: {err}", stacklevel=2)
+        record = None
+    if record is None:
+        return {"trainable_parameters": None, "train_seconds": None}
+    return {"trainable_parameters": record.trainable_parameters, "train_seconds": record.total_train_seconds()}
 
 
 def evaluate(
@@ -213,7 +212,7 @@ def evaluate(
     classes: str | None = None,
     mistakes: int = 16,
     name: str | None = None,
-) -> dict:
+) -> EvalRecord:
     """One evaluation as a library function (nothing written): inference over the decoded `faces` with `tta`, and
     the report that `fer_hf.evaluate`'s metrics.json holds. `data`/`split`/`classes` say where the faces came from;
     `name` names the model in the report (default: where it was loaded from)."""
@@ -238,48 +237,47 @@ def build_report(
     classes: str | None = None,
     mistakes: int = 16,
     name: str | None = None,
-) -> dict:
+) -> EvalRecord:
     """The report of given logits (N, K): evaluate's, or an ensemble's from its members' probabilities."""
     names = loaded.label_names
     model = loaded.model
-    return {
-        "kind": "evaluate",
-        "model": name or loaded.source,
-        "model_type": model.config.model_type,
-        "data": str(data),
-        "split": split,
-        "split_size": int(len(labels)),
-        "labels": names,
-        "classes": classes,
-        "tta": tta,
+    return EvalRecord(
+        model=name or loaded.source,
+        model_type=model.config.model_type,
+        data=str(data),
+        split=split,
+        split_size=int(len(labels)),
+        labels=names,
+        classes=classes,
+        tta=tta,
         **compute_fer_metrics(logits, labels, names),
-        "parameters": sum(p.numel() for p in model.parameters()),
+        parameters=sum(p.numel() for p in model.parameters()),
         **_training_costs(loaded.source),
-        "images_per_second": round(len(labels) / seconds, 1),
-        "inference_seconds": round(seconds, 3),
-        "wall_seconds": round(wall, 3),
-        "batch_size": batch_size,
-        "device": str(next(model.parameters()).device),
-        "preprocessing": input_spec(model.config, loaded.image_processor),
-        "top_mistakes": confident_mistakes(logits, labels, names, mistakes),
-    }
-
-
-def write_outputs(out: Path, report: dict, images: torch.Tensor) -> None:
-    title = f"{Path(report['model']).name} on {report['split']} ({report['split_size']}), tta={report['tta']}"
-    (out / METRICS_FILE).write_text(json.dumps(report, indent=2) + "\n")
-    (out / "per_class.md").write_text(per_class_table(report) + "\n")
-    plot_confusion_matrix(report["confusion_matrix"], report["labels"], out / CONFUSION_FILE, title)
-    plot_mistakes(report["top_mistakes"], images, out / MISTAKES_FILE, f"most confident mistakes: {title}")
-
-
-def print_summary(report: dict, out: Path) -> None:
-    print(f"{report['model']} on {report['split']} ({report['split_size']} faces), TTA {report['tta']}:")
-    print(
-        f"accuracy {report['accuracy']:.4f}  macro-F1 {report['macro_f1']:.4f}  top-2 {report['top2_accuracy']:.4f}"
-        f"  ({report['images_per_second']:.0f} img/s)"
+        images_per_second=round(len(labels) / seconds, 1),
+        inference_seconds=round(seconds, 3),
+        wall_seconds=round(wall, 3),
+        batch_size=batch_size,
+        device=str(next(model.parameters()).device),
+        preprocessing=input_spec(model.config, loaded.image_processor),
+        top_mistakes=confident_mistakes(logits, labels, names, mistakes),
     )
-    print(per_class_table(report))
+
+
+def write_outputs(out: Path, report: EvalRecord, images: torch.Tensor) -> None:
+    title = f"{Path(report.model).name} on {report.split} ({report.split_size}), tta={report.tta}"
+    write_record(report, out / METRICS_FILE)
+    (out / "per_class.md").write_text(per_class_table(report.per_class) + "\n")
+    plot_confusion_matrix(report.confusion_matrix, report.labels, out / CONFUSION_FILE, title)
+    plot_mistakes(report.top_mistakes, images, out / MISTAKES_FILE, f"most confident mistakes: {title}")
+
+
+def print_summary(report: EvalRecord, out: Path) -> None:
+    print(f"{report.model} on {report.split} ({report.split_size} faces), TTA {report.tta}:")
+    print(
+        f"accuracy {report.accuracy:.4f}  macro-F1 {report.macro_f1:.4f}  top-2 {report.top2_accuracy:.4f}"
+        f"  ({report.images_per_second:.0f} img/s)"
+    )
+    print(per_class_table(report.per_class))
     print(f"written to {out}")
 
 
@@ -312,7 +310,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def evaluate_model(args: argparse.Namespace) -> tuple[dict, Path]:
+def evaluate_model(args: argparse.Namespace) -> tuple[EvalRecord, Path]:
     """The command: load, check, evaluate, write (atomically). Returns (metrics, folder)."""
     out = Path(args.output) if args.output else default_output(args.model, args.split, args.tta)
     with atomic_output_dir(out, args.overwrite) as tmp:
@@ -333,7 +331,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         out = args.output or default_output(args.model, args.split, args.tta)
         check_apart(out, resolve_model_path(args.model), args.data)
         report, out = evaluate_model(args)
-    except (EvaluationError, ModelLoadError, FerDataError, FileNotFoundError, OutputOverlapError) as err:
+    except (EvaluationError, ModelLoadError, FerDataError, FileNotFoundError, OutputOverlapError, RecordError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print_summary(report, out)

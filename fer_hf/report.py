@@ -88,10 +88,10 @@ def plot_curves(histories: dict[str, list[dict]], path: str | Path, title: str =
     plt.close(fig)
 
 
-def per_class_table(metrics: dict) -> str:
-    """Markdown table of per-class precision/recall/F1/support."""
+def per_class_table(per_class: dict[str, dict]) -> str:
+    """Markdown table of per-class precision/recall/F1/support (a record's `per_class`)."""
     lines = ["| class | precision | recall | F1 | support |", "|---|---:|---:|---:|---:|"]
-    for name, row in metrics["per_class"].items():
+    for name, row in per_class.items():
         lines.append(f"| {name} | {row['precision']:.3f} | {row['recall']:.3f} | {row['f1']:.3f} | {row['support']} |")
     return "\n".join(lines)
 
@@ -110,10 +110,3 @@ def describe_hardware(device: str = "cpu") -> str:
         pass
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return f"{cpu}, {cores} CPU cores"
-
-
-def total_train_seconds(metrics: dict) -> float | None:
-    """A run's training time including the run it started from (model.init_from), from its metrics.json."""
-    seconds = metrics.get("train_seconds")
-    earlier = (metrics.get("init_from") or {}).get("train_seconds")
-    return seconds + earlier if seconds is not None and earlier is not None else seconds  # 0.0: a sub-0.05 s run

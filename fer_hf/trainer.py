@@ -26,6 +26,7 @@ from fer_hf.distill import DistillationLoss
 from fer_hf.losses import build_loss
 from fer_hf.metrics import compute_fer_metrics, trainer_compute_metrics
 from fer_hf.models import BuiltModel
+from fer_hf.results import TrainerEval
 from fer_hf.transforms import BatchMixer, BatchTransform, FerCollator, apply_transform
 
 
@@ -223,7 +224,7 @@ def build_trainer(
     )
 
 
-def evaluate_splits(trainer: FerTrainer, datasets: dict, names, include_test: bool) -> dict:
+def evaluate_splits(trainer: FerTrainer, datasets: dict, names, include_test: bool) -> dict[str, TrainerEval]:
     """Final metrics of the (best) model on validation and, when present, test: one metric module for all."""
     results = {}
     for split in ("validation", "test"):
@@ -232,7 +233,6 @@ def evaluate_splits(trainer: FerTrainer, datasets: dict, names, include_test: bo
         start = time.perf_counter()
         pred = trainer.predict(datasets[split], metric_key_prefix=split)
         logits = pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions
-        results[split] = compute_fer_metrics(logits, pred.label_ids, names)
-        results[split]["split"] = split
-        results[split]["seconds"] = round(time.perf_counter() - start, 2)
+        metrics = compute_fer_metrics(logits, pred.label_ids, names)
+        results[split] = TrainerEval(**metrics, split=split, seconds=round(time.perf_counter() - start, 2))
     return results

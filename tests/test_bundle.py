@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from test_train import tiny_args
 
 from fer_hf import evaluate as fer_evaluate
@@ -14,6 +15,7 @@ from fer_hf.compare import compare
 from fer_hf.hub.bundle import best_checkpoint, bundle
 from fer_hf.hub.bundle import main as bundle_main
 from fer_hf.loading import load_classifier
+from fer_hf.results import EvalRecord, TrainerEval, read_record, to_json
 from fer_hf.train import main
 
 
@@ -46,6 +48,11 @@ def test_bundle_ships_the_best_checkpoint_with_matching_card(finished_run, tmp_p
     assert metrics["hardware"] in card and "best epoch of the finished run" in card
     assert not list(tmp_path.glob(".*partial"))  # the staging folder was moved into place
     assert load_classifier(out).label_names == run_metrics["labels"]
+    # Every record these commands wrote reads back (fer_hf.results) to exactly the JSON on disk.
+    for file in (finished_run / "metrics.json", out / "metrics.json", out / "evaluation" / "metrics.json"):
+        assert to_json(read_record(file)) == json.loads(file.read_text()), file
+    assert isinstance(read_record(finished_run).splits["validation"], TrainerEval)
+    assert isinstance(read_record(out).splits["validation"], EvalRecord)
 
 
 def test_bundle_refuses_a_folder_without_checkpoints(tmp_path):
@@ -84,7 +91,7 @@ def test_bundle_of_a_second_stage_ships_its_averaged_weights_and_both_stages_tim
     assert f"{(first + second) / 60:.0f} minutes of training over two stages" in card
     args = fer_evaluate.parse_args([str(out), "--data", "bundled", "--output", str(tmp_path / "eval")])
     report, _ = fer_evaluate.evaluate_model(args)
-    assert report["train_seconds"] == pytest.approx(first + second)  # compare's train-time column: both stages
+    assert report.train_seconds == pytest.approx(first + second)  # compare's train-time column: both stages
 
 
 def test_half_precision_bundle_is_measured_against_float32_and_refused_when_it_moves(
@@ -96,8 +103,6 @@ def test_half_precision_bundle_is_measured_against_float32_and_refused_when_it_m
     full = bundle(finished_run, recipe, "bundled", tmp_path / "full")
     monkeypatch.setattr(fer_hf.hub.bundle, "HALF_TOLERANCE", 1.0)
     half = bundle(finished_run, recipe, "bundled", tmp_path / "half", half=True)
-    from safetensors.torch import load_file
-
     stored, original = load_file(half / "model.safetensors"), load_file(full / "model.safetensors")
     assert {t.dtype for t in stored.values() if t.is_floating_point()} == {torch.float16}
     assert all(torch.equal(stored[k].float(), v.half().float()) for k, v in original.items() if v.is_floating_point())
@@ -114,3 +119,27 @@ def test_half_precision_bundle_is_measured_against_float32_and_refused_when_it_m
     with pytest.raises(ValueError, match="bundle without --half"):
         bundle(finished_run, recipe, "bundled", tmp_path / "refused", half=True)
     assert not (tmp_path / "refused").exists() and not list(tmp_path.glob(".refused*"))
+
+
+def test_a_bundled_folder_is_stored_in_float16_in_place_with_its_record_carried_over(finished_run, tmp_path):
+    """The bundled models' run folders are not kept: `bundle BUNDLED_DIR --half` re-bundles a bundled folder."""
+    out = bundle(finished_run, str(finished_run / "recipe.yaml"), "bundled", tmp_path / "default_model")
+    before = read_record(out)
+    recipe, curves = (out / "recipe.yaml").read_text(), (out / "training_curves.png").read_bytes()
+    weights = load_file(out / "model.safetensors")
+
+    assert bundle(out, "recipes/cnn_swa.yaml", "bundled", out, half=True) == out  # in place
+    after = read_record(out)
+    assert {t.dtype for t in load_file(out / "model.safetensors").values() if t.is_floating_point()} == {torch.float16}
+    assert (
+        after.weights_dtype == "float16" and after.float32_validation.accuracy == before.splits["validation"].accuracy
+    )
+    carried = ("checkpoint", "train_seconds", "epochs", "hardware", "trainable_parameters", "labels", "parameters")
+    assert all(getattr(after, key) == getattr(before, key) for key in carried)
+    assert (out / "recipe.yaml").read_text() == recipe  # not re-resolved against the bundled folder
+    assert (out / "training_curves.png").read_bytes() == curves
+    half = load_file(out / "model.safetensors")
+    assert all(torch.equal(half[k].float(), v.half().float()) for k, v in weights.items() if v.is_floating_point())
+    assert not list(tmp_path.glob(".*partial"))
+    with pytest.raises(ValueError, match="stored in float16 already"):  # float32 figures cannot be measured again
+        bundle(out, "recipes/cnn_swa.yaml", "bundled", tmp_path / "again", half=True)

@@ -13,6 +13,7 @@ from fer_hf import compare, cv
 from fer_hf import evaluate as fer_eval
 from fer_hf.configs import RecipeError, load_recipe
 from fer_hf.data import labels_of
+from fer_hf.results import CVRecord, read_record, to_json
 
 SMOKE = Path(__file__).resolve().parents[1] / "recipes" / "smoke.yaml"
 OVERRIDES = ["--training.num_train_epochs", "1"]
@@ -40,6 +41,8 @@ def test_cv_summary_is_the_mean_and_std_of_its_folds(cv_run):
     assert pooled.sum(axis=1).tolist() == [POOL // 7] * 7  # every face validated exactly once
     assert "| mean ± std |" in (cv_run / "cv_table.md").read_text()
     assert "test" not in json.loads((cv_run / "fold_1" / "metrics.json").read_text())
+    record = read_record(cv_run)  # fer_hf.results reads back exactly what cv wrote
+    assert isinstance(record, CVRecord) and to_json(record) == summary
 
 
 def test_folds_are_stratified_partitions_and_evaluate_reproduces_a_fold(cv_run, tmp_path):

@@ -306,9 +306,11 @@ def test_space_dry_run_stages_the_app_configured_for_the_models(tmp_path, monkey
 
 def test_card_augmentation_row_lists_what_was_on():
     from fer_hf.hub.card import RunInfo, training_rows
+    from fer_hf.results import RunRecord
 
     def row(augment: dict) -> str:
-        info = RunInfo(Path("run"), {"epochs": 1}, {"data": {"augment": augment}}, {})
+        record = RunRecord(model_family="cnn", labels=["a"], parameters=1, epochs=1)
+        info = RunInfo(Path("run"), record, {"data": {"augment": augment}}, {})
         return dict(training_rows(info))["augmentation"]
 
     assert row({"hflip": 0.5, "rotation": 0, "mixup_alpha": 0.0, "mix_prob": 1.0}) == "hflip=0.5"

@@ -2,11 +2,14 @@
 
     python -m fer_hf.hub.bundle runs/cnn --data ../shared/fer2013 [--comparison runs/comparison/comparison.md]
     python -m fer_hf.hub.bundle runs/lite0_main --name lite0 --data ../shared/fer2013
+    python -m fer_hf.hub.bundle fer_hf/assets/lite0_model --name lite0 --data ../shared/fer2013 --half
 
 --name picks the bundled model (`default`, `lite0`): its folder and, unless --recipe is given, its recipe.
 
 MODEL_DIR is a run folder (its best checkpoint is taken, whether the run finished or was cut short; a finished
-weight-averaging run gives its final, averaged weights) or one of its `checkpoint-*` folders. The folder gets the model (safetensors, config, image processor, its code), the resolved
+weight-averaging run gives its final, averaged weights), one of its `checkpoint-*` folders, or a folder this command
+wrote (its weights, recipe, training record, curves and comparison are carried over and evaluated again: how a
+bundled model is stored in float16 with --half when its run folder is gone). The folder gets the model (safetensors, config, image processor, its code), the resolved
 recipe, `metrics.json` in the layout of a training run (validation = FER2013 PublicTest, single view; hardware and
 training time from the finished run), evaluations by `fer_hf.evaluate` without and with horizontal-flip TTA
 (reported apart), the confusion matrix, the training curves and a model card; with --comparison, the
@@ -30,13 +33,8 @@ from fer_hf.configs import load_recipe
 from fer_hf.hub.card import write_model_card
 from fer_hf.loading import BUNDLED_MODELS, DEFAULT_MODEL, load_classifier
 from fer_hf.metrics import compute_fer_metrics
-from fer_hf.report import (
-    checkpoint_states,
-    describe_hardware,
-    plot_confusion_matrix,
-    plot_curves,
-    total_train_seconds,
-)
+from fer_hf.report import checkpoint_states, describe_hardware, plot_confusion_matrix, plot_curves
+from fer_hf.results import METRICS_FILE, RunRecord, Scores, read_record, read_run_record, write_record
 from fer_hf.transforms import FerTensorDataset
 
 MODEL_FILES = ("config.json", "model.safetensors")
@@ -62,11 +60,20 @@ def best_checkpoint(model_dir: Path) -> tuple[Path, dict]:
     return best, state
 
 
-def weights_to_bundle(model_dir: Path) -> tuple[Path, dict]:
-    """A finished weight-averaging run (run.swa_from_epoch) ships its final, averaged weights: no checkpoint holds
-    them. Any other run ships its best checkpoint."""
-    run = model_dir / "metrics.json"
-    if run.is_file() and "weight_average" in json.loads(run.read_text()):
+def is_bundled(model_dir: Path) -> bool:
+    """A folder this command wrote (its record names the checkpoint it holds), not a run or checkpoint folder."""
+    run = read_run_record(model_dir)
+    return run is not None and run.checkpoint is not None and not (model_dir / "trainer_state.json").is_file()
+
+
+def weights_to_bundle(model_dir: Path) -> tuple[Path, dict | None]:
+    """(folder with the weights, its trainer_state.json or None). A finished weight-averaging run
+    (run.swa_from_epoch) ships its final, averaged weights: no checkpoint holds them. A bundled folder ships its
+    own weights again (to store them with --half). Any other run ships its best checkpoint."""
+    if is_bundled(model_dir):
+        return model_dir, None
+    run = read_run_record(model_dir)
+    if run is not None and run.weight_average:
         return model_dir, json.loads((model_dir / "trainer_state.json").read_text())
     return best_checkpoint(model_dir)
 
@@ -81,8 +88,13 @@ def bundle(
     half: bool = False,
 ) -> Path:
     """Write the bundled model `name` into `out` (staged, then moved into place). Returns `out`.
-    `half`: weights stored in float16, only if PublicTest accuracy moves by less than HALF_TOLERANCE."""
+    `half`: weights stored in float16, only if PublicTest accuracy moves by less than HALF_TOLERANCE.
+    `model_dir` may be a bundled folder itself (even `out`): its weights, resolved recipe, training record, curves and
+    comparison are carried over and evaluated again, e.g. to store them in float16."""
     weights_dir, state = weights_to_bundle(model_dir)
+    run = read_run_record(model_dir)  # None: a checkpoint of a run that has not ended
+    if state is None and half and run.weights_dtype == "float16":
+        raise ValueError(f"{model_dir}: its weights are stored in float16 already; --half needs the float32 ones")
     staging = out.with_name(f".{out.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
@@ -93,10 +105,14 @@ def bundle(
     faces = FerTensorDataset.from_split(ds, desc=f"decode {split}")
     full_precision = None
     if half:  # measured in float32 first: --half is refused if PublicTest moves by HALF_TOLERANCE or more
-        full_precision = single_view_scores(load_classifier(staging), faces)
+        full_precision = single_view_scores(load_classifier(staging), faces)  # Scores
         store_half(staging / "model.safetensors")
-    recipe = load_recipe(recipe_path, ["--training.output_dir", str(model_dir)])
-    recipe.save(staging / "recipe.yaml")
+    if state is None:  # a bundled folder: its resolved recipe names the run it came from; keep it as it is
+        shutil.copy2(model_dir / "recipe.yaml", staging / "recipe.yaml")
+        recipe = load_recipe(str(staging / "recipe.yaml"))
+    else:
+        recipe = load_recipe(recipe_path, ["--training.output_dir", str(model_dir)])
+        recipe.save(staging / "recipe.yaml")
     where = f"fer_hf/assets/{out.name}"  # the model is named by where it lives, not by the staging folder
     loaded = load_classifier(staging)
     fer_evaluate.check_labels(loaded.label_names, ds.features["label"].names, str(model_dir))
@@ -107,40 +123,49 @@ def bundle(
         fer_evaluate.write_outputs(staging / folder, reports[tta], faces.images)
     single = reports["none"]
     if full_precision is not None:
-        moved = abs(single["accuracy"] - full_precision["accuracy"])
+        moved = abs(single.accuracy - full_precision.accuracy)
         if moved >= HALF_TOLERANCE:
             shutil.rmtree(staging, ignore_errors=True)
             raise ValueError(
-                f"--half moves PublicTest accuracy by {moved:.4f} ({full_precision['accuracy']:.4f} in float32, "
-                f"{single['accuracy']:.4f} in float16), not less than {HALF_TOLERANCE}: bundle without --half"
+                f"--half moves PublicTest accuracy by {moved:.4f} ({full_precision.accuracy:.4f} in float32, "
+                f"{single.accuracy:.4f} in float16), not less than {HALF_TOLERANCE}: bundle without --half"
             )
-    epoch = int(json.loads((weights_dir / "trainer_state.json").read_text())["epoch"])
-    run = json.loads((model_dir / "metrics.json").read_text()) if (model_dir / "metrics.json").is_file() else {}
-    metrics = {
-        "model_family": recipe.model.family,
-        "labels": single["labels"],
-        "parameters": single["parameters"],
-        "trainable_parameters": run.get("trainable_parameters"),  # what the run trained (None: no record)
-        "epochs": epoch,
-        "device": run.get("device", "cpu"),
+    epoch = int(state["epoch"] if state else run.epochs)
+    device = run.device if run and run.device else "cpu"
+    metrics = RunRecord(
+        model_family=recipe.model.family,
+        labels=single.labels,
+        parameters=single.parameters,
+        trainable_parameters=run.trainable_parameters if run else None,  # what the run trained (None: no record)
+        epochs=epoch,
+        device=device,
         # A run folder from before fer_hf.train recorded its hardware was trained on the machine bundling it.
-        "hardware": run.get("hardware") or describe_hardware(run.get("device", "cpu")),
-        "world_size": run.get("world_size", 1),
-        "train_seconds": run.get("train_seconds"),  # None for an interim checkpoint: the run has not ended
-        "checkpoint": checkpoint_name(weights_dir, model_dir, run, epoch, recipe.training["num_train_epochs"]),
-        **{k: run[k] for k in ("init_from", "weight_average") if k in run},  # a second stage: the card says so
-        "validation": single,
-        "validation_tta_hflip": {k: reports["hflip"][k] for k in ("accuracy", "macro_f1", "tta")},
-        **({"float32_validation": full_precision, "weights_dtype": "float16"} if full_precision else {}),
-    }
-    (staging / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    labels = single["labels"]
-    plot_confusion_matrix(
-        single["confusion_matrix"], labels, staging / "confusion_matrix_validation.png", "PublicTest"
+        hardware=(run.hardware if run else None) or describe_hardware(device),
+        world_size=(run.world_size if run else None) or 1,
+        train_seconds=run.train_seconds if run else None,  # None for an interim checkpoint: the run has not ended
+        checkpoint=run.checkpoint
+        if state is None
+        else checkpoint_name(weights_dir, model_dir, run, epoch, recipe.training["num_train_epochs"]),
+        init_from=run.init_from if run else None,  # a second stage: the card says so
+        weight_average=run.weight_average if run else None,
+        weights_dtype="float16" if full_precision else None,
+        float32_validation=full_precision,
+        splits={"validation": single},
+        summaries={"validation_tta_hflip": reports["hflip"].scores},
     )
-    plot_curves({recipe.model.family: state["log_history"]}, staging / "training_curves.png")
+    write_record(metrics, staging / METRICS_FILE)
+    plot_confusion_matrix(
+        single.confusion_matrix, single.labels, staging / "confusion_matrix_validation.png", "PublicTest"
+    )
+    if state is not None:
+        plot_curves({recipe.model.family: state["log_history"]}, staging / "training_curves.png")
+    else:  # a bundled folder: its curves and its comparison travel on
+        shutil.copy2(model_dir / "training_curves.png", staging / "training_curves.png")
+        if comparison is None and (model_dir / "comparison" / "comparison.md").is_file():
+            comparison = str(model_dir / "comparison" / "comparison.md")
     if comparison:  # the comparison folder's table and charts travel with the model; the card shows the charts
         shutil.copytree(Path(comparison).parent, staging / "comparison", ignore=shutil.ignore_patterns(".*"))
+        comparison = str(staging / "comparison" / Path(comparison).name)  # read before `out` is replaced
     extra = comparison_charts(staging) + status_section(metrics, name, recipe_path)
     write_model_card(staging, repo_id=where, comparison=comparison, extra=extra)
     shutil.rmtree(out, ignore_errors=True)
@@ -151,11 +176,11 @@ def bundle(
 HALF_TOLERANCE = 0.001  # accuracy: 0.1 point of PublicTest
 
 
-def single_view_scores(loaded, faces: FerTensorDataset) -> dict:
+def single_view_scores(loaded, faces: FerTensorDataset) -> Scores:
     """Accuracy and macro-F1 of a loaded model on decoded faces (no files written)."""
     logits, _ = fer_evaluate.run_inference(loaded, faces)
     m = compute_fer_metrics(logits, faces.labels.numpy(), loaded.label_names)
-    return {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"]}
+    return Scores(m["accuracy"], m["macro_f1"])
 
 
 def store_half(weights: Path) -> None:
@@ -165,9 +190,9 @@ def store_half(weights: Path) -> None:
     save_file(state, str(weights), metadata={"format": "pt"})
 
 
-def checkpoint_name(weights_dir: Path, model_dir: Path, run: dict, epoch: int, planned: int) -> str:
-    if weights_dir == model_dir:
-        return f"the final weights, averaged over epochs {run['weight_average']['epochs']} (of {planned})"
+def checkpoint_name(weights_dir: Path, model_dir: Path, run: RunRecord | None, epoch: int, planned: int) -> str:
+    if weights_dir == model_dir:  # weights_to_bundle: only a weight-averaging run ships its top-level weights
+        return f"the final weights, averaged over epochs {run.weight_average['epochs']} (of {planned})"
     return f"{weights_dir.name} (epoch {epoch} of {planned})"
 
 
@@ -178,37 +203,37 @@ def comparison_charts(folder: Path) -> str:
     return "\n" + "\n\n".join(found) + "\n" if found else ""
 
 
-def status_section(metrics: dict, name: str, recipe_path: str) -> str:
-    tta = metrics["validation_tta_hflip"]
+def status_section(metrics: RunRecord, name: str, recipe_path: str) -> str:
+    tta = metrics.summaries["validation_tta_hflip"]
     status = (
         "an interim checkpoint: the run was cut short and is being resumed"
-        if not metrics["train_seconds"]
+        if not metrics.train_seconds
         else "the finished run's model"
-        if "weight_average" in metrics
+        if metrics.weight_average
         else "the best epoch of the finished run"
     )
-    what = metrics["checkpoint"][:1].upper() + metrics["checkpoint"][1:]  # it starts the sentence
+    what = metrics.checkpoint[:1].upper() + metrics.checkpoint[1:]  # it starts the sentence
     return (
         f"\n## This checkpoint\n\n{what}, {status}. Trained on FER2013 Training and selected on "
-        f"PublicTest (validation) only, on {metrics['hardware']}{wall_time(metrics)}; bundled into the package with\n\n"
+        f"PublicTest (validation) only, on {metrics.hardware}{wall_time(metrics)}; bundled into the package with\n\n"
         f"```bash\npython -m fer_hf.hub.bundle RUN_DIR --name {name} --recipe {recipe_path} --data ../shared/fer2013"
-        f"{' --half' if metrics.get('weights_dtype') == 'float16' else ''}\n```\n\n"
+        f"{' --half' if metrics.weights_dtype == 'float16' else ''}\n```\n\n"
         f"{how_to_load(name)}\n\n{half_note(metrics)}"
         f"Horizontal-flip test-time augmentation, reported apart from the single-view numbers above: accuracy "
-        f"{tta['accuracy']:.4f}, macro-F1 {tta['macro_f1']:.4f} on PublicTest "
+        f"{tta.accuracy:.4f}, macro-F1 {tta.macro_f1:.4f} on PublicTest "
         f"(`python -m fer_hf.evaluate {name} --data ../shared/fer2013 --tta hflip`).\n"
     )
 
 
-def half_note(metrics: dict) -> str:
-    full = metrics.get("float32_validation")
+def half_note(metrics: RunRecord) -> str:
+    full = metrics.float32_validation
     if not full:
         return ""
-    single = metrics["validation"]
+    single = metrics.splits["validation"]
     return (
         "The weights are stored in float16 (`--half`: half the file) and loaded as float32. PublicTest single view "
-        f"with the float32 weights: accuracy {full['accuracy']:.4f}, macro-F1 {full['macro_f1']:.4f}; with the stored "
-        f"ones: {single['accuracy']:.4f}, {single['macro_f1']:.4f}.\n\n"
+        f"with the float32 weights: accuracy {full.accuracy:.4f}, macro-F1 {full.macro_f1:.4f}; with the stored "
+        f"ones: {single.accuracy:.4f}, {single.macro_f1:.4f}.\n\n"
     )
 
 
@@ -218,14 +243,14 @@ def how_to_load(name: str) -> str:
     return f"Inside fer_hf it is the bundled model `{name}`: `fer_hf.load_classifier({name!r})`, `--model {name}`."
 
 
-def wall_time(metrics: dict) -> str:
-    seconds = metrics.get("train_seconds")
+def wall_time(metrics: RunRecord) -> str:
+    seconds = metrics.train_seconds
     if not seconds:
         return ""
-    earlier = (metrics.get("init_from") or {}).get("train_seconds")
+    earlier = (metrics.init_from or {}).get("train_seconds")
     if earlier:  # a second stage: both stages' time
         return (
-            f" in {total_train_seconds(metrics) / 60:.0f} minutes of training over two stages ({earlier / 60:.0f} + "
+            f" in {metrics.total_train_seconds() / 60:.0f} minutes of training over two stages ({earlier / 60:.0f} + "
             f"{seconds / 60:.0f}, evaluation every epoch included)"
         )
     return f" in {seconds / 60:.0f} minutes of training (evaluation every epoch included)"
@@ -233,7 +258,9 @@ def wall_time(metrics: dict) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fer_hf.hub.bundle", description=__doc__.split("\n\n")[0])
-    parser.add_argument("model_dir", help="a fer_hf.train run folder (its best checkpoint is taken) or checkpoint")
+    parser.add_argument(
+        "model_dir", help="a fer_hf.train run folder (its best checkpoint is taken), a checkpoint or a bundled folder"
+    )
     trained = [name for name, model in BUNDLED_MODELS.items() if model.recipe]  # the ensemble is written otherwise
     parser.add_argument("--name", choices=trained, default=DEFAULT_MODEL, help="which bundled model")
     parser.add_argument("--recipe", help="the recipe the run was trained with (default: the bundled model's)")
@@ -245,12 +272,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     bundled = BUNDLED_MODELS[args.name]
     recipe, out = args.recipe or bundled.recipe, Path(args.out or bundled.path)
     out = bundle(Path(args.model_dir), recipe, args.data, out, args.comparison, args.name, args.half)
-    m = json.loads((out / "metrics.json").read_text())
-    print(f"bundled {m['checkpoint']} into {out}")
-    print(
-        f"PublicTest single view: accuracy {m['validation']['accuracy']:.4f}, macro-F1 {m['validation']['macro_f1']:.4f}"
-    )
-    print(f"PublicTest hflip TTA:   accuracy {m['validation_tta_hflip']['accuracy']:.4f}")
+    m = read_record(out, RunRecord)
+    single = m.splits["validation"]
+    print(f"bundled {m.checkpoint} into {out}")
+    print(f"PublicTest single view: accuracy {single.accuracy:.4f}, macro-F1 {single.macro_f1:.4f}")
+    print(f"PublicTest hflip TTA:   accuracy {m.summaries['validation_tta_hflip'].accuracy:.4f}")
     return 0
 
 

@@ -20,7 +20,8 @@ import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from fer_hf.configs import training_inputs
-from fer_hf.report import per_class_table, total_train_seconds
+from fer_hf.report import per_class_table
+from fer_hf.results import METRICS_FILE, RecordError, RunRecord, read_record
 
 DEFAULT_LICENSE = "apache-2.0"  # the package's own licence; FER2013's terms are stated in the limitations
 DATASET_NAME = "FER2013"
@@ -39,15 +40,14 @@ class RunInfo:
     """What a card is made from: the files a finished `fer_hf.train` run leaves in its folder."""
 
     run_dir: Path
-    metrics: dict  # metrics.json
+    metrics: RunRecord  # metrics.json
     recipe: dict  # recipe.yaml (the resolved recipe)
     config: dict  # config.json of the saved model ({} for a LoRA adapter run: only peft's adapter files)
 
     @property
     def splits(self) -> list[str]:
         """Evaluated splits, the reported one (test when there is one) first."""
-        found = [k for k, v in self.metrics.items() if isinstance(v, dict) and "accuracy" in v and "per_class" in v]
-        return sorted(found, key=lambda s: (s != "test", s != "validation", s))
+        return self.metrics.evaluated_splits
 
     @property
     def is_adapter(self) -> bool:
@@ -76,14 +76,20 @@ def read_run(run_dir: str | Path, model_dir: str | Path | None = None) -> RunInf
     run_dir = Path(run_dir)
     config_path = Path(model_dir or run_dir) / "config.json"
     adapter_only = not config_path.is_file() and (run_dir / "adapter_config.json").is_file()
+    if not (run_dir / METRICS_FILE).is_file():
+        raise CardError(f"{run_dir / METRICS_FILE}: missing; expected a finished fer_hf.train run folder")
+    try:
+        record = read_record(run_dir / METRICS_FILE, RunRecord)
+    except RecordError as err:
+        raise CardError(str(err)) from None
     info = RunInfo(
         run_dir=run_dir,
-        metrics=_read(run_dir / "metrics.json", json.loads),
+        metrics=record,
         recipe=_read(run_dir / "recipe.yaml", yaml.safe_load),
         config={} if adapter_only else _read(config_path, json.loads),
     )
     if not info.splits:
-        raise CardError(f"{run_dir / 'metrics.json'}: no evaluated split (a dict with accuracy and per_class)")
+        raise CardError(f"{run_dir / METRICS_FILE}: no evaluated split (a dict with accuracy and per_class)")
     return info
 
 
@@ -110,7 +116,7 @@ def split_label(info: RunInfo, split: str) -> str:
 
 
 def card_tags(info: RunInfo) -> list[str]:
-    family = info.metrics.get("model_family") or (info.recipe.get("model") or {}).get("family", "model")
+    family = info.metrics.model_family
     tags = ["image-classification", "facial-expression-recognition", "emotion-recognition", "fer2013", "fer_hf"]
     tags.append(str(family))
     if (info.recipe.get("model") or {}).get("lora"):
@@ -125,11 +131,11 @@ def eval_results(info: RunInfo, model_name: str) -> list[EvalResult]:
     dataset = hub_dataset(info) or DATASET_TYPE
     out = []
     for split in info.splits:
-        m = info.metrics[split]
+        m = info.metrics.splits[split]
         common = dict(task_type="image-classification", task_name="Facial expression recognition")
         common.update(dataset_type=dataset, dataset_name=DATASET_NAME, dataset_split=split)
         out.append(
-            EvalResult(**common, metric_type="accuracy", metric_name=f"{split} accuracy", metric_value=m["accuracy"])
+            EvalResult(**common, metric_type="accuracy", metric_name=f"{split} accuracy", metric_value=m.accuracy)
         )
         out.append(
             EvalResult(
@@ -137,7 +143,7 @@ def eval_results(info: RunInfo, model_name: str) -> list[EvalResult]:
                 metric_type="f1",
                 metric_name=f"{split} macro-F1",
                 metric_args={"average": "macro"},
-                metric_value=m["macro_f1"],
+                metric_value=m.macro_f1,
             )
         )
     return out
@@ -163,7 +169,7 @@ def card_data(info: RunInfo, model_name: str, license: str = DEFAULT_LICENSE) ->
 
 def describe_model(info: RunInfo) -> str:
     model = info.recipe.get("model") or {}
-    family = info.metrics.get("model_family") or model.get("family")
+    family = info.metrics.model_family
     arch = (info.config.get("architectures") or [None])[0]
     name = f"`{arch}` ({family})" if arch else f"a {family} model"
     if family == "cnn":
@@ -195,10 +201,7 @@ def _inline(value) -> str:
 
 
 def intro_section(info: RunInfo, model_name: str) -> str:
-    labels = info.metrics.get("labels") or [
-        info.config.get("id2label", {}).get(str(i), str(i)) for i in range(len(info.config.get("id2label", {})))
-    ]
-    params = info.metrics.get("parameters")
+    labels, params = info.metrics.labels, info.metrics.parameters
     size = f" It has {params:,} parameters." if isinstance(params, int) else ""
     return (
         f"# {model_name}\n\n"
@@ -269,14 +272,14 @@ def training_rows(info: RunInfo) -> list[tuple[str, str]]:
     r, m = info.recipe, info.metrics
     data, model, loss, unfreeze = (r.get(k) or {} for k in ("data", "model", "loss", "unfreeze"))
     tr = training_inputs(r.get("training") or {})  # a recipe.yaml saved before every input was: the library's defaults
-    world = m.get("world_size") or 1
+    world = m.world_size or 1
     batch = tr["per_device_train_batch_size"] * world * tr["gradient_accumulation_steps"]
     augment = {k: v for k, v in (data.get("augment") or {}).items() if v not in (0, 0.0, [1.0, 1.0], (1.0, 1.0))}
     if not (augment.get("mixup_alpha") or augment.get("cutmix_alpha")):
         augment.pop("mix_prob", None)  # only meaningful when mixup/CutMix is on
     rows = [
         ("data", f"`{data.get('source')}`" + (f", classes {data['classes']}" if data.get("classes") else "")),
-        ("epochs", f"{m.get('epochs')} (of {tr['num_train_epochs']} planned)"),
+        ("epochs", f"{m.epochs} (of {tr['num_train_epochs']} planned)"),
         ("effective batch size", str(batch)),
         ("learning rate", f"{tr['learning_rate']}, schedule {tr['lr_scheduler_type']}"),
         ("optimizer", str(tr["optim"])),
@@ -290,27 +293,27 @@ def training_rows(info: RunInfo) -> list[tuple[str, str]]:
         rows.append(("LoRA", _inline(model["lora"])))
     precision = "bf16" if tr.get("bf16") else "fp16" if tr.get("fp16") else "fp32"
     rows.append(("precision", precision))
-    hardware = m.get("hardware") or m.get("device")
-    seconds = m.get("train_seconds")  # None for an interim checkpoint of a run still going
+    hardware = m.hardware or m.device
+    seconds = m.train_seconds  # None for an interim checkpoint of a run still going
     trained = f", {seconds:,.0f} s of training" if seconds else ", training time not recorded (interim checkpoint)"
     rows.append(("hardware", f"{hardware} x {world} process(es){trained}"))
-    if m.get("init_from"):
+    if m.init_from:
         rows.append(("started from", started_from(m)))
-    if m.get("weight_average"):
-        epochs = m["weight_average"]["epochs"]
+    if m.weight_average:
+        epochs = m.weight_average["epochs"]
         rows.append(("weight averaging", f"SWA of the weights after epochs {epochs}, BatchNorm statistics recomputed"))
-    if m.get("trainable_parameters") is not None:
-        rows.append(("trainable parameters", f"{m['trainable_parameters']:,} of {m.get('parameters', 0):,}"))
+    if m.trainable_parameters is not None:
+        rows.append(("trainable parameters", f"{m.trainable_parameters:,} of {m.parameters:,}"))
     return rows
 
 
-def started_from(m: dict) -> str:
+def started_from(m: RunRecord) -> str:
     """model.init_from: the earlier run, its epochs and time, and the time of both stages together."""
-    init = m["init_from"]
+    init = m.init_from
     before, epochs = init.get("train_seconds"), init.get("epochs")
     text = f"`{init['path']}` (a fer_hf.train run: {f'{epochs:g}' if epochs is not None else 'unknown'} epochs"
     if before is not None:
-        both = f"; {total_train_seconds(m):,.0f} s for both stages" if m.get("train_seconds") is not None else ""
+        both = f"; {m.total_train_seconds():,.0f} s for both stages" if m.train_seconds is not None else ""
         text += f", {before:,.0f} s of training{both}"
     return text + ")"
 
@@ -332,14 +335,16 @@ def results_section(info: RunInfo) -> str:
         "|---|---:|---:|---:|---:|---:|",
     ]
     for split in info.splits:
-        m = info.metrics[split]
+        m = info.metrics.splits[split]
         rows.append(
-            f"| {split_label(info, split)} | {m.get('num_samples')} | {m['accuracy']:.4f} | {m['macro_f1']:.4f} "
-            f"| {m.get('weighted_f1', float('nan')):.4f} | {m.get('top2_accuracy', float('nan')):.4f} |"
+            f"| {split_label(info, split)} | {m.num_samples} | {m.accuracy:.4f} | {m.macro_f1:.4f} "
+            f"| {m.weighted_f1:.4f} | {m.top2_accuracy:.4f} |"
         )
     parts.append("\n".join(rows) + "\n")
     for split in info.splits:
-        parts.append(f"### Per class, {split_label(info, split)}\n\n{per_class_table(info.metrics[split])}\n")
+        parts.append(
+            f"### Per class, {split_label(info, split)}\n\n{per_class_table(info.metrics.splits[split].per_class)}\n"
+        )
         if (info.run_dir / f"confusion_matrix_{split}.png").is_file():
             parts.append(f"![confusion matrix, {split}](confusion_matrix_{split}.png)\n")
     if (info.run_dir / "training_curves.png").is_file():

@@ -38,6 +38,7 @@ from fer_hf.hub.card import DEFAULT_LICENSE, build_model_card, read_run, usage_c
 from fer_hf.loading import LoadedModel, load_classifier
 from fer_hf.models.hub_code import OWN_MODEL_TYPES
 from fer_hf.outputs import OutputOverlapError, check_apart
+from fer_hf.results import METRICS_FILE, RunRecord, read_record
 
 # Files of a run folder that go into the repository as they are (the model itself is re-saved, see stage_run).
 RUN_FILES = ("recipe.yaml", "metrics.json", "confusion_matrix_*.png", "training_curves.png", "per_class_*.md")
@@ -97,7 +98,7 @@ def load_lora_run(run_dir: Path) -> LoadedModel:
 
     info = read_run(run_dir)
     recipe = load_recipe(run_dir / "recipe.yaml")
-    built = build_model(recipe.model, info.metrics["labels"], image_size=recipe.data.image_size)
+    built = build_model(recipe.model, info.metrics.labels, image_size=recipe.data.image_size)
     saved = load_file(str(run_dir / "adapter_model.safetensors"))
     set_peft_model_state_dict(built.model, saved)
     # Every saved adapter/head tensor must now be in the model, or the merged repository would be untrained.
@@ -268,7 +269,7 @@ def validate_card(stage_dir: Path) -> list[str]:
         card = ModelCard.load(stage_dir / "README.md")  # raises on YAML or model-index errors
     except ValueError as err:
         return [f"README.md metadata does not parse: {err}"]
-    data, metrics = card.data, json.loads((stage_dir / "metrics.json").read_text())
+    data, metrics = card.data, read_record(stage_dir / METRICS_FILE, RunRecord)
     problems = [
         f"{key} is {getattr(data, key)!r}, expected {want!r}"
         for key, want in (("library_name", "transformers"), ("pipeline_tag", "image-classification"))
@@ -278,8 +279,8 @@ def validate_card(stage_dir: Path) -> list[str]:
         problems.append("no license")
     for result in data.eval_results or []:
         key = {"accuracy": "accuracy", "f1": "macro_f1"}.get(result.metric_type)
-        split = metrics.get(result.dataset_split or "", {})
-        if key is None or split.get(key) != result.metric_value:
+        split = metrics.splits.get(result.dataset_split or "")
+        if key is None or split is None or getattr(split, key) != result.metric_value:
             problems.append(f"model-index {result.metric_type} on {result.dataset_split!r} != metrics.json")
     if not data.eval_results:
         problems.append("no model-index results")
@@ -343,7 +344,7 @@ def build_repository(
 ) -> Validation:
     """Stage + validate: everything `publish` does before the upload (what --dry-run runs)."""
     run_dir, stage_dir = Path(run_dir), Path(stage_dir)
-    if not (run_dir / "metrics.json").is_file():
+    if not (run_dir / METRICS_FILE).is_file():
         raise PublishError(
             f"{run_dir}: no metrics.json; expected a finished fer_hf.train run folder (or a fer_hf.ensemble folder "
             "made with --data)"

