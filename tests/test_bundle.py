@@ -143,3 +143,5 @@ def test_a_bundled_folder_is_stored_in_float16_in_place_with_its_record_carried_
     assert not list(tmp_path.glob(".*partial"))
     with pytest.raises(ValueError, match="stored in float16 already"):  # float32 figures cannot be measured again
         bundle(out, "recipes/cnn_swa.yaml", "bundled", tmp_path / "again", half=True)
+    again = read_record(bundle(out, "recipes/cnn_swa.yaml", "bundled", tmp_path / "again"))  # as it is: still float16
+    assert (again.weights_dtype, again.float32_validation) == ("float16", after.float32_validation)

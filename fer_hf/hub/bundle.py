@@ -148,8 +148,9 @@ def bundle(
         else checkpoint_name(weights_dir, model_dir, run, epoch, recipe.training["num_train_epochs"]),
         init_from=run.init_from if run else None,  # a second stage: the card says so
         weight_average=run.weight_average if run else None,
-        weights_dtype="float16" if full_precision else None,
-        float32_validation=full_precision,
+        # A bundled folder bundled again without --half keeps what it stored, and what that was measured against.
+        weights_dtype="float16" if full_precision else run.weights_dtype if state is None else None,
+        float32_validation=full_precision or (run.float32_validation if state is None else None),
         splits={"validation": single},
         summaries={"validation_tta_hflip": reports["hflip"].scores},
     )
