@@ -123,7 +123,7 @@ def test_half_precision_storage_loads_as_float32_and_changes_little(tmp_path, me
     x = faces.images.unsqueeze(1).float() / 255
     with torch.no_grad():
         diff = (reloaded(pixel_values=x).logits.exp() - model(pixel_values=x).logits.exp()).abs().max()
-    assert 0 < diff < 5e-3  # rounded, but by little
+    assert diff < 5e-3  # rounded, but by little (the bundled members are stored in float16: not at all)
 
 
 def test_member_table_rows(members, faces):
