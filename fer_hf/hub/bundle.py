@@ -60,19 +60,15 @@ def best_checkpoint(model_dir: Path) -> tuple[Path, dict]:
     return best, state
 
 
-def is_bundled(model_dir: Path) -> bool:
-    """A folder this command wrote (its record names the checkpoint it holds), not a run or checkpoint folder."""
-    run = read_run_record(model_dir)
-    return run is not None and run.checkpoint is not None and not (model_dir / "trainer_state.json").is_file()
+def weights_to_bundle(model_dir: Path, run: RunRecord | None) -> tuple[Path, dict | None]:
+    """(folder with the weights, its trainer_state.json or None), given the folder's own record `run`.
 
-
-def weights_to_bundle(model_dir: Path) -> tuple[Path, dict | None]:
-    """(folder with the weights, its trainer_state.json or None). A finished weight-averaging run
-    (run.swa_from_epoch) ships its final, averaged weights: no checkpoint holds them. A bundled folder ships its
-    own weights again (to store them with --half). Any other run ships its best checkpoint."""
-    if is_bundled(model_dir):
+    A folder this command wrote (its record names the checkpoint it holds, and it has no trainer state) ships its
+    own weights again, e.g. to store them with --half. A finished weight-averaging run (run.swa_from_epoch) ships its
+    final, averaged weights: no checkpoint holds them. Any other run ships its best checkpoint."""
+    has_state = (model_dir / "trainer_state.json").is_file()
+    if run is not None and run.checkpoint is not None and not has_state:
         return model_dir, None
-    run = read_run_record(model_dir)
     if run is not None and run.weight_average:
         return model_dir, json.loads((model_dir / "trainer_state.json").read_text())
     return best_checkpoint(model_dir)
@@ -91,8 +87,8 @@ def bundle(
     `half`: weights stored in float16, only if PublicTest accuracy moves by less than HALF_TOLERANCE.
     `model_dir` may be a bundled folder itself (even `out`): its weights, resolved recipe, training record, curves and
     comparison are carried over and evaluated again, e.g. to store them in float16."""
-    weights_dir, state = weights_to_bundle(model_dir)
     run = read_run_record(model_dir)  # None: a checkpoint of a run that has not ended
+    weights_dir, state = weights_to_bundle(model_dir, run)
     if state is None and half and run.weights_dtype == "float16":
         raise ValueError(f"{model_dir}: its weights are stored in float16 already; --half needs the float32 ones")
     staging = out.with_name(f".{out.name}.partial")
