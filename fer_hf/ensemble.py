@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from tqdm.auto import tqdm
 from transformers import ViTImageProcessor
 
 from fer_hf.evaluate import (
@@ -176,7 +177,7 @@ def evaluate_members(
     seconds the single-view passes took (the ensemble's own inference time: one pass runs every member)."""
     out, seconds = {"none": [], "hflip": []}, 0.0
     with torch.no_grad():
-        for chunk in faces.images.split(batch_size):
+        for chunk in tqdm(faces.images.split(batch_size), desc="members", unit="batch", leave=False):
             x = chunk.unsqueeze(1).float().div_(255.0)  # (B, 1, 48, 48) in [0, 1], as the ensemble's processor
             start = time.perf_counter()
             single = ensemble.member_probabilities(x)  # (M, B, K)
