@@ -36,9 +36,9 @@ BUNDLED_MODELS = {
     "lite0": BundledModel(ASSETS_DIR / "lite0_model", "EfficientNet-Lite0 from ImageNet", "recipes/lite0_main.yaml"),
     "ensemble": BundledModel(
         ASSETS_DIR / "ensemble_model",
-        "ensemble of default + lite0 + lite1",
+        "ensemble of default + lite0 + lite2",
         None,
-        "python -m fer_hf.ensemble default lite0 runs/lite1_member --output fer_hf/assets/ensemble_model "
+        "python -m fer_hf.ensemble default lite0 runs/lite2_member --output fer_hf/assets/ensemble_model "
         "--data ../shared/fer2013 --half",
     ),
 }
