@@ -98,7 +98,8 @@ def decode_images(ds: Dataset, *, size: int = IMAGE_SIZE, desc: str = "decode") 
     return torch.from_numpy(out)
 
 
-DECODE_THREADS = min(4, os.cpu_count() or 1)
+# The cores this process may run on (a container's CPU set, not the host's count), at most 4.
+DECODE_THREADS = min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 DECODE_BLOCK = 512  # rows a thread decodes per task
 
 
