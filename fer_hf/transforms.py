@@ -221,7 +221,7 @@ class BatchTransform:
         scale, shift = 1.0 / self.std, -self.mean / self.std
         shared = bool((self.mean == self.mean[0]).all() and (self.std == self.std[0]).all())
         self._planes = 1 if shared else channels
-        self._affine = [(shift[c].reshape(()), float(scale[c])) for c in range(self._planes)]
+        self._shift, self._scale = shift[: self._planes].flatten(), scale[: self._planes].flatten().tolist()  # (P,)
         self.augment = augment if (train and augment is not None) else None
         self.generator = generator
         # Pixel centres of the output in grid_sample's [-1, 1] coordinates (align_corners=False): (S,)
@@ -238,6 +238,7 @@ class BatchTransform:
             x = self._photometric(x)  # cheap at 48x48, before the upscale
             theta = self._random_theta(b).to(device)  # (B, 2, 3): flip/rotate/shift/zoom, applied with the upscale
             rectangles = self._random_rectangles(b) if self.augment.random_erasing > 0 else []
+        shift = self._shift.to(device)  # (P,): each plane's 0-dim shift on the batch's device
         out = torch.empty((b, self._planes, s, s), dtype=torch.float32, device=device)
         # On a CPU, chunks of CHUNK faces keep the (chunk, 1, S, S) intermediates in cache; a GPU takes them all.
         chunk = CHUNK if device.type == "cpu" else max(b, 1)
@@ -249,8 +250,8 @@ class BatchTransform:
                     y[i - start, :, top : top + height, left : left + width] = torch.rand(
                         (1, height, width), generator=self.generator
                     ).to(device)
-            for c, (shift, scale) in enumerate(self._affine):  # normalise (+ gray -> C channels)
-                torch.add(shift, y, alpha=scale, out=out[part, c : c + 1])  # a 0-dim CPU shift is fine on a GPU
+            for c, scale in enumerate(self._scale):  # normalise (+ gray -> C channels)
+                torch.add(shift[c], y, alpha=scale, out=out[part, c : c + 1])
         return out.expand(b, self.channels, s, s)  # (B, C, S, S); a view when the channels share one plane
 
     def _uniform(self, n: int, lo: float, hi: float) -> torch.Tensor:

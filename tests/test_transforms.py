@@ -325,3 +325,21 @@ def test_the_affine_grid_is_torchs(faces):
     theta = transform._random_theta(16)
     expected = F.affine_grid(theta, (16, 1, 224, 224), align_corners=False)
     torch.testing.assert_close(transform._affine_grid(theta), expected, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_the_transform_keeps_every_tensor_on_the_faces_device(train):
+    """It runs where the model runs (a GPU in training): no CPU tensor may meet the batch in an op. PyTorch's meta
+    device, which refuses cross-device operands, checks that without a GPU; the values are checked on the CPU above."""
+    augment = Augment(
+        rotation=10,
+        translate=0.05,
+        scale=(0.9, 1.1),
+        brightness=0.25,
+        contrast=0.25,
+        sharpness=(0.5, 1.5),
+        random_erasing=1.0,
+    )
+    transform = BatchTransform(96, 3, MEAN, STD, augment=augment, train=train)
+    out = transform(torch.zeros((4, 48, 48), dtype=torch.uint8, device="meta"))
+    assert out.device.type == "meta" and out.shape == (4, 3, 96, 96) and out.dtype == torch.float32
