@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 from transformers import TrainingArguments
 
+from fer_hf.ferplus import MODES as FERPLUS_MODES
 from fer_hf.transforms import Augment
 
 
@@ -55,6 +56,18 @@ class DataArgs:
     max_train_samples: int | None = field(
         default=None, metadata={"help": "use only the first N training rows (stratified shuffle first); for smoke"}
     )
+    ferplus_mode: str = field(
+        default="majority",
+        metadata={
+            "help": "FER+ sources (with votes): what training learns from, as FERPlus's src/ferplus.py defines it: "
+            "majority (one-hot of a >50% majority) | probability (a label drawn from the vote distribution each "
+            "time a face is seen) | crossentropy (the distribution as a soft target) | multi_target (every "
+            "emotion with >= 30% of the votes); validation and test always use the majority protocol"
+        },
+    )
+    votes: str | None = field(
+        default=None, metadata={"help": "FER+'s fer2013new.csv for a Kaggle CSV source (default: the one beside it)"}
+    )
 
 
 @dataclass
@@ -79,8 +92,9 @@ class ModelArgs:
     init_from: str | None = field(
         default=None,
         metadata={
-            "help": "a trained run folder (model.safetensors) of the same architecture and classes to start "
-            "from, e.g. for a second stage with another loss or sampler"
+            "help": "a trained run folder (model.safetensors) or bundled model name ('default') of the same "
+            "architecture to start from, e.g. for a second stage with another loss or sampler; another label set "
+            "(FER2013's 7 -> FER+'s 8) keeps the output rows of the classes both share"
         },
     )
 
@@ -403,6 +417,8 @@ def _unknown_message(what: str, unknown: set[str], known, path: str | None) -> s
 def _validate(recipe: Recipe) -> None:
     if recipe.loss.name not in ("ce", "weighted_ce", "focal"):
         raise RecipeError(f"loss.name {recipe.loss.name!r}: choose ce, weighted_ce or focal")
+    if recipe.data.ferplus_mode not in FERPLUS_MODES:
+        raise RecipeError(f"data.ferplus_mode {recipe.data.ferplus_mode!r}: choose one of {list(FERPLUS_MODES)}")
     if recipe.data.sampler not in (None, "weighted"):
         raise RecipeError(f"data.sampler {recipe.data.sampler!r}: choose null (shuffle) or 'weighted'")
     if recipe.unfreeze.schedule is not None and recipe.unfreeze.every is not None:

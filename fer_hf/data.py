@@ -5,12 +5,16 @@
   `data/train-00000-of-00001.parquet`, ...),
 - the original Kaggle CSV (`emotion,pixels,Usage`; Training/PublicTest/PrivateTest -> train/validation/test),
 - an ImageFolder copy (`train/<class>/*.png`, `test/<class>/*.jpg`; class folders are mapped by *name*),
-- a Hub dataset id (`owner/name`, loaded with `datasets.load_dataset`; needs network).
+- a Hub dataset id (`owner/name`, loaded with `datasets.load_dataset`; needs network),
+- FER+ (`fer_hf.ferplus`): its layout folder (`FER2013Train/label.csv` + PNGs, ...), a Kaggle CSV with
+  `fer2013new.csv` beside it (or `votes=`), or any of the above with a `votes` column (what `--save` writes).
 
 Every result has the features `image` (`datasets.Image`) and `label` (`ClassLabel` with the canonical
-names of `fer_hf.labels`), splits `train`, `validation` and, where the source has one, `test`. A source
-without a validation split gets a stratified, seeded one carved from train. Bad input raises `FerDataError`
-naming the file (and row) and what was expected; nothing is dropped or reordered silently.
+names of `fer_hf.labels`: FER2013's 7, or FER+'s 8 for a source with votes, which also keeps `votes`), splits
+`train`, `validation` and, where the source has one, `test`. A source without a validation split gets a
+stratified, seeded one carved from train. Bad input raises `FerDataError` naming the file (and row) and what
+was expected; nothing is dropped or reordered silently (FER+'s faces without a target under the chosen mode are
+dropped by its protocol, and `python -m fer_hf.data SOURCE` counts them).
 """
 
 from __future__ import annotations
@@ -25,10 +29,21 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, Value, concatenate_datasets, load_dataset
+from datasets import (
+    ClassLabel,
+    Dataset,
+    DatasetDict,
+    Features,
+    Image,
+    List,
+    Value,
+    concatenate_datasets,
+    load_dataset,
+)
 from PIL import Image as PILImage
 
-from fer_hf.labels import FER_LABELS, canonical_id, resolve_classes
+from fer_hf import ferplus
+from fer_hf.labels import FER_LABELS, FERPLUS_LABELS, canonical_id, resolve_classes
 
 IMAGE_SIZE = 48  # FER2013 faces are 48x48 grayscale
 NUM_PIXELS = IMAGE_SIZE * IMAGE_SIZE
@@ -55,8 +70,36 @@ class FerDataError(ValueError):
     """A FER2013 source that is not what it should be; the message names the file and row."""
 
 
-def fer_features(names: Sequence[str] = FER_LABELS) -> Features:
-    return Features({"image": Image(), "label": ClassLabel(names=list(names))})
+VOTES_FEATURE = List(Value("int32"), length=ferplus.NUM_VOTES)  # FER+'s 10 raw counts (ferplus.VOTE_NAMES)
+EXTRA_COLUMNS = ("votes", "fer2013_label")  # kept beside image and label when a source has them
+
+
+def fer_features(names: Sequence[str] = FER_LABELS, columns: Sequence[str] = ()) -> Features:
+    """image + label (+ the FER+ columns named in `columns`)."""
+    features = {"image": Image(), "label": ClassLabel(names=list(names))}
+    if "votes" in columns:
+        features["votes"] = VOTES_FEATURE
+    if "fer2013_label" in columns:
+        features["fer2013_label"] = ClassLabel(names=list(FER_LABELS))
+    return Features(features)
+
+
+def has_votes(ds: Dataset) -> bool:
+    return "votes" in ds.column_names
+
+
+def raters_of(ds: Dataset, names: Sequence[str] | None = None) -> np.ndarray | None:
+    """The raters' distribution (N, K) over `names` (default: the split's classes) of a split with FER+ votes;
+    None for a split without votes."""
+    if not has_votes(ds):
+        return None
+    return ferplus.raters_distribution(votes_of(ds), names or ds.features["label"].names)
+
+
+def votes_of(ds: Dataset) -> np.ndarray:
+    """The (N, 10) vote counts of a FER+ split, without decoding any image."""
+    column = ds.select_columns(["votes"]).with_format("numpy")[:]["votes"]
+    return np.asarray(column, dtype=np.int64).reshape(len(ds), ferplus.NUM_VOTES)
 
 
 def load_fer_dataset(
@@ -66,42 +109,55 @@ def load_fer_dataset(
     validation_fraction: float = 0.1,
     seed: int = 42,
     revision: str | None = None,
+    ferplus_mode: str | None = "majority",
+    votes: str | Path | None = None,
 ) -> DatasetDict:
-    """Load any common copy of FER2013 as a DatasetDict with `train`, `validation` (and maybe `test`).
+    """Load any common copy of FER2013 or FER+ as a DatasetDict with `train`, `validation` (and maybe `test`).
 
     Args:
-        source: parquet file/folder, Kaggle CSV, ImageFolder root, "bundled" (the package's sample) or a Hub id.
+        source: parquet file/folder, Kaggle CSV, ImageFolder root, FER+ layout folder, "bundled" (the package's
+            sample) or a Hub id.
         classes: a subset name from `fer_hf.labels.CLASS_SUBSETS` or class names; relabelled 0..K-1.
         validation_fraction: share of train carved out (stratified) when the source has no validation split.
         seed: seed of that split.
         revision: Hub revision, for Hub ids only.
+        ferplus_mode: for a source with votes, the training mode whose faces `train` keeps (`fer_hf.ferplus.MODES`);
+            validation and test always keep the majority protocol's (the paper's test protocol). `label` is the
+            mode's top emotion. None keeps every face, `label` -1 where the majority protocol has none (the raw
+            votes, as `python -m fer_hf.data --save` writes them).
+        votes: a Kaggle CSV's FER+ vote file (fer2013new.csv), when it is not beside the CSV.
     """
-    dd = _load_raw(str(source), revision)
+    dd = _load_raw(str(source), revision, votes)
     for name, split in dd.items():
         if len(split) == 0:
             raise FerDataError(f"{source}: split {name!r} is empty; every split needs at least one image")
     if "train" in dd and "validation" not in dd:
         dd = add_validation_split(dd, validation_fraction, seed)  # (an evaluation-only copy has no train)
+    if ferplus_mode is not None and has_votes(next(iter(dd.values()))):
+        dd = apply_ferplus_mode(dd, ferplus_mode)  # after the carve: a carved validation split is scored by majority
     if classes is not None:
         dd = select_classes(dd, classes)
     return dd
 
 
-def _load_raw(source: str, revision: str | None) -> DatasetDict:
+def _load_raw(source: str, revision: str | None, votes: str | Path | None = None) -> DatasetDict:
     if source == "bundled":
         return _load_parquet(BUNDLED_SAMPLE)
     path = Path(source).expanduser()
     if path.is_dir():
+        if ferplus.is_ferplus_folder(path):
+            return _load_ferplus_folder(path)
         if any(path.rglob("*.parquet")):
             return _load_parquet(path)
-        if any(path.glob("*.csv")):
-            return _load_kaggle_csv(_only(sorted(path.glob("*.csv")), path, "CSV file"))
+        csvs = [p for p in sorted(path.glob("*.csv")) if p.name != VOTE_FILE]
+        if csvs:
+            return _load_kaggle_csv(_only(csvs, path, "CSV file"), votes)
         return _load_imagefolder(path)
     if path.is_file():
         if path.suffix == ".parquet":
             return _load_parquet(path)
         if path.suffix == ".csv":
-            return _load_kaggle_csv(path)
+            return _load_kaggle_csv(path, votes)
         raise FerDataError(f"{path}: not a FER2013 source; expected a .parquet or .csv file, or a folder")
     if _looks_like_hub_id(source):
         return _load_hub(source, revision)
@@ -161,18 +217,70 @@ def _read_parquet(file: str) -> Dataset:
 
 
 def _canonical(ds: Dataset, origin: str) -> Dataset:
-    """Check columns and labels of a loaded split; map its class names onto the canonical ids."""
+    """Check columns and labels of a loaded split; map its class names onto the canonical ids. A split with a
+    `votes` column is FER+: its labels are the majority labels of its votes (checked, recomputed)."""
     image_col = _column(ds, ("image", "img"), origin, "image column")
+    if not isinstance(ds.features[image_col], Image):
+        raise FerDataError(
+            f"{origin}: column {image_col!r} is {ds.features[image_col]}; expected images (datasets.Image: PNG/JPEG "
+            "bytes or paths)"
+        )
+    if "votes" in ds.column_names:
+        return _canonical_votes(ds, image_col, origin)
     label_col = _column(ds, ("label", "labels", "emotion"), origin, "label column")
     ds = ds.select_columns([image_col, label_col]).rename_columns({image_col: "image", label_col: "label"})
-    ds = _to_canonical_ids(ds, origin)
-    ds = ds.cast(fer_features())
+    ds, names = _to_canonical_ids(ds, origin)
+    ds = ds.cast(fer_features(names))
     ds.info.description = f"FER2013 from {origin}"
     return ds
 
 
-def _to_canonical_ids(ds: Dataset, origin: str) -> Dataset:
-    """Labels as canonical int ids 0..6: a ClassLabel or string labels are mapped by *name*, ints checked."""
+def _canonical_votes(ds: Dataset, image_col: str, origin: str) -> Dataset:
+    extra = [c for c in EXTRA_COLUMNS if c in ds.column_names]
+    ds = ds.select_columns([image_col, *extra]).rename_columns({image_col: "image"}) if image_col != "image" else ds
+    ds = ds.select_columns(["image", *extra])
+    _check_vote_column(ds, origin)
+    return _with_majority(ds, origin)
+
+
+def _check_vote_column(ds: Dataset, origin: str) -> None:
+    """Each row's votes: 10 non-negative integers with a positive sum; the first bad row is named."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    column = ds.data.column("votes")
+    if not (pa.types.is_list(column.type) or pa.types.is_fixed_size_list(column.type)) or not pa.types.is_integer(
+        column.type.value_type
+    ):
+        raise FerDataError(
+            f"{origin}: column 'votes' is {column.type}; expected lists of {ferplus.NUM_VOTES} integers"
+        )
+    lengths = pc.list_value_length(column).to_numpy(zero_copy_only=False)
+    bad = np.flatnonzero(~(lengths == ferplus.NUM_VOTES))  # a null row's length is NaN: bad too
+    if bad.size:
+        raise FerDataError(
+            f"{origin}: row {bad[0]}: {ferplus.NUM_VOTES} vote counts expected ({', '.join(ferplus.VOTE_NAMES)})"
+        )
+    votes = votes_of(ds)
+    for row in (np.flatnonzero((votes < 0).any(axis=1) | (votes.sum(axis=1) <= 0)))[:1]:
+        ferplus.parse_counts([str(c) for c in votes[row]], f"{origin}: row {row} (votes)")
+
+
+def _with_majority(ds: Dataset, origin: str) -> Dataset:
+    """A FER+ split (image, votes[, fer2013_label]) -> + `label`: the majority label, -1 where it has none."""
+    labels = ferplus.majority_labels(votes_of(ds))
+    if "label" in ds.column_names:
+        ds = ds.remove_columns("label")
+    ds = ds.add_column("label", labels.tolist())
+    columns = [c for c in EXTRA_COLUMNS if c in ds.column_names]
+    ds = ds.select_columns(["image", "label", *columns]).cast(fer_features(FERPLUS_LABELS, columns))
+    ds.info.description = f"FER+ from {origin}"
+    return ds
+
+
+def _to_canonical_ids(ds: Dataset, origin: str) -> tuple[Dataset, tuple[str, ...]]:
+    """Labels as canonical int ids (0..6, or 0..7 with contempt): a ClassLabel or string labels are mapped by
+    *name*, ints checked. Returns the split and its label set (FER2013's, or FER+'s when contempt is there)."""
     feature = ds.features["label"]
     if isinstance(feature, ClassLabel):
         names = feature.names
@@ -196,7 +304,7 @@ def _to_canonical_ids(ds: Dataset, origin: str) -> Dataset:
     if (mapping != np.arange(len(names))).any():
         ds = ds.cast_column("label", Value("int64"))
         ds = ds.map(lambda b: {"label": mapping[np.asarray(b["label"])]}, batched=True, desc="relabel")
-    return ds
+    return ds, (FERPLUS_LABELS if mapping.max() >= len(FER_LABELS) else FER_LABELS)
 
 
 def _column(ds: Dataset, candidates: tuple[str, ...], origin: str, what: str) -> str:
@@ -207,9 +315,18 @@ def _column(ds: Dataset, candidates: tuple[str, ...], origin: str, what: str) ->
 
 
 # ---------------------------------------------------------------------------------------------- Kaggle CSV
-def _load_kaggle_csv(path: Path) -> DatasetDict:
+VOTE_FILE = "fer2013new.csv"  # FER+'s official vote file, one row per fer2013.csv row
+
+
+def _load_kaggle_csv(path: Path, votes: str | Path | None = None) -> DatasetDict:
+    """The Kaggle CSV; joined by row order with FER+'s votes (`votes`, or fer2013new.csv beside it) as FERPlus's
+    script does: row i of fer2013.csv gets row i of fer2013new.csv (same count, same Usage on every row)."""
     import pandas as pd
 
+    vote_file = Path(votes).expanduser() if votes is not None else path.parent / VOTE_FILE
+    if votes is not None and not vote_file.is_file():
+        raise FerDataError(f"{vote_file}: no such vote file; expected FER+'s {VOTE_FILE}")
+    joined = vote_file.is_file() and vote_file.resolve() != path.resolve()
     try:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
@@ -222,7 +339,8 @@ def _load_kaggle_csv(path: Path) -> DatasetDict:
             f"{path}: missing column(s) {sorted(missing)}; expected the Kaggle layout emotion,pixels[,Usage], "
             f"found {list(frame.columns)}"
         )
-    usage = frame["Usage"] if "Usage" in frame.columns else ["Training"] * len(frame)
+    usage = list(frame["Usage"]) if "Usage" in frame.columns else ["Training"] * len(frame)
+    counts = _joined_votes(path, usage, vote_file) if joined else None
     rows: dict[str, dict[str, list]] = {}
     for i, (emotion, pixels, use) in enumerate(zip(frame["emotion"], frame["pixels"], usage, strict=True)):
         where = f"{path}: row {i + 1} (line {i + 2})"
@@ -231,13 +349,49 @@ def _load_kaggle_csv(path: Path) -> DatasetDict:
             raise FerDataError(f"{where}: Usage {use!r}; expected one of {list(KAGGLE_USAGE)}")
         if not emotion.strip().isdigit() or int(emotion) >= len(FER_LABELS):
             raise FerDataError(f"{where}: emotion {emotion!r}; expected an integer in 0..6")
-        image = _pixels_to_png(pixels, where)
-        split_rows = rows.setdefault(split, {"image": [], "label": []})
-        split_rows["image"].append({"bytes": image, "path": None})
+        split_rows = rows.setdefault(split, {"image": [], "label": [], "votes": []})
+        split_rows["image"].append({"bytes": _pixels_to_png(pixels, where), "path": None})
         split_rows["label"].append(int(emotion))
+        split_rows["votes"].append(counts[i] if counts else None)
     if not rows:
         raise FerDataError(f"{path}: no rows; expected FER2013 images")
-    return _from_rows(rows, str(path))
+    if counts is None:
+        return _from_rows({name: {k: v for k, v in cols.items() if k != "votes"} for name, cols in rows.items()}, path)
+    origin = f"{path} + {vote_file}"
+    return DatasetDict({name: _with_majority(_vote_split(cols, "label"), origin) for name, cols in _ordered(rows)})
+
+
+def _joined_votes(path: Path, usage: list[str], vote_file: Path) -> list[list[int]]:
+    try:
+        vote_usage, counts = ferplus.read_vote_file(vote_file)
+        ferplus.check_join(path, usage, vote_file, vote_usage)
+    except ferplus.FerPlusError as err:
+        raise FerDataError(str(err)) from None
+    return counts
+
+
+def _ordered(rows: dict) -> list:
+    return sorted(rows.items(), key=lambda item: SPLIT_ORDER.index(item[0]))
+
+
+def _vote_split(columns: dict[str, list], fer2013_label: str | None = None) -> Dataset:
+    """{image, votes[, FER2013 labels under the key `fer2013_label`]} -> a Dataset of the FER+ columns."""
+    columns = dict(columns)
+    if fer2013_label is not None:
+        columns["fer2013_label"] = columns.pop(fer2013_label)
+    names = [c for c in EXTRA_COLUMNS if c in columns]
+    features = Features({k: v for k, v in fer_features(FERPLUS_LABELS, names).items() if k != "label"})
+    return Dataset.from_dict(columns, features=features)
+
+
+def _load_ferplus_folder(root: Path) -> DatasetDict:
+    try:
+        rows = ferplus.read_ferplus_folder(root)  # {split: (folder, columns)}
+    except ferplus.FerPlusError as err:
+        raise FerDataError(str(err)) from None
+    return DatasetDict(
+        {split: _with_majority(_vote_split(cols), str(folder)) for split, (folder, cols) in rows.items()}
+    )
 
 
 def _pixels_to_png(pixels: str, where: str) -> bytes:
@@ -261,10 +415,12 @@ def _png(array: np.ndarray) -> bytes:
     return encoded.tobytes()
 
 
-def _from_rows(rows: dict[str, dict[str, list]], origin: str) -> DatasetDict:
+def _from_rows(rows: dict[str, dict[str, list]], origin: str | Path) -> DatasetDict:
     splits = {}
-    for name, columns in sorted(rows.items(), key=lambda item: SPLIT_ORDER.index(item[0])):
-        ds = Dataset.from_dict(columns, features=fer_features())
+    labels = [label for columns in rows.values() for label in columns["label"]]
+    names = FERPLUS_LABELS if max(labels, default=0) >= len(FER_LABELS) else FER_LABELS  # a contempt folder: FER+'s
+    for name, columns in _ordered(rows):
+        ds = Dataset.from_dict(columns, features=fer_features(names))
         ds.info.description = f"FER2013 from {origin}"
         splits[name] = ds
     return DatasetDict(splits)
@@ -358,6 +514,29 @@ def add_validation_split(dd: DatasetDict, fraction: float, seed: int) -> Dataset
     return out
 
 
+def apply_ferplus_mode(dd: DatasetDict, mode: str) -> DatasetDict:
+    """Keep the faces FER+'s protocol keeps: train's under `mode`, validation's and test's under the majority
+    protocol (the paper's test protocol), each labelled with its target's top emotion."""
+    try:
+        ferplus.check_mode(mode)
+    except ValueError as err:
+        raise FerDataError(str(err)) from None
+    out = {}
+    for name, split in dd.items():
+        dist, kept = ferplus.vote_distributions(votes_of(split), mode if name == "train" else "majority")
+        split = split.select(np.flatnonzero(kept)).remove_columns("label")
+        split = split.add_column("label", dist[kept].argmax(axis=1).tolist())
+        columns = ["image", "label", *[c for c in EXTRA_COLUMNS if c in split.column_names]]
+        out[name] = split.select_columns(columns).cast(split_features(split, FERPLUS_LABELS))
+        out[name].info.description = dd[name].info.description
+    return DatasetDict(out)
+
+
+def split_features(ds: Dataset, names: Sequence[str]) -> Features:
+    """`ds`'s features with its label set replaced by `names` (FER+ columns kept)."""
+    return fer_features(names, [c for c in EXTRA_COLUMNS if c in ds.column_names])
+
+
 def select_classes(dd: DatasetDict, classes: str | Sequence[str]) -> DatasetDict:
     """Keep only `classes` and relabel them contiguously 0..K-1 in canonical order (with matching names)."""
     names = resolve_classes(classes)
@@ -375,7 +554,7 @@ def select_classes(dd: DatasetDict, classes: str | Sequence[str]) -> DatasetDict
             raise FerDataError(f"split {split_name!r} has no images of classes {list(names)}")
         split = split.select(keep).cast_column("label", Value("int64"))
         split = split.map(lambda b: {"label": mapping[np.asarray(b["label"])]}, batched=True, desc="relabel")
-        out[split_name] = split.cast(fer_features(names))
+        out[split_name] = split.cast(split_features(split, names))
     return DatasetDict(out)
 
 
@@ -433,30 +612,150 @@ def plot_distribution(summary: dict, path: str | Path) -> None:
     plt.close(fig)
 
 
+def ferplus_summary(raw: DatasetDict) -> dict:
+    """Per split of a source with votes: faces each FER+ mode keeps and drops, and (where the source also has
+    FER2013's labels) how often they equal FER+'s majority."""
+    out = {}
+    for name, split in raw.items():
+        votes = votes_of(split)
+        info = {"faces": len(split), "modes": ferplus.mode_counts(votes)}
+        if "fer2013_label" in split.column_names:
+            fer2013 = np.asarray(split["fer2013_label"], dtype=np.int64)
+            info["agreement"] = ferplus.agreement(fer2013, ferplus.majority_labels(votes))
+        out[name] = info
+    return out
+
+
+def save_dataset(raw: DatasetDict, folder: str | Path, source: str) -> list[Path]:
+    """Write each split as `folder/<split>.parquet` (every face, FER+ votes kept) and a dataset card README.md, so
+    that `load_fer_dataset(folder)` reads it back and `huggingface-cli upload` makes it a Hub dataset. Written to a
+    staging folder and renamed into place: a folder with a README.md is complete."""
+    import shutil
+    import tempfile
+
+    out = Path(folder)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise FerDataError(f"{out} already exists and is not empty; choose another --save folder")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    try:
+        files = []
+        for name, split in raw.items():
+            split.to_parquet(str(tmp / f"{name}.parquet"))
+            files.append(out / f"{name}.parquet")
+        (tmp / "README.md").write_text(dataset_card(raw, source))
+        if out.exists():
+            out.rmdir()
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return [*files, out / "README.md"]
+
+
+def dataset_card(raw: DatasetDict, source: str) -> str:
+    """The Hub dataset card of a saved copy: splits, features and where labels and votes come from."""
+    votes = has_votes(next(iter(raw.values())))
+    configs = "\n".join(f"      - split: {name}\n        path: {name}.parquet" for name in raw)
+    rows = "\n".join(f"| {name} | {len(split):,} |" for name, split in raw.items())
+    names = next(iter(raw.values())).features["label"].names
+    what = (
+        "FER+ (Barsoum et al. 2016, arXiv 1608.01041; labels MIT, https://github.com/microsoft/FERPlus): FER2013's "
+        "faces, each labelled by 10 crowd taggers. `votes` holds the 10 raw counts in FER+'s order ("
+        f"{', '.join(ferplus.VOTE_NAMES)}); `label` is the majority label of the paper's protocol (votes of 1 "
+        "removed, more than half of the rest on one of the 8 emotions), -1 where there is none. "
+        "`fer_hf.ferplus` derives the four training modes' targets from `votes`."
+        if votes
+        else "FER2013 (Goodfellow et al. 2013, ICML 2013 representation-learning challenge): 48x48 gray faces, "
+        "one label each."
+    )
+    return f"""---
+task_categories:
+- image-classification
+tags:
+- facial-expression-recognition
+- fer_hf
+configs:
+  - config_name: default
+    data_files:
+{configs}
+---
+
+# {"FER+" if votes else "FER2013"} (saved by fer_hf)
+
+{what}
+
+Written by `python -m fer_hf.data {source} --save DIR`; `fer_hf.data.load_fer_dataset(DIR)` reads it back.
+Labels (`ClassLabel`): {", ".join(names)}.
+
+| split | faces |
+|---|---:|
+{rows}
+"""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fer_hf.data", description="Summarise a FER2013 source.")
-    parser.add_argument("source", help="parquet file/folder, Kaggle CSV, ImageFolder root, 'bundled' or a Hub id")
+    parser = argparse.ArgumentParser(prog="python -m fer_hf.data", description="Summarise a FER2013 or FER+ source.")
+    parser.add_argument(
+        "source", help="parquet file/folder, Kaggle CSV, ImageFolder root, FER+ layout folder, 'bundled' or a Hub id"
+    )
     parser.add_argument("--classes", default=None, help="class subset name or comma-separated class names")
+    parser.add_argument("--votes", default=None, metavar="FILE", help="FER+'s fer2013new.csv for a Kaggle CSV")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--plot", default=None, metavar="FILE.png", help="draw the class distribution")
+    parser.add_argument("--save", default=None, metavar="DIR", help="write the source as parquet + a dataset card")
     args = parser.parse_args(argv)
-    summary = summarize(load_fer_dataset(args.source, classes=args.classes))
+    raw = _load_raw(args.source, None, args.votes)
+    voted = has_votes(next(iter(raw.values())))
+    summary = summarize(load_fer_dataset(args.source, classes=args.classes, votes=args.votes))
+    extra = ferplus_summary(raw) if voted else {}
     if args.json:
-        print(json.dumps(summary, indent=2))
+        print(json.dumps({"splits": summary, "ferplus": extra} if voted else summary, indent=2))
     else:
-        _print_table(summary)
+        _print_table(
+            summary, "FER+ majority protocol (validation/test always; train in majority mode)" if voted else ""
+        )
+        if voted:
+            _print_ferplus(extra)
     if args.plot:
         plot_distribution(summary, args.plot)
         print(f"class distribution plot written to {args.plot}")
+    if args.save:
+        files = save_dataset(raw, args.save, args.source)
+        print(f"saved {', '.join(map(str, files))}")
     return 0
 
 
-def _print_table(summary: dict) -> None:
+def _print_table(summary: dict, title: str = "") -> None:
+    if title:
+        print(title)
     names = list(next(iter(summary.values()))["counts"])
     print(f"{'split':<11}{'rows':>7}" + "".join(f"{n:>10}" for n in names) + "  imbalance")
     for split, info in summary.items():
         counts = "".join(f"{info['counts'][n]:>10}" for n in names)
         print(f"{split:<11}{info['rows']:>7}{counts}  {info['imbalance']}x ({info['largest']}/{info['smallest']})")
+
+
+def _print_ferplus(extra: dict) -> None:
+    print("\nFER+ faces kept / dropped by each training mode (votes of 1 removed as outliers; faces whose target is")
+    print("unknown or not-a-face dropped):")
+    print(f"{'split':<11}{'faces':>7}" + "".join(f"{mode:>22}" for mode in ferplus.MODES))
+    for split, info in extra.items():
+        cells = "".join(f"{m['kept']:>13,} / {m['dropped']:<6,}" for m in info["modes"].values())
+        print(f"{split:<11}{info['faces']:>7,}{cells}")
+    for split, info in extra.items():
+        if "agreement" not in info:
+            continue
+        table = info["agreement"]
+        print(f"\n{split}: FER2013's label = FER+'s majority on {table['all']['share']:.1%} of "
+              f"{table['all']['faces']:,} faces with both")  # fmt: skip
+        print("  " + "  ".join(f"{name} {row['share']:.1%} ({row['faces']:,})" for name, row in table.items()
+                               if name != "all"))  # fmt: skip
+    if not any("agreement" in info for info in extra.values()):
+        print(
+            "(no FER2013 labels in this source: a Kaggle fer2013.csv with fer2013new.csv has both, for the agreement"
+        )
+        print(" table between FER2013's label and FER+'s majority)")
 
 
 if __name__ == "__main__":

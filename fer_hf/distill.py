@@ -39,8 +39,14 @@ class DistillationLoss(nn.Module):
         super().__init__()
         self.base, self.temperature, self.alpha = base, float(temperature), float(alpha)
 
-    def forward(self, logits: torch.Tensor, labels: torch.Tensor, teacher: torch.Tensor | None = None) -> torch.Tensor:
-        hard = self.base(logits, labels)
+    def forward(
+        self,
+        logits: torch.Tensor,
+        labels: torch.Tensor,
+        teacher: torch.Tensor | None = None,
+        targets: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        hard = self.base(logits, labels) if targets is None else self.base(logits, labels, targets=targets)
         if teacher is None:
             return hard
         t = self.temperature

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import os
 import shutil
 import sys
@@ -20,26 +21,28 @@ import tempfile
 import time
 import warnings
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import torch
-from datasets import Dataset
+from datasets import Dataset, DatasetDict
 from tqdm.auto import tqdm
 
-from fer_hf.data import FerDataError, _load_raw, load_fer_dataset, select_classes
+from fer_hf.data import FerDataError, _load_raw, load_fer_dataset, raters_of, select_classes
 from fer_hf.labels import FER_LABELS, resolve_classes
 from fer_hf.loading import MODEL_HELP, LoadedModel, ModelLoadError, load_classifier, resolve_model_path
 from fer_hf.metrics import compute_fer_metrics, softmax
 from fer_hf.outputs import OutputOverlapError, check_apart
-from fer_hf.report import per_class_table, plot_confusion_matrix, plt
+from fer_hf.report import per_class_table, plot_confusion_matrix, plot_reliability, plt
 from fer_hf.results import METRICS_FILE, EvalRecord, RecordError, read_run_record, write_record
 from fer_hf.transforms import BatchTransform, FerTensorDataset
 from fer_hf.tta import TTA_MODES, tta_logits
 
 CONFUSION_FILE = "confusion_matrix.png"
 MISTAKES_FILE = "confident_mistakes.png"
+RELIABILITY_FILE = "reliability.png"
 
 
 class EvaluationError(ValueError):
@@ -100,6 +103,65 @@ def load_split(source: str, split: str | None, classes: str | None = None) -> tu
     if len(ds) == 0:
         raise EvaluationError(f"{source}: split {name!r} is empty; nothing to evaluate")
     return name, ds
+
+
+@dataclass(frozen=True)
+class LabelAlignment:
+    """How a model's label set meets a split's: the classes scored (`names`, the data's order), the model outputs
+    read for them (`columns`), and what is left out. A 7-class FER2013 model on an 8-class FER+ split is scored on
+    the faces of its 7 classes; an 8-class FER+ model on FER2013 reads its 7 shared outputs (contempt left out)."""
+
+    names: tuple[str, ...]
+    columns: tuple[int, ...]  # model output index of each scored class
+    data_names: tuple[str, ...]
+    unscored_classes: tuple[str, ...] = ()  # data classes the model does not predict: their faces are left out
+    unread_outputs: tuple[str, ...] = ()  # model classes the data does not have: their outputs are not read
+    dropped: int = 0  # faces `select` left out
+
+    @property
+    def exact(self) -> bool:
+        return not self.unscored_classes and not self.unread_outputs and self.columns == tuple(range(len(self.names)))
+
+    def select(self, ds: Dataset) -> tuple[Dataset, LabelAlignment]:
+        """The split's faces of the scored classes, relabelled in `names`' order (FER+ columns kept), and this
+        alignment with the count of faces left out."""
+        if not self.unscored_classes:
+            return ds, self
+        kept = select_classes(DatasetDict({"split": ds}), list(self.names))["split"]
+        return kept, dataclasses.replace(self, dropped=len(ds) - len(kept))
+
+    def left_out(self) -> dict | None:
+        if self.exact:
+            return None
+        why = []
+        if self.unscored_classes:
+            why.append(f"the model does not predict {list(self.unscored_classes)}: those faces are not scored")
+        if self.unread_outputs:
+            why.append(f"the data has no {list(self.unread_outputs)}: the model's outputs for them are not read")
+        return {
+            "faces": self.dropped,
+            "classes": list(self.unscored_classes),
+            "outputs": list(self.unread_outputs),
+            "why": "; ".join(why),
+        }
+
+
+def align_labels(model_names: Sequence[str], data_names: Sequence[str], model_ref: str) -> LabelAlignment:
+    """The classes a model and a split share, scored on those; fewer than 2 shared is an EvaluationError."""
+    model_names, data_names = list(model_names), list(data_names)
+    shared = [n for n in data_names if n in model_names]
+    if len(shared) < 2:
+        raise EvaluationError(
+            f"{model_ref}: the model predicts {model_names} but the data is labelled {data_names}: fewer than two "
+            "classes in common, nothing to score"
+        )
+    return LabelAlignment(
+        names=tuple(shared),
+        columns=tuple(model_names.index(n) for n in shared),
+        data_names=tuple(data_names),
+        unscored_classes=tuple(n for n in data_names if n not in model_names),
+        unread_outputs=tuple(n for n in model_names if n not in data_names),
+    )
 
 
 def check_labels(model_names: Sequence[str], data_names: Sequence[str], model_ref: str) -> None:
@@ -212,15 +274,20 @@ def evaluate(
     classes: str | None = None,
     mistakes: int = 16,
     name: str | None = None,
+    raters: np.ndarray | None = None,
+    alignment: LabelAlignment | None = None,
 ) -> EvalRecord:
     """One evaluation as a library function (nothing written): inference over the decoded `faces` with `tta`, and
     the report that `fer_hf.evaluate`'s metrics.json holds. `data`/`split`/`classes` say where the faces came from;
-    `name` names the model in the report (default: where it was loaded from)."""
+    `name` names the model in the report (default: where it was loaded from); `raters` (N, K) are the FER+ raters'
+    distributions of the faces, `alignment` how the model's labels meet the faces' (`align_labels`)."""
     start = time.perf_counter()
     logits, seconds = run_inference(loaded, faces, tta, batch_size)
     wall = time.perf_counter() - start
     settings = dict(data=data, tta=tta, batch_size=batch_size, classes=classes, mistakes=mistakes, name=name)
-    return build_report(loaded, split, logits, faces.labels.numpy(), seconds, wall, **settings)
+    return build_report(
+        loaded, split, logits, faces.labels.numpy(), seconds, wall, **settings, raters=raters, alignment=alignment
+    )
 
 
 def build_report(
@@ -237,9 +304,17 @@ def build_report(
     classes: str | None = None,
     mistakes: int = 16,
     name: str | None = None,
+    raters: np.ndarray | None = None,
+    alignment: LabelAlignment | None = None,
 ) -> EvalRecord:
-    """The report of given logits (N, K): evaluate's, or an ensemble's from its members' probabilities."""
+    """The report of given logits (N, K): evaluate's, or an ensemble's from its members' probabilities. With an
+    `alignment`, the model's outputs of the scored classes are read (renormalised by the softmax) and the report
+    says what was left out."""
     names = loaded.label_names
+    left_out = None
+    if alignment is not None and not alignment.exact:
+        logits, names = logits[:, list(alignment.columns)], list(alignment.names)
+        left_out = alignment.left_out()
     model = loaded.model
     return EvalRecord(
         model=name or loaded.source,
@@ -250,7 +325,7 @@ def build_report(
         labels=names,
         classes=classes,
         tta=tta,
-        **compute_fer_metrics(logits, labels, names),
+        **{**compute_fer_metrics(logits, labels, names, raters), "left_out": left_out},
         parameters=sum(p.numel() for p in model.parameters()),
         **_training_costs(loaded.source),
         images_per_second=round(len(labels) / seconds, 1),
@@ -269,6 +344,8 @@ def write_outputs(out: Path, report: EvalRecord, images: torch.Tensor) -> None:
     (out / "per_class.md").write_text(per_class_table(report.per_class) + "\n")
     plot_confusion_matrix(report.confusion_matrix, report.labels, out / CONFUSION_FILE, title)
     plot_mistakes(report.top_mistakes, images, out / MISTAKES_FILE, f"most confident mistakes: {title}")
+    if report.reliability:
+        plot_reliability(report.reliability, out / RELIABILITY_FILE, title, report.ece)
 
 
 def print_summary(report: EvalRecord, out: Path) -> None:
@@ -277,6 +354,13 @@ def print_summary(report: EvalRecord, out: Path) -> None:
         f"accuracy {report.accuracy:.4f}  macro-F1 {report.macro_f1:.4f}  top-2 {report.top2_accuracy:.4f}"
         f"  ({report.images_per_second:.0f} img/s)"
     )
+    print(f"calibration: ECE {report.ece:.4f} (15 bins)  NLL {report.nll:.4f}", end="")
+    if report.kl_raters is not None:
+        print(f"  |  raters (FER+ votes): KL(raters||model) {report.kl_raters:.4f}  NLL {report.nll_raters:.4f}")
+    else:
+        print()
+    if report.left_out:
+        print(f"left out: {report.left_out['faces']} faces ({report.left_out['why']})")
     print(per_class_table(report.per_class))
     print(f"written to {out}")
 
@@ -316,10 +400,12 @@ def evaluate_model(args: argparse.Namespace) -> tuple[EvalRecord, Path]:
     with atomic_output_dir(out, args.overwrite) as tmp:
         loaded = load_classifier(args.model, trust_remote_code=args.trust_remote_code, device=args.device)
         split, ds = load_split(args.data, args.split, args.classes)
-        check_labels(loaded.label_names, ds.features["label"].names, args.model)
+        ds, alignment = align_labels(loaded.label_names, ds.features["label"].names, args.model).select(ds)
         faces = FerTensorDataset.from_split(ds, desc=f"decode {split}")
         settings = dict(tta=args.tta, batch_size=args.batch_size, classes=args.classes, mistakes=args.mistakes)
-        report = evaluate(loaded, faces, data=args.data, split=split, **settings)
+        report = evaluate(
+            loaded, faces, data=args.data, split=split, **settings, raters=raters_of(ds), alignment=alignment
+        )
         write_outputs(tmp, report, faces.images)
     return report, out
 

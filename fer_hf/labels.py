@@ -1,13 +1,18 @@
-"""The seven FER2013 classes in canonical order, their label maps, and class subsets.
+"""Label sets in canonical order: FER2013's seven classes and FER+'s eight (the same seven, then contempt), their
+label maps, and class subsets.
 
-FER2013's `emotion` column uses 0 angry, 1 disgust, 2 fear, 3 happy, 4 sad, 5 surprise, 6 neutral.
-Everything in the package speaks these names; an ImageFolder copy sorts them alphabetically on disk,
-so ids always come from names (`label2id`), never from folder order.
+FER2013's `emotion` column uses 0 angry, 1 disgust, 2 fear, 3 happy, 4 sad, 5 surprise, 6 neutral; FER+ adds
+7 contempt. Everything in the package speaks these names and takes the label set of a run from its dataset's
+`ClassLabel` or its model's config; an ImageFolder copy sorts them alphabetically on disk, so ids always come
+from names (`label2id`), never from folder order.
 """
 
 from __future__ import annotations
 
 FER_LABELS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+FERPLUS_LABELS: tuple[str, ...] = (*FER_LABELS, "contempt")
+# Every class name the package knows, in canonical order (FER2013's ids are a prefix of FER+'s).
+KNOWN_LABELS = FERPLUS_LABELS
 
 # Named class subsets used by the reports (report-d: binary and 4-class tasks).
 CLASS_SUBSETS: dict[str, tuple[str, ...]] = {
@@ -26,17 +31,17 @@ def label2id(names: tuple[str, ...] = FER_LABELS) -> dict[str, int]:
 
 
 def canonical_id(name: str) -> int:
-    """Canonical FER2013 id of a class name (case-insensitive); raises on unknown names."""
+    """Canonical id of a class name (case-insensitive): FER2013's 0..6, contempt 7; raises on unknown names."""
     key = name.strip().lower()
-    if key not in FER_LABELS:
-        raise ValueError(f"unknown FER2013 class {name!r}; expected one of {list(FER_LABELS)}")
-    return FER_LABELS.index(key)
+    if key not in KNOWN_LABELS:
+        raise ValueError(f"unknown class {name!r}; expected one of {list(KNOWN_LABELS)}")
+    return KNOWN_LABELS.index(key)
 
 
 def resolve_classes(classes: str | list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
     """Turn a subset name ("happy_sad") or a list of class names into class names in canonical order.
 
-    The order of a subset is always the canonical FER2013 order, so that "sad, happy" and "happy, sad"
+    The order of a subset is always the canonical order, so that "sad, happy" and "happy, sad"
     give the same relabelling (happy -> 0, sad -> 1).
     """
     if classes is None:
@@ -53,4 +58,4 @@ def resolve_classes(classes: str | list[str] | tuple[str, ...] | None) -> tuple[
         raise ValueError(f"a class subset needs at least 2 classes, got {list(classes)}")
     if len(ids) != len(classes):
         raise ValueError(f"class subset {list(classes)} names a class twice")
-    return tuple(FER_LABELS[i] for i in ids)
+    return tuple(KNOWN_LABELS[i] for i in ids)

@@ -1,5 +1,7 @@
 """One metric module for training, evaluation and comparison: accuracy, macro/weighted F1, per-class
-precision/recall/F1/support, top-2 accuracy and the confusion matrix, from logits and labels.
+precision/recall/F1/support, top-2 accuracy and the confusion matrix, from logits and labels; calibration (expected
+calibration error over 15 confidence bins, negative log-likelihood of the labels); and, on faces with FER+ votes,
+agreement with the raters' distribution (mean KL divergence from it to the model's, NLL of the votes).
 
 `fer_hf/fer_metric/fer_metric.py` wraps the same function as an `evaluate` module that loads offline
 (`evaluate.load(fer_hf.metrics.METRIC_PATH)`); `compute_fer_metrics` is what everything calls.
@@ -22,8 +24,47 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def compute_fer_metrics(logits: np.ndarray, labels: np.ndarray, label_names: Sequence[str]) -> dict:
-    """logits (N, K) and labels (N,) -> a JSON-ready dict of FER metrics."""
+ECE_BINS = 15  # Guo et al. 2017's choice; what `fer_hf.calibrate` reports before and after
+
+
+def reliability(probs: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> dict[str, list]:
+    """Per equal-width confidence bin: mean confidence, accuracy and face count (empty bins: count 0)."""
+    confidence, correct = probs.max(axis=-1), (probs.argmax(axis=-1) == labels).astype(np.float64)
+    which = np.clip((confidence * bins).astype(int), 0, bins - 1)  # (N,) bin of each face; 1.0 in the last
+    counts = np.bincount(which, minlength=bins)
+    safe = np.maximum(counts, 1)
+    return {
+        "confidence": (np.bincount(which, confidence, bins) / safe).tolist(),
+        "accuracy": (np.bincount(which, correct, bins) / safe).tolist(),
+        "count": counts.tolist(),
+    }
+
+
+def calibration_metrics(probs: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> dict[str, float]:
+    """ece: sum over bins of |accuracy - confidence| weighted by the bin's share of faces; nll: mean -log p(label)."""
+    table = reliability(probs, labels, bins)
+    counts = np.asarray(table["count"], dtype=np.float64)
+    gaps = np.abs(np.asarray(table["accuracy"]) - np.asarray(table["confidence"]))
+    nll = -np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, None)).mean()
+    return {"ece": float((gaps * counts).sum() / counts.sum()), "nll": float(nll), "reliability": table}
+
+
+def rater_metrics(probs: np.ndarray, raters: np.ndarray) -> dict[str, float]:
+    """probs (N, K) against the raters' distributions (N, K) (`fer_hf.ferplus.raters_distribution`), over faces
+    whose raters chose at least one of the K classes: kl_raters = mean KL(raters || model), nll_raters = mean
+    cross-entropy of the votes under the model (= KL + the raters' own entropy)."""
+    rows = raters.sum(axis=-1) > 0
+    p, q = raters[rows], np.clip(probs[rows], 1e-12, None)
+    cross = -(p * np.log(q)).sum(axis=-1)
+    entropy = -(p * np.log(np.where(p > 0, p, 1.0))).sum(axis=-1)
+    return {"kl_raters": float((cross - entropy).mean()), "nll_raters": float(cross.mean())}
+
+
+def compute_fer_metrics(
+    logits: np.ndarray, labels: np.ndarray, label_names: Sequence[str], raters: np.ndarray | None = None
+) -> dict:
+    """logits (N, K) and labels (N,) (and the raters' distributions (N, K) where there are votes) -> a JSON-ready
+    dict of FER metrics."""
     logits, labels = np.asarray(logits, dtype=np.float64), np.asarray(labels, dtype=np.int64)
     if logits.ndim != 2 or len(logits) != len(labels) or len(labels) == 0:
         raise ValueError(f"need logits (N, K) and labels (N,) with N > 0, got {logits.shape} and {labels.shape}")
@@ -48,6 +89,8 @@ def compute_fer_metrics(logits: np.ndarray, labels: np.ndarray, label_names: Seq
         },
         "confusion_matrix": confusion_matrix(labels, preds, labels=ids).tolist(),
         "num_samples": int(len(labels)),
+        **calibration_metrics(softmax(logits), labels),
+        **(rater_metrics(softmax(logits), np.asarray(raters, dtype=np.float64)) if raters is not None else {}),
     }
 
 

@@ -88,6 +88,30 @@ def plot_curves(histories: dict[str, list[dict]], path: str | Path, title: str =
     plt.close(fig)
 
 
+def plot_reliability(table: dict[str, list], path: str | Path, title: str, ece: float | None = None) -> None:
+    """Reliability diagram: accuracy per confidence bin against the diagonal (a calibrated model's), bars shaded by
+    how many faces fall in the bin, and the ECE in the legend."""
+    confidence, accuracy, count = (np.asarray(table[k], dtype=float) for k in ("confidence", "accuracy", "count"))
+    bins = len(count)
+    edges = np.linspace(0, 1, bins + 1)
+    fig, ax = plt.subplots(figsize=(5, 5))
+    used = count > 0
+    shade = 0.25 + 0.75 * count / max(count.max(), 1)
+    ax.bar(edges[:-1][used], accuracy[used], width=1 / bins, align="edge", edgecolor="black",
+           color=[(0.2, 0.4, 0.8, a) for a in shade[used]], label="accuracy (shade: faces in bin)")  # fmt: skip
+    ax.plot(confidence[used], accuracy[used], "o", color="darkorange", label="mean confidence of the bin")
+    ax.plot([0, 1], [0, 1], "k--", label="calibrated")
+    ax.set_xlabel("confidence (top probability)")
+    ax.set_ylabel("accuracy")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_title(title + (f"\nECE {ece:.4f} ({bins} bins)" if ece is not None else ""), fontsize=9)
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def per_class_table(per_class: dict[str, dict]) -> str:
     """Markdown table of per-class precision/recall/F1/support (a record's `per_class`)."""
     lines = ["| class | precision | recall | F1 | support |", "|---|---:|---:|---:|---:|"]

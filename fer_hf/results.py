@@ -44,6 +44,12 @@ class Metrics:
     per_class: dict[str, dict[str, float]]  # name -> precision, recall, f1, support
     confusion_matrix: list[list[int]]
     num_samples: int
+    ece: float | None = None  # expected calibration error, 15 bins (records from before calibration: None)
+    nll: float | None = None  # mean -log p(label)
+    kl_raters: float | None = None  # FER+ splits: mean KL(raters' distribution || model's)
+    nll_raters: float | None = None  # ... and the votes' mean cross-entropy under the model
+    left_out: dict[str, Any] | None = None  # faces not scored (another label set): faces, classes, outputs, why
+    reliability: dict[str, list] | None = None  # per confidence bin: confidence, accuracy, count (the diagram)
 
 
 @dataclass

@@ -18,11 +18,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 from datasets import DatasetDict
 from transformers import TrainerCallback, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
+from fer_hf import ferplus
 from fer_hf.callbacks import (
     GradualUnfreezeCallback,
     TrainingClockCallback,
@@ -31,10 +33,11 @@ from fer_hf.callbacks import (
     find_callback,
 )
 from fer_hf.configs import Recipe, RecipeError, parse_recipe
-from fer_hf.data import class_counts, class_weights, load_fer_dataset
+from fer_hf.data import class_counts, class_weights, has_votes, load_fer_dataset, raters_of, votes_of
 from fer_hf.distill import teacher_accuracy, teacher_logprobs
 from fer_hf.hub.card import write_model_card
-from fer_hf.labels import canonical_id
+from fer_hf.labels import FERPLUS_LABELS, canonical_id
+from fer_hf.loading import BUNDLED_MODELS
 from fer_hf.models import build_model, load_trained_weights
 from fer_hf.models.lora import merge_lora
 from fer_hf.report import describe_hardware, per_class_table, plot_confusion_matrix, plot_curves
@@ -77,8 +80,11 @@ def oversample(ds: FerTensorDataset, class_id: int, factor: int, seed: int) -> F
         images = torch.stack([TF.rotate(im, a) for im, a in zip(images, angles, strict=True)])
         copies.append(images.squeeze(1))
     extra = torch.cat(copies) if copies else ds.images[:0]
+    targets = None if ds.targets is None else torch.cat([ds.targets, *[ds.targets[idx]] * (factor - 1)])
     return FerTensorDataset(
-        torch.cat([ds.images, extra]), torch.cat([ds.labels, ds.labels.new_full((len(extra),), class_id)])
+        torch.cat([ds.images, extra]),
+        torch.cat([ds.labels, ds.labels.new_full((len(extra),), class_id)]),
+        targets=targets,
     )
 
 
@@ -86,7 +92,18 @@ def load_data(recipe: Recipe, dd: DatasetDict | None = None) -> tuple[DatasetDic
     """The recipe's DatasetDict (or the given one) and class names; every class must have training images."""
     data = recipe.data
     if dd is None:
-        dd = load_fer_dataset(data.source, classes=data.classes, validation_fraction=data.validation_fraction)
+        dd = load_fer_dataset(
+            data.source,
+            classes=data.classes,
+            validation_fraction=data.validation_fraction,
+            ferplus_mode=data.ferplus_mode,
+            votes=data.votes,
+        )
+    if data.ferplus_mode != "majority" and not has_votes(dd["train"]):
+        raise RecipeError(
+            f"data.ferplus_mode {data.ferplus_mode!r}: {data.source} has no FER+ votes; give a FER+ source (its layout "
+            "folder, a Kaggle CSV with fer2013new.csv, or a copy saved with a votes column) or keep majority"
+        )
     names = dd["train"].features["label"].names
     empty = [name for name, count in zip(names, class_counts(dd["train"]), strict=True) if count == 0]
     if empty:
@@ -124,10 +141,15 @@ def prepare_datasets(recipe: Recipe, dd) -> dict[str, FerTensorDataset]:
         train = train.train_test_split(train_size=n, stratify_by_column="label", seed=seed)["train"]
     out = {"train": FerTensorDataset.from_split(train, desc="decode train")}
     names = train.features["label"].names
+    if has_votes(train) and recipe.data.ferplus_mode != "majority":  # majority's one-hot targets are the labels
+        faces = out["train"]
+        out["train"] = FerTensorDataset(
+            faces.images, faces.labels, targets=vote_targets(train, recipe.data.ferplus_mode)
+        )
     if recipe.distill.teacher:  # soft targets of every training face and its mirror, cached by content
         faces = out["train"]
         teacher = teacher_logprobs(recipe.distill.teacher, faces, names, recipe.distill.cache_dir)
-        out["train"] = FerTensorDataset(faces.images, faces.labels, teacher)
+        out["train"] = FerTensorDataset(faces.images, faces.labels, teacher, targets=faces.targets)
         print(f"distill: the teacher agrees with {teacher_accuracy(teacher, faces.labels):.1%} of the training labels")
     for cls_name, factor in recipe.data.oversample.items():
         if cls_name not in names:
@@ -138,6 +160,16 @@ def prepare_datasets(recipe: Recipe, dd) -> dict[str, FerTensorDataset]:
         if split in dd:
             out[split] = FerTensorDataset.from_split(dd[split], desc=f"decode {split}")
     return out
+
+
+def vote_targets(ds, mode: str) -> torch.Tensor:
+    """(N, K) training targets of a FER+ split under `mode`, over the split's own classes (a `classes:` subset keeps
+    its columns of the 8, renormalised): what `FerTrainer.compute_loss` hands the loss."""
+    dist, _ = ferplus.vote_distributions(votes_of(ds), mode)  # every row was kept by `mode` when loaded
+    columns = [FERPLUS_LABELS.index(n) for n in ds.features["label"].names]
+    dist = dist[:, columns]
+    dist = dist / np.maximum(dist.sum(axis=1, keepdims=True), 1e-12)
+    return torch.from_numpy(ferplus.training_targets(dist, mode))
 
 
 def save_model(trainer: FerTrainer, out: Path) -> None:
@@ -194,6 +226,11 @@ def save_artifacts(
     write_model_card(out)  # README.md: the model card (fer_hf.hub.card), regenerated by fer_hf.hub.publish on upload
 
 
+def init_folder(ref: str) -> str:
+    """model.init_from: a bundled model's name ('default') or a run folder -> the folder to read."""
+    return str(BUNDLED_MODELS[ref].path) if ref in BUNDLED_MODELS else ref
+
+
 def stage_summary(recipe: Recipe, trainer: FerTrainer) -> dict:
     """RunRecord fields: what a run started from (model.init_from: that run's epochs and time, so cards can add them
     up), which epochs its final weights average (run.swa_from_epoch), and the teacher it was distilled from."""
@@ -201,7 +238,7 @@ def stage_summary(recipe: Recipe, trainer: FerTrainer) -> dict:
     if recipe.distill.teacher:
         out["distill"] = dataclasses.asdict(recipe.distill)
     if recipe.model.init_from:
-        earlier = read_run_record(recipe.model.init_from)
+        earlier = read_run_record(init_folder(recipe.model.init_from))
         out["init_from"] = {
             "path": recipe.model.init_from,
             "epochs": earlier.epochs if earlier else None,
@@ -215,7 +252,11 @@ def stage_summary(recipe: Recipe, trainer: FerTrainer) -> dict:
 
 def print_summary(metrics: dict[str, TrainerEval]) -> None:
     for split, m in metrics.items():
-        print(f"{split}: accuracy {m.accuracy:.4f}  macro-F1 {m.macro_f1:.4f}  top-2 {m.top2_accuracy:.4f}")
+        raters = f"  KL(raters||model) {m.kl_raters:.4f}" if m.kl_raters is not None else ""
+        print(
+            f"{split}: accuracy {m.accuracy:.4f}  macro-F1 {m.macro_f1:.4f}  top-2 {m.top2_accuracy:.4f}  "
+            f"ECE {m.ece:.4f}{raters}"
+        )
 
 
 def train_from_recipe(
@@ -237,13 +278,16 @@ def _train_locked(recipe: Recipe, extra_callbacks, dd: DatasetDict | None, resum
     dd, names = load_data(recipe, dd)
     built = build_model(recipe.model, names, image_size=recipe.data.image_size)
     if recipe.model.init_from:
-        load_trained_weights(built.model, recipe.model.init_from, names)
+        new = load_trained_weights(built.model, init_folder(recipe.model.init_from), names)
+        if new:
+            print(f"model.init_from {recipe.model.init_from}: output rows copied by class name; {new} start fresh")
     callbacks = [*build_callbacks(recipe, built), *extra_callbacks]  # validates the unfreeze schedule early
     datasets = prepare_datasets(recipe, dd)
     trainer = build_trainer(recipe, built, datasets, names, class_weights(dd["train"]), callbacks)
     trainer.train(resume_from_checkpoint=resume_from)
     clock = find_callback(trainer.callback_handler.callbacks, TrainingClockCallback)  # a resume replaces it
-    metrics = evaluate_splits(trainer, datasets, names, recipe.run.evaluate_test)
+    raters = {split: raters_of(dd[split]) for split in ("validation", "test") if split in dd}
+    metrics = evaluate_splits(trainer, datasets, names, recipe.run.evaluate_test, raters)
     if trainer.is_world_process_zero():
         save_artifacts(trainer, recipe, metrics, names, clock)
         print_summary(metrics)

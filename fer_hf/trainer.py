@@ -62,9 +62,11 @@ class FerTrainer(Trainer):
         layer_groups: LayerGroups = (),
         layerwise_decay: float = 1.0,
         mixer: BatchMixer | None = None,
+        ferplus_mode: str = "majority",
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
+        self.ferplus_mode = ferplus_mode
         self.loss_fn, self.sample_weights = loss_fn, sample_weights
         self.train_transform, self.eval_transform = train_transform, eval_transform
         self.layer_groups, self.layerwise_decay = list(layer_groups), layerwise_decay
@@ -109,6 +111,9 @@ class FerTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = inputs.pop("labels")
         teacher = inputs.pop("teacher", None)  # (B, K) log-probabilities when distilling (training batches only)
+        targets = inputs.pop("targets", None)  # (B, K) FER+ vote targets (training batches of a vote mode only)
+        if targets is not None and model.training and self.ferplus_mode == "probability":
+            targets = draw_labels(targets)
         mix = self.mixer(inputs["pixel_values"]) if (model.training and self.mixer is not None) else None
         if mix is not None:
             inputs = {**inputs, "pixel_values": mix.pixels}
@@ -117,6 +122,8 @@ class FerTrainer(Trainer):
 
         def loss_of(order: torch.Tensor | slice) -> torch.Tensor:
             soft = {} if teacher is None else {"teacher": teacher[order]}
+            if targets is not None:
+                soft["targets"] = targets[order]
             return loss_fn(outputs.logits, labels[order], **soft)
 
         loss = loss_of(slice(None))
@@ -129,6 +136,14 @@ class FerTrainer(Trainer):
             return super()._get_train_sampler(train_dataset)
         # Draw len(dataset) samples per epoch with probability ~ 1 / class count (report-b's sampler).
         return EpochWeightedSampler(self.sample_weights, seed=self.args.seed)
+
+
+def draw_labels(distributions: torch.Tensor) -> torch.Tensor:
+    """FER+'s probability mode: one-hot (B, K) of a label drawn from each face's vote distribution (B, K), anew each
+    time the face is seen. Drawn on the CPU from torch's global RNG (seeded by the Trainer, restored on resume), so
+    a run draws the same labels on any device and every rank draws its own batch's."""
+    drawn = torch.multinomial(distributions.detach().float().cpu(), 1).squeeze(1)  # (B,)
+    return torch.nn.functional.one_hot(drawn, distributions.shape[-1]).to(distributions)
 
 
 def layerwise_param_groups(
@@ -162,12 +177,16 @@ def recipe_loss(recipe: Recipe, weights: Sequence[float]) -> torch.nn.Module:
     loss_weights = weights if alpha == "inverse_frequency" else alpha
     if recipe.loss.name == "weighted_ce" and loss_weights is None:
         loss_weights = weights
-    loss = build_loss(
-        recipe.loss.name,
-        class_weights=loss_weights,
-        gamma=recipe.loss.gamma,
-        label_smoothing=recipe.loss.label_smoothing,
-    )
+    try:
+        loss = build_loss(
+            recipe.loss.name,
+            class_weights=loss_weights,
+            gamma=recipe.loss.gamma,
+            label_smoothing=recipe.loss.label_smoothing,
+            multi_target=recipe.data.ferplus_mode == "multi_target",
+        )
+    except ValueError as err:
+        raise RecipeError(f"loss: {err}") from None
     if recipe.distill.teacher:
         return DistillationLoss(loss, recipe.distill.temperature, recipe.distill.alpha)
     return loss
@@ -221,11 +240,15 @@ def build_trainer(
         layer_groups=built.layer_groups,
         layerwise_decay=recipe.unfreeze.layerwise_decay,
         mixer=BatchMixer(recipe.data.augment),
+        ferplus_mode=recipe.data.ferplus_mode,
     )
 
 
-def evaluate_splits(trainer: FerTrainer, datasets: dict, names, include_test: bool) -> dict[str, TrainerEval]:
-    """Final metrics of the (best) model on validation and, when present, test: one metric module for all."""
+def evaluate_splits(
+    trainer: FerTrainer, datasets: dict, names, include_test: bool, raters: dict | None = None
+) -> dict[str, TrainerEval]:
+    """Final metrics of the (best) model on validation and, when present, test: one metric module for all.
+    `raters`: {split: (N, K) raters' distributions} of splits with FER+ votes, scored against too."""
     results = {}
     for split in ("validation", "test"):
         if split not in datasets or (split == "test" and not include_test):
@@ -233,6 +256,6 @@ def evaluate_splits(trainer: FerTrainer, datasets: dict, names, include_test: bo
         start = time.perf_counter()
         pred = trainer.predict(datasets[split], metric_key_prefix=split)
         logits = pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions
-        metrics = compute_fer_metrics(logits, pred.label_ids, names)
+        metrics = compute_fer_metrics(logits, pred.label_ids, names, (raters or {}).get(split))
         results[split] = TrainerEval(**metrics, split=split, seconds=round(time.perf_counter() - start, 2))
     return results

@@ -152,16 +152,26 @@ class FerTensorDataset(torch.utils.data.Dataset):
     """A decoded split: item i is {"pixels": uint8 (H, W), "labels": int}; the collator does the rest.
 
     `teacher`: optional (N, 2, K) log-probabilities of a distillation teacher on each face and its mirror.
+    `targets`: optional (N, K) float training targets (FER+'s vote modes: `fer_hf.ferplus.training_targets`).
     """
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, teacher: torch.Tensor | None = None):
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        teacher: torch.Tensor | None = None,
+        targets: torch.Tensor | None = None,
+    ):
         if images.ndim != 3 or images.dtype != torch.uint8:
             raise ValueError(f"images must be uint8 (N, H, W), got {images.dtype} {tuple(images.shape)}")
         if len(images) != len(labels):
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
         if teacher is not None and (teacher.ndim != 3 or teacher.shape[:2] != (len(images), 2)):
             raise ValueError(f"teacher must be (N={len(images)}, 2, K), got {tuple(teacher.shape)}")
+        if targets is not None and (targets.ndim != 2 or len(targets) != len(images)):
+            raise ValueError(f"targets must be (N={len(images)}, K), got {tuple(targets.shape)}")
         self.images, self.labels, self.teacher = images, labels.long(), teacher
+        self.targets = None if targets is None else targets.float()
 
     @classmethod
     def from_split(cls, ds: Dataset, desc: str = "decode") -> FerTensorDataset:
@@ -175,6 +185,8 @@ class FerTensorDataset(torch.utils.data.Dataset):
         item = {"pixels": self.images[i], "labels": self.labels[i]}
         if self.teacher is not None:
             item["teacher"] = self.teacher[i]  # (2, K)
+        if self.targets is not None:
+            item["targets"] = self.targets[i]  # (K,)
         return item
 
 
@@ -411,8 +423,9 @@ class FerCollator:
             "pixels": torch.stack([item["pixels"] for item in items]),  # (B, 48, 48) uint8
             "labels": torch.stack([torch.as_tensor(item["labels"]) for item in items]),
         }
-        if "teacher" in items[0]:
-            batch["teacher"] = torch.stack([item["teacher"] for item in items])  # (B, 2, K): face, mirror
+        for key in ("teacher", "targets"):  # teacher (B, 2, K): face, mirror; targets (B, K): FER+ vote targets
+            if key in items[0]:
+                batch[key] = torch.stack([item[key] for item in items])
         return batch if self.transform is None else apply_transform(self.transform, batch)
 
 

@@ -27,9 +27,11 @@ def build_model(model_args, label_names: Sequence[str], image_size: int | None =
     return MODEL_FAMILIES[model_args.family](model_args, names, id2label(names), label2id(names), image_size)
 
 
-def load_trained_weights(model: nn.Module, folder: str | Path, label_names: Sequence[str]) -> None:
-    """Start `model` from a trained run's weights (model.init_from): same classes in the same order, same
-    architecture. Every tensor must match by name and shape; nothing is loaded partially."""
+def load_trained_weights(model: nn.Module, folder: str | Path, label_names: Sequence[str]) -> list[str]:
+    """Start `model` from a trained run's weights (model.init_from): same architecture, every tensor matched by
+    name and shape. A run trained on another label set (FER2013's 7 -> FER+'s 8) starts too: the output layer's
+    rows (the tensors sized by the class count) are copied by class *name*, and a class the run never saw keeps
+    its fresh initialisation. Returns those new classes; nothing else is loaded partially."""
     path = Path(folder).expanduser()
     weights = path / "model.safetensors"
     if not path.is_dir():
@@ -47,12 +49,17 @@ def load_trained_weights(model: nn.Module, folder: str | Path, label_names: Sequ
         )
     config = json.loads((path / "config.json").read_text()) if (path / "config.json").is_file() else {}
     saved = [config.get("id2label", {}).get(str(i)) for i in range(len(config.get("id2label", {})))]
-    if saved and saved != list(label_names):
-        raise ValueError(
-            f"model.init_from {str(folder)!r}: trained on classes {saved}, this run has {list(label_names)}"
-        )
     state = load_file(str(weights))
     expected = model.state_dict()
+    new_classes: list[str] = []
+    if saved and saved != list(label_names):
+        shared = [n for n in label_names if n in saved]
+        if not shared:
+            raise ValueError(
+                f"model.init_from {str(folder)!r}: trained on classes {saved}, none of this run's {list(label_names)}"
+            )
+        state = _rows_by_name(state, expected, saved, list(label_names))
+        new_classes = [n for n in label_names if n not in saved]
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     shapes = [
@@ -71,3 +78,23 @@ def load_trained_weights(model: nn.Module, folder: str | Path, label_names: Sequ
             "use the model section the run was trained with"
         )
     model.load_state_dict(state)
+    return new_classes
+
+
+def _rows_by_name(state: dict, expected: dict, saved: list[str], names: list[str]) -> dict:
+    """The output layer of a run with classes `saved`, re-indexed for `names`: every tensor whose first dimension is
+    the class count (the last Linear's weight (K, D) and bias (K,)) gets the saved row of each class it shares, and
+    this model's own initial row for a class the run did not have."""
+    out = dict(state)
+    for key, tensor in state.items():
+        target = expected.get(key)
+        if target is None or tensor.ndim == 0 or tensor.shape[0] != len(saved) or target.shape[0] != len(names):
+            continue
+        if tensor.shape[1:] != target.shape[1:]:
+            continue
+        rows = target.clone()
+        for i, name in enumerate(names):
+            if name in saved:
+                rows[i] = tensor[saved.index(name)].to(rows.dtype)
+        out[key] = rows
+    return out
