@@ -13,6 +13,7 @@ from pathlib import Path
 
 from safetensors.torch import load_file
 from torch import nn
+from transformers import AutoConfig
 
 from fer_hf.labels import id2label, label2id
 from fer_hf.models import cnn_family, resnet, timm_family, vit  # noqa: F401  (each registers its family)
@@ -47,8 +48,7 @@ def load_trained_weights(model: nn.Module, folder: str | Path, label_names: Sequ
             f"model.init_from {str(folder)!r}: no model.safetensors there {found}".rstrip()
             + "; give the output_dir of a finished fer_hf.train run"
         )
-    config = json.loads((path / "config.json").read_text()) if (path / "config.json").is_file() else {}
-    saved = [config.get("id2label", {}).get(str(i)) for i in range(len(config.get("id2label", {})))]
+    saved = saved_label_names(path)
     state = load_file(str(weights))
     expected = model.state_dict()
     new_classes: list[str] = []
@@ -79,6 +79,20 @@ def load_trained_weights(model: nn.Module, folder: str | Path, label_names: Sequ
         )
     model.load_state_dict(state)
     return new_classes
+
+
+def saved_label_names(path: Path) -> list[str]:
+    """The class names a saved model predicts, in order, read through its config class (timm stores them as
+    label_names); [] without a readable config.json."""
+    if not (path / "config.json").is_file():
+        return []
+    try:
+        config = AutoConfig.from_pretrained(str(path))  # the package's own types only: no remote code
+    except (OSError, ValueError, KeyError):
+        config = json.loads((path / "config.json").read_text())
+        labels = config.get("id2label", {})
+        return [labels.get(str(i)) for i in range(len(labels))]
+    return [config.id2label[i] for i in range(config.num_labels)]
 
 
 def _rows_by_name(state: dict, expected: dict, saved: list[str], names: list[str]) -> dict:
