@@ -220,10 +220,10 @@ def _canonical(ds: Dataset, origin: str) -> Dataset:
     """Check columns and labels of a loaded split; map its class names onto the canonical ids. A split with a
     `votes` column is FER+: its labels are the majority labels of its votes (checked, recomputed)."""
     image_col = _column(ds, ("image", "img"), origin, "image column")
-    if not isinstance(ds.features[image_col], Image):
+    feature = ds.features[image_col]
+    if not isinstance(feature, Image) and not (isinstance(feature, dict) and "bytes" in feature):
         raise FerDataError(
-            f"{origin}: column {image_col!r} is {ds.features[image_col]}; expected images (datasets.Image: PNG/JPEG "
-            "bytes or paths)"
+            f"{origin}: column {image_col!r} is {feature}; expected images (datasets.Image: PNG/JPEG bytes or paths)"
         )
     if "votes" in ds.column_names:
         return _canonical_votes(ds, image_col, origin)

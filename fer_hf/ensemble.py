@@ -28,6 +28,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 from transformers import ViTImageProcessor
 
+from fer_hf.data import raters_of
 from fer_hf.evaluate import (
     atomic_output_dir,
     build_report,
@@ -231,7 +232,7 @@ def write_evaluation(
         # The ensemble's logits are the weighted mean of the member probabilities above: no second inference pass.
         logits = weighted_mean(probs[tta], np.asarray(config.member_weights))
         settings = dict(data=data, tta=tta, batch_size=batch_size, name=name)
-        reports[tta] = build_report(loaded, split, logits, labels, seconds, wall, **settings)
+        reports[tta] = build_report(loaded, split, logits, labels, seconds, wall, **settings, raters=raters_of(ds))
         (out / folder).mkdir()
         write_outputs(out / folder, reports[tta], faces.images)
     metrics = RunRecord(

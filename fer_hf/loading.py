@@ -34,6 +34,9 @@ DEFAULT_MODEL_DIR = ASSETS_DIR / "default_model"
 BUNDLED_MODELS = {
     DEFAULT_MODEL: BundledModel(DEFAULT_MODEL_DIR, "fer-resnet5 CNN from scratch", "recipes/cnn_swa.yaml"),
     "lite0": BundledModel(ASSETS_DIR / "lite0_model", "EfficientNet-Lite0 from ImageNet", "recipes/lite0_main.yaml"),
+    "ferplus": BundledModel(
+        ASSETS_DIR / "ferplus_model", "FER+ CNN: 8 classes, from ten raters' votes", "recipes/ferplus_cnn.yaml"
+    ),
     "ensemble": BundledModel(
         ASSETS_DIR / "ensemble_model",
         "ensemble of default + lite0 + lite2",

@@ -19,7 +19,7 @@ import backend as be  # this folder is on sys.path when the file runs as a scrip
 import gradio as gr
 import pandas as pd
 
-from fer_hf.labels import FER_LABELS
+from fer_hf.labels import FER_LABELS, KNOWN_LABELS
 
 log = logging.getLogger("fer_hf.app")
 
@@ -195,7 +195,7 @@ def predict_tab(catalogue: be.ModelCatalogue, model: gr.Dropdown) -> None:
             status = gr.Markdown(label="Status", elem_id="photo-status")
             annotated = gr.Image(label="Faces found", type="numpy", format="png", interactive=False, height=360)
             labels = [
-                gr.Label(label=f"Face {i + 1}", num_top_classes=len(FER_LABELS), visible=i == 0)
+                gr.Label(label=f"Face {i + 1}", num_top_classes=len(KNOWN_LABELS), visible=i == 0)
                 for i in range(be.MAX_FACES_SHOWN)
             ]
             overlays = gr.Gallery(
@@ -243,7 +243,7 @@ def video_tab(catalogue: be.ModelCatalogue, model: gr.Dropdown) -> None:
                 y_lim=[0, 1],
                 height=300,
             )
-            distribution = gr.Label(label="Share of frames per emotion", num_top_classes=len(FER_LABELS))
+            distribution = gr.Label(label="Share of frames per emotion", num_top_classes=len(KNOWN_LABELS))
             tracks = gr.Dataframe(label="Faces followed through the clip", interactive=False, elem_id="video-tracks")
             plots = gr.Gallery(label="Timelines: all faces, then each face", columns=1, height=320, visible=False)
             frames = gr.Dataframe(label="Sampled frames", interactive=False, max_height=260)

@@ -10,11 +10,11 @@ import pytest
 import torch
 from transformers import pipeline
 
-from fer_hf.labels import FER_LABELS
+from fer_hf.labels import FER_LABELS, FERPLUS_LABELS
 from fer_hf.loading import BUNDLED_MODELS, DEFAULT_MODEL, is_installed, load_classifier, load_default_model
 from fer_hf.predict import Predictor
 
-MODEL_TYPES = {"default": "fer_cnn", "lite0": "fer_timm", "ensemble": "fer_ensemble"}
+MODEL_TYPES = {"default": "fer_cnn", "lite0": "fer_timm", "ensemble": "fer_ensemble", "ferplus": "fer_cnn"}
 HUB_CODE = Path(__file__).resolve().parents[1] / "fer_hf" / "models" / "hub_code"
 NAMES = sorted(BUNDLED_MODELS)
 
@@ -72,13 +72,15 @@ def test_bundled_model_reads_bundled_real_faces(name, bundled_dd):
 @pytest.mark.parametrize("name", NAMES)
 def test_bundled_model_in_a_pipeline_and_the_predictor_matches_its_card(name, bundled_dd):
     path = BUNDLED_MODELS[name].path
-    classifier = pipeline("image-classification", model=str(path), top_k=len(FER_LABELS))
+    labels = load_classifier(name).label_names  # FER2013's 7, or FER+'s 8 (contempt)
+    assert labels in (list(FER_LABELS), list(FERPLUS_LABELS))
+    classifier = pipeline("image-classification", model=str(path), top_k=len(labels))
     face = bundled_dd["validation"][0]["image"]
     scores = classifier(face)
-    assert sorted(s["label"] for s in scores) == sorted(FER_LABELS)
+    assert sorted(s["label"] for s in scores) == sorted(labels)
     assert np.isclose(sum(s["score"] for s in scores), 1.0, atol=1e-4)
     probs = Predictor(name).classify([np.asarray(face.convert("L"))])[0]  # a gray 48x48 crop, as detected
-    predictor = {label: float(p) for label, p in zip(FER_LABELS, probs, strict=True)}
+    predictor = {label: float(p) for label, p in zip(labels, probs, strict=True)}
     assert np.allclose([predictor[s["label"]] for s in scores], [s["score"] for s in scores], atol=1e-4)
     metrics = json.loads((path / "evaluation" / "metrics.json").read_text())
     card = (path / "README.md").read_text()

@@ -64,7 +64,7 @@ def test_evaluate_writes_every_output_and_matches_sklearn(tiny_model, faces_parq
     out = tmp_path / "eval"
     assert run_cli(tiny_model, "--data", faces_parquet, "--output", out) == 0
     assert sorted(p.name for p in out.iterdir()) == [
-        "confident_mistakes.png", "confusion_matrix.png", "metrics.json", "per_class.md"
+        "confident_mistakes.png", "confusion_matrix.png", "metrics.json", "per_class.md", "reliability.png"
     ]  # fmt: skip
     assert [p.name for p in tmp_path.iterdir()] == ["eval"]  # no temporary folder left behind
     m = json.loads((out / "metrics.json").read_text())
@@ -78,6 +78,12 @@ def test_evaluate_writes_every_output_and_matches_sklearn(tiny_model, faces_parq
     assert m["macro_f1"] == pytest.approx(f1_score(labels, preds, labels=ids, average="macro", zero_division=0))
     assert m["weighted_f1"] == pytest.approx(f1_score(labels, preds, labels=ids, average="weighted", zero_division=0))
     assert m["top2_accuracy"] == pytest.approx(top_k_accuracy_score(labels, logits, k=2, labels=ids))
+    probs = torch.softmax(torch.as_tensor(logits, dtype=torch.float64), -1).numpy()
+    assert m["nll"] == pytest.approx(-np.log(probs[np.arange(len(labels)), labels]).mean(), rel=1e-4)
+    confidence, correct = probs.max(1), probs.argmax(1) == labels
+    bins = np.minimum((confidence * 15).astype(int), 14)
+    ece = sum(abs(correct[bins == b].mean() - confidence[bins == b].mean()) * (bins == b).mean() for b in set(bins))
+    assert m["ece"] == pytest.approx(ece, rel=1e-6) and m["kl_raters"] is None  # FER2013: no votes
     assert m["confusion_matrix"] == confusion_matrix(labels, preds, labels=ids).tolist()
     precision, recall, f1, support = precision_recall_fscore_support(labels, preds, labels=ids, zero_division=0)
     for i, name in enumerate(FER_LABELS):
@@ -114,16 +120,20 @@ def test_input_spec_follows_the_saved_processor_and_config(tiny_model):
     assert spec["size"] == 112 and spec["channels"] == 3 and spec["mean"] == pytest.approx([0.485, 0.456, 0.406])
 
 
-def test_two_class_model_on_seven_class_data_asks_for_classes(tmp_path, faces_parquet, capsys):
+def test_two_class_model_on_seven_class_data_is_scored_on_its_classes(tmp_path, faces_parquet, capsys):
     model = save_tiny_cnn(tmp_path / "binary", names=("happy", "sad"))
-    out = tmp_path / "eval"
-    assert run_cli(model, "--data", faces_parquet, "--output", out) == 2
-    assert "--classes happy,sad" in capsys.readouterr().err
-    assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["binary"]
-    assert run_cli(model, "--data", faces_parquet, "--output", out, "--classes", "happy,sad") == 0
     labels = pq.read_table(faces_parquet).column("label").to_numpy()
-    m = json.loads((out / "metrics.json").read_text())
-    assert m["labels"] == ["happy", "sad"] and m["split_size"] == int(np.isin(labels, [3, 4]).sum())
+    kept = int(np.isin(labels, [3, 4]).sum())
+    for args, left_out in (((), len(labels) - kept), (("--classes", "happy,sad"), 0)):
+        out = tmp_path / f"eval{len(args)}"
+        assert run_cli(model, "--data", faces_parquet, "--output", out, *args) == 0
+        m = json.loads((out / "metrics.json").read_text())
+        assert m["labels"] == ["happy", "sad"] and m["split_size"] == kept
+        assert (m["left_out"] or {"faces": 0})["faces"] == left_out  # said in the report, never silent
+    assert "left out: " in capsys.readouterr().out
+    disjoint = save_tiny_cnn(tmp_path / "other", names=("happy", "contempt"))
+    assert run_cli(disjoint, "--data", faces_parquet, "--output", tmp_path / "e3") == 2
+    assert "fewer than two classes in common" in capsys.readouterr().err
 
 
 def test_bad_inputs_fail_clearly_and_leave_nothing(tiny_model, faces_parquet, tmp_path, capsys):

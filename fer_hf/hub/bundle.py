@@ -30,6 +30,7 @@ from safetensors.torch import load_file, save_file
 
 from fer_hf import evaluate as fer_evaluate
 from fer_hf.configs import load_recipe
+from fer_hf.data import raters_of
 from fer_hf.hub.card import write_model_card
 from fer_hf.loading import BUNDLED_MODELS, DEFAULT_MODEL, load_classifier
 from fer_hf.metrics import compute_fer_metrics
@@ -113,8 +114,9 @@ def bundle(
     loaded = load_classifier(staging)
     fer_evaluate.check_labels(loaded.label_names, ds.features["label"].names, str(model_dir))
     reports = {}
+    raters = raters_of(ds)  # FER+: the raters' vote shares, for KL and NLL of the votes
     for tta, folder in (("none", "evaluation"), ("hflip", "evaluation_hflip")):
-        reports[tta] = fer_evaluate.evaluate(loaded, faces, data=data, split=split, tta=tta, name=where)
+        reports[tta] = fer_evaluate.evaluate(loaded, faces, data=data, split=split, tta=tta, name=where, raters=raters)
         (staging / folder).mkdir()
         fer_evaluate.write_outputs(staging / folder, reports[tta], faces.images)
     single = reports["none"]
@@ -152,7 +154,7 @@ def bundle(
     )
     write_record(metrics, staging / METRICS_FILE)
     plot_confusion_matrix(
-        single.confusion_matrix, single.labels, staging / "confusion_matrix_validation.png", "PublicTest"
+        single.confusion_matrix, single.labels, staging / "confusion_matrix_validation.png", split_title(single.labels)
     )
     if state is not None:
         plot_curves({recipe.model.family: state["log_history"]}, staging / "training_curves.png")
@@ -163,7 +165,7 @@ def bundle(
     if comparison:  # the comparison folder's table and charts travel with the model; the card shows the charts
         shutil.copytree(Path(comparison).parent, staging / "comparison", ignore=shutil.ignore_patterns(".*"))
         comparison = str(staging / "comparison" / Path(comparison).name)  # read before `out` is replaced
-    extra = comparison_charts(staging) + status_section(metrics, name, recipe_path)
+    extra = comparison_charts(staging) + status_section(metrics, name, recipe_path, data)
     write_model_card(staging, repo_id=where, comparison=comparison, extra=extra)
     shutil.rmtree(out, ignore_errors=True)
     staging.rename(out)
@@ -200,8 +202,16 @@ def comparison_charts(folder: Path) -> str:
     return "\n" + "\n\n".join(found) + "\n" if found else ""
 
 
-def status_section(metrics: RunRecord, name: str, recipe_path: str) -> str:
+def split_title(labels: Sequence[str]) -> str:
+    """What the validation split is: FER2013's PublicTest, or FER+'s FER2013Valid under the majority protocol."""
+    return "FER2013Valid (FER+ majority protocol)" if "contempt" in labels else "PublicTest"
+
+
+def status_section(metrics: RunRecord, name: str, recipe_path: str, data: str = "../shared/fer2013") -> str:
     tta = metrics.summaries["validation_tta_hflip"]
+    ferplus = "contempt" in metrics.labels
+    trained = "FER2013Train's FER+ votes" if ferplus else "FER2013 Training"
+    valid = split_title(metrics.labels)
     status = (
         "an interim checkpoint: the run was cut short and is being resumed"
         if not metrics.train_seconds
@@ -211,14 +221,14 @@ def status_section(metrics: RunRecord, name: str, recipe_path: str) -> str:
     )
     what = metrics.checkpoint[:1].upper() + metrics.checkpoint[1:]  # it starts the sentence
     return (
-        f"\n## This checkpoint\n\n{what}, {status}. Trained on FER2013 Training and selected on "
-        f"PublicTest (validation) only, on {metrics.hardware}{wall_time(metrics)}; bundled into the package with\n\n"
-        f"```bash\npython -m fer_hf.hub.bundle RUN_DIR --name {name} --recipe {recipe_path} --data ../shared/fer2013"
+        f"\n## This checkpoint\n\n{what}, {status}. Trained on {trained} and selected on "
+        f"{valid} (validation) only, on {metrics.hardware}{wall_time(metrics)}; bundled into the package with\n\n"
+        f"```bash\npython -m fer_hf.hub.bundle RUN_DIR --name {name} --recipe {recipe_path} --data {data}"
         f"{' --half' if metrics.weights_dtype == 'float16' else ''}\n```\n\n"
         f"{how_to_load(name)}\n\n{half_note(metrics)}"
         f"Horizontal-flip test-time augmentation, reported apart from the single-view numbers above: accuracy "
-        f"{tta.accuracy:.4f}, macro-F1 {tta.macro_f1:.4f} on PublicTest "
-        f"(`python -m fer_hf.evaluate {name} --data ../shared/fer2013 --tta hflip`).\n"
+        f"{tta.accuracy:.4f}, macro-F1 {tta.macro_f1:.4f} on {valid} "
+        f"(`python -m fer_hf.evaluate {name} --data {data} --tta hflip`).\n"
     )
 
 
@@ -228,7 +238,8 @@ def half_note(metrics: RunRecord) -> str:
         return ""
     single = metrics.splits["validation"]
     return (
-        "The weights are stored in float16 (`--half`: half the file) and loaded as float32. PublicTest single view "
+        f"The weights are stored in float16 (`--half`: half the file) and loaded as float32. {split_title(single.labels)} "
+        "single view "
         f"with the float32 weights: accuracy {full.accuracy:.4f}, macro-F1 {full.macro_f1:.4f}; with the stored "
         f"ones: {single.accuracy:.4f}, {single.macro_f1:.4f}.\n\n"
     )
@@ -272,8 +283,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     m = read_record(out, RunRecord)
     single = m.splits["validation"]
     print(f"bundled {m.checkpoint} into {out}")
-    print(f"PublicTest single view: accuracy {single.accuracy:.4f}, macro-F1 {single.macro_f1:.4f}")
-    print(f"PublicTest hflip TTA:   accuracy {m.summaries['validation_tta_hflip'].accuracy:.4f}")
+    title = split_title(single.labels)
+    print(f"{title} single view: accuracy {single.accuracy:.4f}, macro-F1 {single.macro_f1:.4f}")
+    print(f"{title} hflip TTA:   accuracy {m.summaries['validation_tta_hflip'].accuracy:.4f}")
     return 0
 
 

@@ -112,12 +112,17 @@ def split_label(info: RunInfo, split: str) -> str:
     source = (info.recipe.get("data") or {}).get("source")
     if source == "bundled":
         return f"{split} (the small FER2013 sample bundled with fer_hf)"
+    if "contempt" in info.metrics.labels:  # FER+: the paper's majority protocol on FER+'s folders
+        notes = {"validation": "FER+ FER2013Valid, majority protocol", "test": "FER+ FER2013Test, majority protocol"}
+        return f"{split} ({notes[split]})" if split in notes else split
     return f"{split} ({SPLIT_NOTES[split]})" if split in SPLIT_NOTES else split
 
 
 def card_tags(info: RunInfo) -> list[str]:
     family = info.metrics.model_family
     tags = ["image-classification", "facial-expression-recognition", "emotion-recognition", "fer2013", "fer_hf"]
+    if "contempt" in info.metrics.labels:
+        tags.append("ferplus")
     tags.append(str(family))
     if (info.recipe.get("model") or {}).get("lora"):
         tags.append("lora")
@@ -341,6 +346,9 @@ def results_section(info: RunInfo) -> str:
             f"| {m.weighted_f1:.4f} | {m.top2_accuracy:.4f} |"
         )
     parts.append("\n".join(rows) + "\n")
+    calibration = calibration_rows(info)
+    if calibration:
+        parts.append(calibration)
     for split in info.splits:
         parts.append(
             f"### Per class, {split_label(info, split)}\n\n{per_class_table(info.metrics.splits[split].per_class)}\n"
@@ -350,6 +358,31 @@ def results_section(info: RunInfo) -> str:
     if (info.run_dir / "training_curves.png").is_file():
         parts.append("### Training curves\n\n![training curves](training_curves.png)\n")
     return "\n".join(parts)
+
+
+def calibration_rows(info: RunInfo) -> str:
+    """How far the model's probabilities are from its accuracy (ECE, 15 bins; NLL) and, on FER+ splits, from the
+    ten raters' vote shares (KL, NLL of the votes); empty for records written before these were measured."""
+    rows = []
+    for split in info.splits:
+        m = info.metrics.splits[split]
+        if m.ece is None:
+            continue
+        raters = f"{m.kl_raters:.4f} | {m.nll_raters:.4f}" if m.kl_raters is not None else "- | -"
+        rows.append(f"| {split_label(info, split)} | {m.ece:.4f} | {m.nll:.4f} | {raters} |")
+    if not rows:
+        return ""
+    temperature = info.config.get("logit_temperature")
+    head = [
+        "### Calibration and agreement with the raters\n",
+        "ECE: expected calibration error over 15 confidence bins; NLL: mean -log p(label); KL: mean KL divergence "
+        "from the FER+ raters' vote shares to the model's probabilities (lower is closer to what people saw)"
+        + (f"; softmax temperature {temperature:g} (`python -m fer_hf.calibrate`)." if temperature else ".")
+        + "\n",
+        "| split | ECE | NLL | KL(raters ‖ model) | NLL of the votes |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    return "\n".join([*head, *rows]) + "\n"
 
 
 def comparison_section(comparison_md: str) -> str:
