@@ -37,6 +37,7 @@ from fer_hf.data import class_counts, class_weights, has_votes, load_fer_dataset
 from fer_hf.distill import teacher_accuracy, teacher_logprobs
 from fer_hf.hub.card import write_model_card
 from fer_hf.labels import FERPLUS_LABELS, canonical_id
+from fer_hf.launch_check import check_launch
 from fer_hf.loading import BUNDLED_MODELS
 from fer_hf.models import build_model, load_trained_weights
 from fer_hf.models.lora import merge_lora
@@ -266,6 +267,7 @@ def train_from_recipe(
 
     `dd` replaces the recipe's data source with given train/validation splits (fer_hf.cv passes each fold).
     """
+    check_launch()  # a distributed launch whose machines, ranks or address do not add up stops here, named
     set_seed(recipe.training["seed"])
     keep_freed_batch_memory()  # large batches reuse freed memory instead of page-faulting fresh mmaps
     resume_from = prepare_output_dir(recipe)

@@ -285,7 +285,7 @@ def test_accelerate_configs_load(path):
     from accelerate.commands.config.config_args import ClusterConfig
 
     config = ClusterConfig.from_yaml_file(path)
-    assert config.num_processes == (1 if path.name == "single_gpu.yaml" else 2)
+    assert config.num_processes == {"single_gpu.yaml": 1, "multi_node.yaml": 16}.get(path.name, 2)
     assert config.use_cpu == (path.name == "cpu_ddp.yaml")
 
 
