@@ -29,6 +29,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from fer_hf.annotate import draw_faces
+from fer_hf.cli import positive_int
 from fer_hf.faces import (
     LANDMARK_NAMES,
     NO_CROP,
@@ -540,17 +541,6 @@ def write_json(results: Sequence[Result], path: str | Path) -> None:
     records = [{**asdict(r), "status": r.status} for r in results]
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps(records, indent=2))
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1 (a batch of 0 faces would loop forever or divide by zero)."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
