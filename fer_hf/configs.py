@@ -214,8 +214,25 @@ _RecipeLoader.add_implicit_resolver(
 )
 
 
-def read_yaml(text: str) -> Any:
-    return yaml.load(text, Loader=_RecipeLoader)
+def read_yaml(text: str, source: str = "recipe") -> Any:
+    """YAML text -> value; malformed YAML raises RecipeError naming `source` (the recipe file, or the override flag
+    with its value) and the line and column, not PyYAML's '"<unicode string>", line 3' with its own layout."""
+    try:
+        return yaml.load(text, Loader=_RecipeLoader)
+    except yaml.YAMLError as err:
+        raise RecipeError(f"{source}: not valid YAML {_yaml_problem(err)}") from None
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """`at line L, column C: <what PyYAML expected> (<the construct it was reading>, from line K)` in one line."""
+    mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+    where = f"at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    problem = " ".join(str(getattr(err, "problem", None) or err).split())
+    context, context_mark = getattr(err, "context", None), getattr(err, "context_mark", None)
+    if context:
+        since = f", from line {context_mark.line + 1}" if context_mark is not None else ""
+        problem += f" ({' '.join(context.split())}{since})"
+    return f"{where}: {problem}"
 
 
 TRAINING_FIELDS = {f.name for f in dataclasses.fields(TrainingArguments) if f.init}
@@ -262,7 +279,11 @@ def load_recipe(path: str | Path | None = None, overrides: list[str] | None = No
     if path is not None:
         if not Path(path).is_file():
             raise RecipeError(f"{path}: no such recipe file")
-        raw = read_yaml(Path(path).read_text()) or {}
+        try:
+            text = Path(path).read_text()
+        except UnicodeDecodeError as err:
+            raise RecipeError(f"{path}: not a text file (byte {err.start} is not UTF-8); a recipe is YAML") from None
+        raw = read_yaml(text, str(path)) or {}
         if not isinstance(raw, dict):
             raise RecipeError(f"{path}: a recipe is a mapping of sections {sorted([*SECTIONS, 'training'])}")
     given: dict[str, str] = {}  # recipe key -> the flag that set it
@@ -302,7 +323,7 @@ def _parse_overrides(argv: list[str]) -> list[tuple[str, Any]]:
             i += 2
         else:
             raise RecipeError(f"{arg}: missing its value")
-        pairs.append((key, read_yaml(value)))
+        pairs.append((key, read_yaml(value, f"--{key} {value!r}")))
     return pairs
 
 
