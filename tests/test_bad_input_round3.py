@@ -1,0 +1,97 @@
+"""Bad input, round 3 (#38), table-driven like test_bad_input.py: batch sizes below 1, malformed recipe YAML,
+an ensemble member given twice, predict's outputs over its inputs, and training never running a foreign repo's
+code. Every case must fail before any model is trained or any file written."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from fer_hf import ensemble, evaluate
+from fer_hf.cli import run
+from fer_hf.configs import RecipeError, load_recipe
+
+REPO = Path(__file__).resolve().parents[1]
+
+BATCH_CASES = [  # (command, argv); argparse must refuse each with a sentence, before any model or data is read
+    (evaluate.main, ["default", "--data", "bundled", "--batch-size", "0"]),
+    (evaluate.main, ["default", "--data", "bundled", "--batch-size", "-4"]),
+    (evaluate.main, ["default", "--data", "bundled", "--batch-size", "many"]),
+    (ensemble.main, ["default", "lite0", "--output", "OUT", "--batch-size", "0"]),
+    (ensemble.main, ["default", "lite0", "--output", "OUT", "--batch-size", "-1"]),
+]
+
+
+@pytest.mark.parametrize(("command", "argv"), BATCH_CASES)
+def test_a_batch_size_below_one_is_refused_by_argparse(command, argv, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as stop:
+        command(argv)
+    err = capsys.readouterr().err
+    value = argv[argv.index("--batch-size") + 1]
+    assert stop.value.code == 2 and f"argument --batch-size: expected a positive integer, got '{value}'" in err, err
+    assert not list(tmp_path.iterdir())  # nothing written (no OUT, no runs/eval)
+
+
+YAML_CASES = {  # name -> (recipe text, fragments of the RecipeError besides the file name)
+    "unclosed list": (
+        "data:\n  source: bundled\n  classes: [happy, sad\ntraining:\n  num_train_epochs: 1\n",
+        ["not valid YAML at line 4", "expected ',' or ']'", "from line 3"],
+    ),
+    "bad indentation": ("model:\n  family: cnn\n   preset: x\n", ["not valid YAML at line 3", "mapping values"]),
+    "a tab": ("training:\n  learning_rate: 1e-3\n\tseed: 3\n", ["not valid YAML at line 3, column 1", "'\\t'"]),
+    "unclosed quote": ('data: {source: "bundled\n', ["not valid YAML at line 2", "quoted scalar, from line 1"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(YAML_CASES))
+def test_malformed_recipe_yaml_names_the_file_and_the_line(case, tmp_path):
+    text, fragments = YAML_CASES[case]
+    recipe = tmp_path / "broken.yaml"
+    recipe.write_text(text)
+    with pytest.raises(RecipeError) as caught:
+        load_recipe(recipe)
+    message = str(caught.value)
+    assert message.startswith(f"{recipe}: ") and "<unicode string>" not in message and "\n" not in message
+    assert all(fragment in message for fragment in fragments), (fragments, message)
+
+
+OVERRIDE_CASES = [  # (overrides of recipes/smoke.yaml, fragments)
+    (["--data.classes", "[happy, sad"], ["--data.classes '[happy, sad'", "line 1, column 12", "']'"]),
+    (["--data.source={a: b"], ["--data.source '{a: b'", "line 1", "'}'"]),
+    (["--training.run_name", "a: b: c"], ["--training.run_name 'a: b: c'", "mapping values are not allowed"]),
+]
+
+
+@pytest.mark.parametrize(("overrides", "fragments"), OVERRIDE_CASES)
+def test_a_malformed_override_value_names_its_flag(overrides, fragments):
+    with pytest.raises(RecipeError) as caught:
+        load_recipe(REPO / "recipes/smoke.yaml", overrides)
+    message = str(caught.value)
+    assert "<unicode string>" not in message and all(f in message for f in fragments), (fragments, message)
+
+
+def test_a_recipe_that_is_not_text_is_one_sentence(tmp_path):
+    recipe = tmp_path / "photo.yaml"
+    shutil.copy(REPO / "spaces_app/examples/fer_happy.png", recipe)
+    with pytest.raises(RecipeError, match=r"photo.yaml: not a text file"):
+        load_recipe(recipe)
+
+
+def test_a_model_given_twice_is_not_an_ensemble(tmp_path, capsys):
+    from fer_hf.loading import DEFAULT_MODEL_DIR
+
+    link = tmp_path / "link_to_default"
+    link.symlink_to(DEFAULT_MODEL_DIR)
+    out = tmp_path / "ens"
+    for models, fragment in [
+        (["default", "default"], "MODEL 'default' is given twice"),
+        (["default", "lite0", str(DEFAULT_MODEL_DIR)], f"'default' and '{DEFAULT_MODEL_DIR}' are one model"),
+        (["default", str(link)], f"'default' and '{link}' are one model"),  # another path to the same folder
+    ]:
+        assert run(ensemble.main, [*models, "--output", str(out)]) == 2, models
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error:") and fragment in err[0], err
+        assert not out.exists()
