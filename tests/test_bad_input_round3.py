@@ -95,3 +95,71 @@ def test_a_model_given_twice_is_not_an_ensemble(tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error:") and fragment in err[0], err
         assert not out.exists()
+
+
+# ---------------------------------------------------------------- predict never writes over its inputs
+def _tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def predict_inputs(tmp_path, monkeypatch):
+    """A photo, a folder of photos, a 1 s video of a real face and a tiny model, in the current folder."""
+    import cv2
+    from helpers import save_tiny_cnn
+    from PIL import Image
+    from skimage import data as skdata
+
+    monkeypatch.chdir(tmp_path)
+    face = cv2.resize(skdata.astronaut(), (256, 256), interpolation=cv2.INTER_AREA)
+    Image.fromarray(face).save("photo.jpg")
+    Path("photos").mkdir()
+    Image.fromarray(face).save("photos/p.jpg")
+    writer = cv2.VideoWriter("clip.avi", cv2.VideoWriter_fourcc(*"MJPG"), 4, (256, 256))
+    for _ in range(4):
+        writer.write(cv2.cvtColor(face, cv2.COLOR_RGB2BGR))
+    writer.release()
+    save_tiny_cnn(tmp_path / "model")
+    return tmp_path
+
+
+OVERLAP_CASES = [  # (predict's arguments, the flag and the input the one error line must name)
+    (["clip.avi", "--csv", "clip.avi"], "--csv clip.avi overlaps the input clip.avi"),
+    (["photo.jpg", "--json", "photo.jpg"], "--json photo.jpg overlaps the input photo.jpg"),
+    (["photos", "--csv", "photos/out.csv"], "--csv photos/out.csv overlaps the input photos"),  # inside a folder
+    (["photos", "--annotate", "photos"], "--annotate photos overlaps the input photos"),
+    (["photos", "--annotate", "photos/annotated"], "--annotate photos/annotated overlaps the input photos"),
+    (["photos/p.jpg", "--annotate", "."], "--annotate . overlaps the input photos/p.jpg"),  # contains the photo
+    (["clip.avi", "--plot-dir", "."], "--plot-dir . overlaps the input clip.avi"),
+    (["clip.avi", "--plot-dir", "clip.avi"], "--plot-dir clip.avi overlaps the input clip.avi"),
+    (["photo.jpg", "--annotate", "model"], "--annotate model overlaps the input model"),  # the --model folder
+    (["photo.jpg", "--csv", "out.csv", "--json", "./out.csv"], "--csv and --json are both out.csv"),
+]
+
+
+@pytest.mark.parametrize(("argv", "message"), OVERLAP_CASES)
+def test_predict_refuses_outputs_over_its_inputs_and_leaves_them_as_they_were(predict_inputs, argv, message, capsys):
+    from fer_hf import predict
+
+    before = _tree(predict_inputs)
+    assert predict.main([*argv, "--model", "model"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+    assert _tree(predict_inputs) == before  # nothing replaced, nothing added
+
+
+def test_predict_writes_only_what_it_was_asked_for(predict_inputs, capsys):
+    from fer_hf import predict
+
+    before = _tree(predict_inputs)
+    assert predict.main(["clip.avi", "photo.jpg", "--model", "model"]) == 0
+    assert "clip.avi: 2 frames sampled, 2 with a face" in capsys.readouterr().out
+    assert _tree(predict_inputs) == before  # no timeline PNGs in the current folder without --plot-dir
+
+    plots = predict_inputs / "plots"
+    plots.mkdir()
+    (plots / "clip_timeline.png").write_bytes(before["photo.jpg"])  # a file of the user's, named like a timeline
+    assert predict.main(["clip.avi", "--model", "model", "--plot-dir", "plots"]) == 0
+    assert (plots / "clip_timeline.png").read_bytes() == before["photo.jpg"]  # kept
+    assert sorted(p.name for p in plots.iterdir()) == ["clip_face1.png", "clip_timeline.png", "clip_timeline_2.png"]
+    assert "-> plots/clip_timeline_2.png" in capsys.readouterr().out
