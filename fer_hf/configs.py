@@ -89,6 +89,13 @@ class ModelArgs:
         default=None, metadata={"help": "peft LoRA instead of unfreezing, e.g. {r: 16, alpha: 16, dropout: 0.1}"}
     )
     channels_last: bool = field(default=True, metadata={"help": "channels_last memory format (faster convs on CPU)"})
+    trust_remote_code: bool = field(
+        default=False,
+        metadata={
+            "help": "let name_or_path's own Python code (its config.json auto_map) run when the backbone is loaded; "
+            "false: such a repo or folder is refused, never asked about on stdin (flat flag: --trust-remote-code)"
+        },
+    )
     init_from: str | None = field(
         default=None,
         metadata={
@@ -247,6 +254,8 @@ FLAT_TRAINING_FLAGS = {
     "push_to_hub",
     "hub_model_id",
 }
+# The flags the other commands take, as switches (no value, or true/false after them): aliases of recipe keys.
+FLAT_SWITCHES = {"trust_remote_code": "model.trust_remote_code"}
 SECRET_KEYS = {"hub_token", "token"}
 # fer_hf's own defaults, under the recipe's keys.
 PACKAGE_TRAINING = {
@@ -289,7 +298,7 @@ def load_recipe(path: str | Path | None = None, overrides: list[str] | None = No
     given: dict[str, str] = {}  # recipe key -> the flag that set it
     for flag, value in _parse_overrides(overrides or []):
         key = flag.replace("-", "_")
-        key = f"training.{key}" if key in FLAT_TRAINING_FLAGS else flag
+        key = f"training.{key}" if key in FLAT_TRAINING_FLAGS else FLAT_SWITCHES.get(key, flag)
         if key in given and given[key] != flag:  # the same flag twice: the last wins, as usual
             raise RecipeError(f"--{flag}: {key} is already given by --{given[key]}; give it once")
         given[key] = flag
@@ -318,6 +327,10 @@ def _parse_overrides(argv: list[str]) -> list[tuple[str, Any]]:
         if "=" in arg:
             key, value = arg[2:].split("=", 1)
             i += 1
+        elif arg[2:].replace("-", "_") in FLAT_SWITCHES:  # --trust-remote-code [true|false]
+            given = i + 1 < len(argv) and str(argv[i + 1]).strip().lower() in BOOL_WORDS
+            key, value = arg[2:], argv[i + 1] if given else "true"
+            i += 2 if given else 1
         elif i + 1 < len(argv):
             key, value = arg[2:], argv[i + 1]
             i += 2
