@@ -163,3 +163,78 @@ def test_predict_writes_only_what_it_was_asked_for(predict_inputs, capsys):
     assert (plots / "clip_timeline.png").read_bytes() == before["photo.jpg"]  # kept
     assert sorted(p.name for p in plots.iterdir()) == ["clip_face1.png", "clip_timeline.png", "clip_timeline_2.png"]
     assert "-> plots/clip_timeline_2.png" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- train never runs a foreign repo's code
+def _evil_backbone(folder: Path, marker: Path) -> Path:
+    """A local 'checkpoint' whose config.json sends AutoConfig to its own configuration_evil.py, which writes
+    `marker` when it is imported: what a foreign Hub repo's code could do."""
+    import json
+
+    folder.mkdir()
+    auto_map = {"AutoConfig": "configuration_evil.EvilConfig"}
+    (folder / "config.json").write_text(json.dumps({"model_type": "evil", "auto_map": auto_map}))
+    (folder / "configuration_evil.py").write_text(
+        f"from pathlib import Path\nPath({str(marker)!r}).write_text('ran')\n\n"
+        "from transformers import PreTrainedConfig\n\n\n"
+        "class EvilConfig(PreTrainedConfig):\n    model_type = 'evil'\n"
+    )
+    return folder
+
+
+@pytest.mark.parametrize("recipe", ["vit_unfreeze.yaml", "resnet_unfreeze.yaml"])
+def test_train_refuses_a_backbone_with_its_own_code_even_when_stdin_says_yes(recipe, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    marker = tmp_path / "foreign_code_ran"
+    evil = _evil_backbone(tmp_path / "evil", marker)
+    out = tmp_path / "run"
+    argv = [REPO / "recipes" / recipe, "--model.name_or_path", evil, "--data.source", "bundled"]
+    argv += ["--training.output_dir", out, "--training.bf16", "false"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run(
+        [sys.executable, "-m", "fer_hf.train", *map(str, argv)],
+        input="y\ny\n",  # transformers' [y/N] prompt would take this as consent
+        capture_output=True,
+        text=True,
+        env={**env, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules")},
+        timeout=300,
+    )
+    assert not marker.exists()  # its code never ran
+    assert "[y/N]" not in done.stdout + done.stderr  # and nobody was asked
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert done.returncode == 2 and len(errors) == 1, done.stderr[-2000:]
+    assert "needs its own Python code" in errors[0] and "--trust-remote-code" in errors[0], errors
+    assert not (out / "model.safetensors").exists()
+
+
+def test_trust_remote_code_is_a_recipe_key_and_the_flat_flag_of_the_other_commands(monkeypatch):
+    from fer_hf.models import pretrained
+    from fer_hf.models.vit import build_vit
+
+    smoke = REPO / "recipes/smoke.yaml"
+    assert load_recipe(smoke).model.trust_remote_code is False
+    for overrides, value in [
+        (["--trust-remote-code"], True),
+        (["--trust-remote-code", "--training.seed", "3"], True),  # a switch: takes no value from the next flag
+        (["--trust_remote_code", "false"], False),
+        (["--model.trust_remote_code", "yes"], True),
+    ]:
+        assert load_recipe(smoke, overrides).model.trust_remote_code is value, overrides
+    with pytest.raises(RecipeError, match="already given by --model.trust_remote_code"):
+        load_recipe(smoke, ["--model.trust_remote_code", "false", "--trust-remote-code"])
+
+    seen = []
+
+    def fake(name_or_path, **kwargs):
+        seen.append(kwargs)
+        raise OSError("stop here")
+
+    monkeypatch.setattr(pretrained.AutoConfig, "from_pretrained", fake)
+    for overrides, value in [([], False), (["--trust-remote-code"], True)]:
+        args = load_recipe(REPO / "recipes/vit_unfreeze.yaml", overrides).model
+        with pytest.raises(ValueError, match="cannot read a model config"):
+            build_vit(args, ("a", "b"), {0: "a", 1: "b"}, {"a": 0, "b": 1}, None)
+        assert seen.pop() == {"trust_remote_code": value}  # always said, never left to a prompt
