@@ -11,12 +11,25 @@ pickle's errors. Anything else is a bug and keeps its traceback. Imports nothing
 
 from __future__ import annotations
 
+import argparse
 import os
 import pickle
 import sys
 from collections.abc import Callable, Sequence
 
 DEBUG_ENV = "FER_HF_DEBUG"
+
+
+def positive_int(text: str) -> int:
+    """argparse type of every --batch-size: an integer >= 1 (a batch of 0 would loop forever or divide by zero, and
+    torch's split(0) crashes deep inside inference), refused by argparse with a sentence (exit 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:

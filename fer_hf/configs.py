@@ -89,6 +89,13 @@ class ModelArgs:
         default=None, metadata={"help": "peft LoRA instead of unfreezing, e.g. {r: 16, alpha: 16, dropout: 0.1}"}
     )
     channels_last: bool = field(default=True, metadata={"help": "channels_last memory format (faster convs on CPU)"})
+    trust_remote_code: bool = field(
+        default=False,
+        metadata={
+            "help": "let name_or_path's own Python code (its config.json auto_map) run when the backbone is loaded; "
+            "false: such a repo or folder is refused, never asked about on stdin (flat flag: --trust-remote-code)"
+        },
+    )
     init_from: str | None = field(
         default=None,
         metadata={
@@ -214,8 +221,25 @@ _RecipeLoader.add_implicit_resolver(
 )
 
 
-def read_yaml(text: str) -> Any:
-    return yaml.load(text, Loader=_RecipeLoader)
+def read_yaml(text: str, source: str = "recipe") -> Any:
+    """YAML text -> value; malformed YAML raises RecipeError naming `source` (the recipe file, or the override flag
+    with its value) and the line and column, not PyYAML's '"<unicode string>", line 3' with its own layout."""
+    try:
+        return yaml.load(text, Loader=_RecipeLoader)
+    except yaml.YAMLError as err:
+        raise RecipeError(f"{source}: not valid YAML {_yaml_problem(err)}") from None
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """`at line L, column C: <what PyYAML expected> (<the construct it was reading>, from line K)` in one line."""
+    mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+    where = f"at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    problem = " ".join(str(getattr(err, "problem", None) or err).split())
+    context, context_mark = getattr(err, "context", None), getattr(err, "context_mark", None)
+    if context:
+        since = f", from line {context_mark.line + 1}" if context_mark is not None else ""
+        problem += f" ({' '.join(context.split())}{since})"
+    return f"{where}: {problem}"
 
 
 TRAINING_FIELDS = {f.name for f in dataclasses.fields(TrainingArguments) if f.init}
@@ -230,6 +254,8 @@ FLAT_TRAINING_FLAGS = {
     "push_to_hub",
     "hub_model_id",
 }
+# The flags the other commands take, as switches (no value, or true/false after them): aliases of recipe keys.
+FLAT_SWITCHES = {"trust_remote_code": "model.trust_remote_code"}
 SECRET_KEYS = {"hub_token", "token"}
 # fer_hf's own defaults, under the recipe's keys.
 PACKAGE_TRAINING = {
@@ -262,13 +288,17 @@ def load_recipe(path: str | Path | None = None, overrides: list[str] | None = No
     if path is not None:
         if not Path(path).is_file():
             raise RecipeError(f"{path}: no such recipe file")
-        raw = read_yaml(Path(path).read_text()) or {}
+        try:
+            text = Path(path).read_text()
+        except UnicodeDecodeError as err:
+            raise RecipeError(f"{path}: not a text file (byte {err.start} is not UTF-8); a recipe is YAML") from None
+        raw = read_yaml(text, str(path)) or {}
         if not isinstance(raw, dict):
             raise RecipeError(f"{path}: a recipe is a mapping of sections {sorted([*SECTIONS, 'training'])}")
     given: dict[str, str] = {}  # recipe key -> the flag that set it
     for flag, value in _parse_overrides(overrides or []):
         key = flag.replace("-", "_")
-        key = f"training.{key}" if key in FLAT_TRAINING_FLAGS else flag
+        key = f"training.{key}" if key in FLAT_TRAINING_FLAGS else FLAT_SWITCHES.get(key, flag)
         if key in given and given[key] != flag:  # the same flag twice: the last wins, as usual
             raise RecipeError(f"--{flag}: {key} is already given by --{given[key]}; give it once")
         given[key] = flag
@@ -297,12 +327,16 @@ def _parse_overrides(argv: list[str]) -> list[tuple[str, Any]]:
         if "=" in arg:
             key, value = arg[2:].split("=", 1)
             i += 1
+        elif arg[2:].replace("-", "_") in FLAT_SWITCHES:  # --trust-remote-code [true|false]
+            given = i + 1 < len(argv) and str(argv[i + 1]).strip().lower() in BOOL_WORDS
+            key, value = arg[2:], argv[i + 1] if given else "true"
+            i += 2 if given else 1
         elif i + 1 < len(argv):
             key, value = arg[2:], argv[i + 1]
             i += 2
         else:
             raise RecipeError(f"{arg}: missing its value")
-        pairs.append((key, read_yaml(value)))
+        pairs.append((key, read_yaml(value, f"--{key} {value!r}")))
     return pairs
 
 

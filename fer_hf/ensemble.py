@@ -28,6 +28,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 from transformers import ViTImageProcessor
 
+from fer_hf.cli import positive_int
 from fer_hf.data import raters_of
 from fer_hf.evaluate import (
     atomic_output_dir,
@@ -198,7 +199,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--weights", type=float, nargs="+", default=None, help="one per MODEL (default: uniform)")
     parser.add_argument("--data", default=None, help="evaluate members and ensemble on a split of this source")
     parser.add_argument("--split", default="validation", help="split of --data (default: validation = PublicTest)")
-    parser.add_argument("--batch-size", type=int, default=256, help="faces per forward pass")
+    parser.add_argument("--batch-size", type=positive_int, default=256, help="faces per forward pass")
     parser.add_argument("--half", action="store_true", help="store the weights in float16 (inference stays float32)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     parser.add_argument("--trust-remote-code", action="store_true", help="allow a Hub model's own code to run")
@@ -289,9 +290,28 @@ def write_card(folder: Path, where: str) -> Path:
     return card
 
 
+def distinct_members(refs: Sequence[str]) -> list[str]:
+    """Each MODEL's folder (or Hub id); refuses one model given twice, under the same name or another (a bundled
+    name and its folder, a run folder and a path to it): it would only count twice in the average, which is what
+    --weights is for."""
+    resolved, seen = [], {}
+    for ref in refs:
+        where = resolve_model_path(ref)
+        key = str(Path(where).resolve()) if Path(where).is_dir() else where
+        if key in seen:
+            same = f"{seen[key]!r} and {ref!r} are one model" if seen[key] != ref else f"{ref!r} is given twice"
+            raise EnsembleError(
+                f"MODEL {same} ({where}): an ensemble's members are different models; give each once, and "
+                "--weights to count one more than the others"
+            )
+        seen[key] = ref
+        resolved.append(where)
+    return resolved
+
+
 def make_ensemble(args: argparse.Namespace) -> tuple[Path, list[MemberRow]]:
     out = Path(args.output)
-    check_apart(out, *(resolve_model_path(m) for m in args.models), args.data)
+    check_apart(out, *distinct_members(args.models), args.data)
     rows: list[MemberRow] = []
     with atomic_output_dir(out, args.overwrite) as tmp:
         members = load_members(args.models, args.trust_remote_code)

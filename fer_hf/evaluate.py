@@ -30,6 +30,7 @@ import torch
 from datasets import Dataset, DatasetDict
 from tqdm.auto import tqdm
 
+from fer_hf.cli import positive_int
 from fer_hf.data import FerDataError, _load_raw, load_fer_dataset, raters_of, select_classes
 from fer_hf.labels import FER_LABELS, resolve_classes
 from fer_hf.loading import MODEL_HELP, LoadedModel, ModelLoadError, load_classifier, resolve_model_path
@@ -379,7 +380,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--split", default=None, help="split to evaluate (default: validation, or the only split)")
     parser.add_argument("--classes", default=None, help="class subset (name or comma-separated), as in training")
     parser.add_argument("--tta", default="none", choices=TTA_MODES, help="test-time augmentation (default: none)")
-    parser.add_argument("--batch-size", type=int, default=256, help="faces per forward pass")
+    parser.add_argument("--batch-size", type=positive_int, default=256, help="faces per forward pass")
     parser.add_argument("--output", default=None, help="output folder (default: runs/eval/MODEL-SPLIT-TTA)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     parser.add_argument("--mistakes", type=int, default=16, help="how many confident mistakes to show")

@@ -9,9 +9,12 @@ class OutputOverlapError(ValueError):
     """An output folder that is, contains or lies inside one of the command's inputs."""
 
 
-def check_apart(output: str | Path, *inputs: str | Path | None, flag: str = "--output") -> None:
+def check_apart(
+    output: str | Path, *inputs: str | Path | None, flag: str = "--output", fix: str = "choose a folder outside it"
+) -> None:
     """Refuse an output that is, contains or lies inside an input: replacing it (--overwrite) would delete the
-    input, and writing into it would mix results with what the user had."""
+    input, and writing into it would mix results with what the user had. `fix`: the end of the sentence (a file
+    output is not a folder)."""
     out = Path(output).expanduser().resolve()
     for item in inputs:
         if item is None or not Path(item).expanduser().exists():
@@ -19,6 +22,5 @@ def check_apart(output: str | Path, *inputs: str | Path | None, flag: str = "--o
         src = Path(item).expanduser().resolve()
         if out == src or out in src.parents or src in out.parents:
             raise OutputOverlapError(
-                f"{flag} {output} overlaps the input {item}: it would be replaced or mixed with it; "
-                "choose a folder outside it"
+                f"{flag} {output} overlaps the input {item}: it would be replaced or mixed with it; {fix}"
             )

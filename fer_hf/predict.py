@@ -15,6 +15,7 @@ a batch never aborts because of one input.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import sys
@@ -29,6 +30,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from fer_hf.annotate import draw_faces
+from fer_hf.cli import positive_int
 from fer_hf.faces import (
     LANDMARK_NAMES,
     NO_CROP,
@@ -41,7 +43,8 @@ from fer_hf.faces import (
     detector_config,
     load_image,
 )
-from fer_hf.loading import DEFAULT_MODEL, MODEL_HELP, LoadedModel, load_classifier
+from fer_hf.loading import DEFAULT_MODEL, MODEL_HELP, LoadedModel, load_classifier, resolve_model_path
+from fer_hf.outputs import OutputOverlapError, check_apart
 from fer_hf.tracking import FaceTracker, Smoother, TrackingConfig
 from fer_hf.tta import TTA_MODES, tta_logits
 
@@ -255,10 +258,11 @@ class Predictor:
         if plot_dir is not None:
             from fer_hf.video_plots import plot_overview, plot_track
 
-            stem = Path(plot_dir) / Path(path).stem
-            result.plot = str(plot_overview(result, self.label_names, f"{stem}_timeline.png"))
+            names, stem = self.label_names, Path(path).stem
+            # Fresh names: a file already there (an earlier run's, a video of the same name's) is never replaced.
+            result.plot = str(plot_overview(result, names, fresh_path(plot_dir, f"{stem}_timeline")))
             result.track_plots = [
-                str(plot_track(result, t["track_id"], self.label_names, f"{stem}_face{t['track_id']}.png"))
+                str(plot_track(result, t["track_id"], names, fresh_path(plot_dir, f"{stem}_face{t['track_id']}")))
                 for t in result.tracks
             ]
         return result
@@ -391,13 +395,20 @@ def save_annotated(rgb: np.ndarray, faces: Sequence[Face], preds: Sequence[FaceP
     """The image with numbered boxes, labels and landmarks (`draw_faces`), as PNG; never overwrites an earlier
     file with the same stem."""
     canvas = draw_faces(rgb, [f.box for f in faces], preds, [f.landmarks for f in faces])
+    out = fresh_path(folder, f"{stem}_annotated")
+    cv2.imwrite(str(out), cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))
+    return out
+
+
+def fresh_path(folder: str | Path, stem: str, suffix: str = ".png") -> Path:
+    """folder/stem.png, or stem_2.png, stem_3.png, ... when it is taken: the PNGs predict writes never replace a
+    file (the folder is created)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    out, n = folder / f"{stem}_annotated.png", 1
+    out, n = folder / f"{stem}{suffix}", 1
     while out.exists():
         n += 1
-        out = folder / f"{stem}_annotated_{n}.png"
-    cv2.imwrite(str(out), cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))
+        out = folder / f"{stem}_{n}{suffix}"
     return out
 
 
@@ -542,17 +553,6 @@ def write_json(results: Sequence[Result], path: str | Path) -> None:
     Path(path).write_text(json.dumps(records, indent=2))
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1 (a batch of 0 faces would loop forever or divide by zero)."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m fer_hf.predict",
@@ -568,8 +568,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--plot-dir",
         metavar="DIR",
-        help="where video timelines go (default: --annotate DIR, "
-        "else the --json/--csv folder, else the current folder)",
+        help="write a timeline PNG per video and one per face in it here (default: no plots)",
     )
     parser.add_argument("--tta", default="none", choices=TTA_MODES, help="test-time augmentation")
     crop = parser.add_mutually_exclusive_group()
@@ -598,6 +597,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Exit status: 0 when every input was read (faces or not), 1 when some input was unusable, 2 for a bad model."""
     args = parse_args(argv)
     try:
+        check_outputs(args)
+    except OutputOverlapError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    try:
         detector = detector_config(args)
         tracking = TrackingConfig(args.detect_every, args.max_lost, args.smoothing)
     except ValueError as err:
@@ -625,7 +629,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         crop_mode=crop_mode,
         annotate_dir=args.annotate,
         fps=args.fps,
-        plot_dir=_plot_dir(args),
+        plot_dir=args.plot_dir,  # only where asked: no PNGs in the current folder unless it is named
         tracking=tracking,
     )
     for result in results:
@@ -637,11 +641,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 1 if any(r.status == "error" for r in results) else 0
 
 
-def _plot_dir(args: argparse.Namespace) -> str:
-    if args.plot_dir or args.annotate:
-        return args.plot_dir or args.annotate
-    out = args.json or args.csv
-    return str(Path(out).parent) if out else "."
+OUTPUT_FLAGS = {"csv": "--csv", "json": "--json", "annotate": "--annotate", "plot_dir": "--plot-dir"}
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """Refuse, before anything is loaded, an output that is, contains or lies inside an input (an image, video or
+    folder to predict on, the --model folder, the --yunet-model file): `--csv clip.avi` would replace the video, and
+    `--annotate photos/` would mix the copies with the photos (and a later run would predict on them). --csv and
+    --json must differ too: the second would replace the first."""
+    model = args.model
+    with contextlib.suppress(ValueError):  # a bad --model is reported when it is loaded
+        model = resolve_model_path(args.model)
+    inputs = [*args.inputs, model, args.yunet_model]
+    for key, flag in OUTPUT_FLAGS.items():
+        output = getattr(args, key)
+        if output is not None:
+            folder = key in ("annotate", "plot_dir")
+            fix = "choose a folder outside it" if folder else "write it outside the inputs"
+            check_apart(output, *inputs, flag=flag, fix=fix)
+    if args.csv and args.json and Path(args.csv).expanduser().resolve() == Path(args.json).expanduser().resolve():
+        raise OutputOverlapError(
+            f"--csv and --json are both {args.csv}: the JSON would replace the CSV; give two files"
+        )
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from datasets import Dataset
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from fer_hf.cli import positive_int
 from fer_hf.data import load_fer_dataset
 from fer_hf.transforms import Augment, BatchTransform, FerCollator, FerTensorDataset, keep_freed_batch_memory
 
@@ -44,7 +45,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--source", default=default, help="FER2013 source (its train split is used)")
     parser.add_argument("--num-images", type=int, default=3000, help="real faces to time (first rows of train)")
     parser.add_argument("--epochs", type=int, default=1, help="passes over the images (fer_hf decodes only once)")
-    parser.add_argument("--batch-size", type=int, default=64, help="images per batch, both pipelines")
+    parser.add_argument("--batch-size", type=positive_int, default=64, help="images per batch, both pipelines")
     parser.add_argument("--size", type=int, default=224, help="output side (ViT/ResNet input)")
     parser.add_argument("--seed", type=int, default=0, help="seed of shuffling and augmentation")
     parser.add_argument(

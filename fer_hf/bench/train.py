@@ -39,6 +39,7 @@ import torch
 from torch import nn
 from transformers import Trainer, TrainerCallback, TrainingArguments, get_scheduler
 
+from fer_hf.cli import positive_int
 from fer_hf.data import load_fer_dataset
 from fer_hf.losses import WeightedCrossEntropy
 from fer_hf.transforms import Augment, BatchTransform, FerCollator, FerTensorDataset, apply_transform
@@ -243,7 +244,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--families", default=",".join(FAMILIES), help=f"comma-separated subset of {FAMILIES}")
     parser.add_argument(
         "--batch-size",
-        type=int,
+        type=positive_int,
         default=None,
         help="per step (default on CPU: 64 cnn, 32 timm, 8 vit/resnet; 64 on GPU)",
     )

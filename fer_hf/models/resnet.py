@@ -7,7 +7,14 @@ from transformers import ConvNextImageProcessor, ResNetConfig
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 from fer_hf.models.hub_code import FerResNetForImageClassification
-from fer_hf.models.pretrained import LayerGroups, backbone_processor, built_model, load_backbone_config, load_with_head
+from fer_hf.models.pretrained import (
+    LayerGroups,
+    backbone_processor,
+    built_model,
+    load_backbone_config,
+    load_with_head,
+    trusts_code,
+)
 from fer_hf.models.registry import BuiltModel, register_family
 
 DEFAULT_RESNET = "microsoft/resnet-50"
@@ -37,7 +44,8 @@ def build_resnet(model_args, names, id2label, label2id, image_size) -> BuiltMode
     if model_args.lora:
         raise ValueError("model.lora is wired for the vit family only; use unfreeze settings for resnet")
     path = model_args.name_or_path or DEFAULT_RESNET
-    load_backbone_config(path, "resnet", ResNetConfig, example=DEFAULT_RESNET)
-    processor = backbone_processor(path, image_size, RESNET_SIDE, resnet_default_processor)
+    trust = trusts_code(model_args)
+    load_backbone_config(path, "resnet", ResNetConfig, example=DEFAULT_RESNET, trust_remote_code=trust)
+    processor = backbone_processor(path, image_size, RESNET_SIDE, resnet_default_processor, trust_remote_code=trust)
     model = load_with_head(FerResNetForImageClassification, path, model_args, id2label, label2id)
     return built_model(model, processor, resnet_layer_groups(len(model.config.depths)))

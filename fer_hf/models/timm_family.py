@@ -91,7 +91,10 @@ def pretrained_backbone(ref: str) -> Backbone:
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # timm's own classifier is "unexpected" here by design; missing keys raise below
     try:
-        model, info = TimmWrapperModel.from_pretrained(ref, config=config, output_loading_info=True)
+        # The config is given (TimmWrapperConfig, no auto_map is read): no repository code can run; said explicitly.
+        model, info = TimmWrapperModel.from_pretrained(
+            ref, config=config, output_loading_info=True, trust_remote_code=False
+        )
     finally:
         hf_logging.set_verbosity(verbosity)
     bad = list(info.get("missing_keys") or []) + [str(k) for k in info.get("mismatched_keys") or []]

@@ -14,6 +14,7 @@ from fer_hf.models.pretrained import (
     load_backbone_config,
     load_with_head,
     prefixed,
+    trusts_code,
 )
 from fer_hf.models.registry import BuiltModel, register_family
 
@@ -45,8 +46,9 @@ def _side(config: ViTConfig) -> int:
 @register_family("vit")
 def build_vit(model_args, names, id2label, label2id, image_size) -> BuiltModel:
     path = model_args.name_or_path or DEFAULT_VIT
-    config = load_backbone_config(path, "vit", ViTConfig, example=DEFAULT_VIT)
-    processor = backbone_processor(path, image_size, _side(config), vit_default_processor)
+    trust = trusts_code(model_args)
+    config = load_backbone_config(path, "vit", ViTConfig, example=DEFAULT_VIT, trust_remote_code=trust)
+    processor = backbone_processor(path, image_size, _side(config), vit_default_processor, trust_remote_code=trust)
     model = load_with_head(FerViTForImageClassification, path, model_args, id2label, label2id)
     groups = vit_layer_groups(model.config.num_hidden_layers)
     if model_args.lora:
