@@ -137,6 +137,19 @@ def timm_image_processor(pretrained_cfg: dict) -> ViTImageProcessor:
     )
 
 
+# transformers >= 5.25 builds a timm-style checkpoint's image processor (a config.json with pretrained_cfg) from its
+# config.json alone, no longer from preprocessor_config.json: these settings go into both files, so that every
+# version (and pipeline()) gets the same 96 px, gray-taking processor.
+PROCESSOR_KEYS = ("do_convert_rgb", "do_resize", "size", "resample", "do_rescale", "rescale_factor", "do_normalize",
+                  "image_mean", "image_std")  # fmt: skip
+
+
+def processor_settings(processor: ViTImageProcessor) -> dict:
+    """The keys of the saved processor that config.json carries too (PROCESSOR_KEYS), JSON-ready."""
+    settings = processor.to_dict()
+    return {key: settings[key] for key in PROCESSOR_KEYS if key in settings}
+
+
 # ------------------------------------------------------------------------------------------------ layer groups
 def _matcher_ordinals(matcher) -> Callable[[str], tuple[tuple, str]]:
     """timm's group_matcher (dict of regexes, or a callable) -> name -> (ordinal tuple, matcher key), as timm's
@@ -223,11 +236,13 @@ def build_timm(model_args, names, id2label, label2id, image_size) -> BuiltModel:
         head_dropout=dropout,
         backbone_source=backbone.source,
     )
+    processor = timm_image_processor(pretrained_cfg)
+    config.update(processor_settings(processor))
     model = FerTimmForImageClassification(config)
     model.timm_model.load_state_dict(backbone.state_dict, strict=True)
     return BuiltModel(
         model=model,
-        image_processor=timm_image_processor(pretrained_cfg),
+        image_processor=processor,
         image_size=side,
         channels=3,  # gray faces repeated as RGB
         mean=[float(v) for v in pretrained_cfg["mean"]],
