@@ -6,7 +6,9 @@ so accuracy, stays).
     python -m fer_hf.calibrate runs/ferplus_cnn --data ../shared/ferplus     # fitted to the raters' votes
 
 The temperature T minimises the negative log-likelihood of the split's FER+ vote distributions where it has votes,
-of its labels otherwise. It is written to MODEL's config.json as `logit_temperature`, which the package's models
+of its labels otherwise (`--fit labels` uses the labels even where there are votes). The two answer different
+questions: fitted to the votes, a probability says what share of people would pick the class (lower KL to the
+raters); fitted to the labels, how often the top class is the majority's (lower ECE, which is measured on labels). It is written to MODEL's config.json as `logit_temperature`, which the package's models
 divide their logits by in `forward`: predict, the app, evaluate, the ensemble (each member's own, and the ensemble's)
 and an ONNX export made afterwards (the division is part of the traced graph, so the runtime applies it too). Only
 config.json changes, never the weights. Prints ECE (15 bins), NLL and KL to the raters before and after.
@@ -34,6 +36,7 @@ from fer_hf.runtime import is_export
 from fer_hf.transforms import FerTensorDataset
 
 TEMPERATURE_KEY = "logit_temperature"
+FIT_TARGETS = ("auto", "votes", "labels")
 BOUNDS = (0.05, 20.0)  # T outside these is a model or split that temperature scaling cannot fix
 
 
@@ -71,8 +74,13 @@ def scores(logits: np.ndarray, labels: np.ndarray, raters: np.ndarray | None, te
     return out
 
 
-def calibrate(model: str, data: str, split: str | None = None, batch_size: int = 256, write: bool = True):
-    """Fit MODEL's temperature on a split of DATA and (write=True) store it in MODEL's config.json."""
+def calibrate(
+    model: str, data: str, split: str | None = None, batch_size: int = 256, write: bool = True, fit: str = "auto"
+):
+    """Fit MODEL's temperature on a split of DATA and (write=True) store it in MODEL's config.json. `fit`: "auto"
+    (the votes where the split has them, else the labels), "votes" or "labels"."""
+    if fit not in FIT_TARGETS:
+        raise ValueError(f"--fit {fit!r}: choose one of {list(FIT_TARGETS)}")
     folder = Path(resolve_model_path(model))
     if not folder.is_dir():
         raise ModelLoadError(f"{model}: calibrate writes the model's config.json, so MODEL must be a local folder")
@@ -87,11 +95,14 @@ def calibrate(model: str, data: str, split: str | None = None, batch_size: int =
     logits, _ = run_inference(loaded, faces, batch_size=batch_size)
     logits = logits[:, list(alignment.columns)]
     labels, raters = faces.labels.numpy(), raters_of(ds)
-    temperature = fit_temperature(logits, labels, raters)
+    if fit == "votes" and raters is None:
+        raise ValueError(f"--fit votes: {data} [{name}] has no FER+ votes; use --fit labels or a FER+ source")
+    target = None if fit == "labels" else raters
+    temperature = fit_temperature(logits, labels, target)
     result = Calibration(
         temperature=round(temperature, 4),
         previous=previous,
-        fitted_on="votes" if raters is not None else "labels",
+        fitted_on="votes" if target is not None else "labels",
         faces=len(labels),
         before=scores(logits, labels, raters, previous),
         after=scores(logits, labels, raters, round(temperature, 4)),
@@ -132,9 +143,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data", required=True, help="FER2013 or FER+ source (votes are used where it has them)")
     parser.add_argument("--split", default=None, help="split to fit on (default: validation)")
     parser.add_argument("--batch-size", type=int, default=256, help="faces per forward pass")
+    parser.add_argument(
+        "--fit", default="auto", choices=FIT_TARGETS, help="fit to the FER+ votes or the labels (auto: votes if any)"
+    )
     parser.add_argument("--dry-run", action="store_true", help="print the fit, write nothing")
     args = parser.parse_args(argv)
-    result = calibrate(args.model, args.data, args.split, args.batch_size, write=not args.dry_run)
+    result = calibrate(args.model, args.data, args.split, args.batch_size, write=not args.dry_run, fit=args.fit)
     print_result(args.model, args.data, result, written=not args.dry_run)
     return 0
 

@@ -133,12 +133,13 @@ def card_tags(info: RunInfo) -> list[str]:
 
 def eval_results(info: RunInfo, model_name: str) -> list[EvalResult]:
     """Accuracy and macro-F1 of every evaluated split, values exactly as in metrics.json."""
-    dataset = hub_dataset(info) or DATASET_TYPE
+    ferplus = is_ferplus(info)
+    dataset = hub_dataset(info) or ("ferplus" if ferplus else DATASET_TYPE)
     out = []
     for split in info.splits:
         m = info.metrics.splits[split]
         common = dict(task_type="image-classification", task_name="Facial expression recognition")
-        common.update(dataset_type=dataset, dataset_name=DATASET_NAME, dataset_split=split)
+        common.update(dataset_type=dataset, dataset_name="FER+" if ferplus else DATASET_NAME, dataset_split=split)
         out.append(
             EvalResult(**common, metric_type="accuracy", metric_name=f"{split} accuracy", metric_value=m.accuracy)
         )
@@ -205,13 +206,25 @@ def _inline(value) -> str:
     return ", ".join(f"{k}={v}" for k, v in value.items()) if isinstance(value, dict) else str(value)
 
 
+def is_ferplus(info: RunInfo) -> bool:
+    """A model of FER+'s label set (the eight classes, contempt among them)."""
+    return "contempt" in info.metrics.labels
+
+
 def intro_section(info: RunInfo, model_name: str) -> str:
     labels, params = info.metrics.labels, info.metrics.parameters
     size = f" It has {params:,} parameters." if isinstance(params, int) else ""
+    mode = (info.recipe.get("data") or {}).get("ferplus_mode", "majority")
+    data = (
+        "FER2013's faces (48x48 grayscale) with the FER+ labels: ten crowd raters per face (Barsoum et al. 2016, "
+        f"arXiv 1608.01041; labels MIT), learnt in FERPlus's `{mode}` mode"
+        if is_ferplus(info)
+        else "FER2013 (48x48 grayscale faces)"
+    )
     return (
         f"# {model_name}\n\n"
-        f"A facial-expression classifier for face crops, trained with the `fer_hf` package on FER2013 "
-        f"(48x48 grayscale faces). It predicts {len(labels)} classes: {', '.join(labels)}.\n\n"
+        f"A facial-expression classifier for face crops, trained with the `fer_hf` package on {data}. "
+        f"It predicts {len(labels)} classes: {', '.join(labels)}.\n\n"
         f"Model: {describe_model(info)}.{size}\n"
     )
 
