@@ -597,6 +597,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if bool(args.inputs) == bool(args.webcam):
         parser.error("give INPUTs (images, folders, videos) or --webcam SOURCE, not both" if args.inputs else
                      "give INPUTs (images, folders, videos) or --webcam SOURCE")  # fmt: skip
+    if args.seconds is not None and not args.webcam:
+        parser.error("--seconds says how long to read --webcam SOURCE; a video file is read to its end")
     return args
 
 
@@ -630,6 +632,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DeviceError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    stream = None
+    if args.webcam:  # before the model loads: a camera that is not there is refused at once
+        try:
+            stream = StreamFrames(args.webcam, args.fps, seconds=args.seconds, timeout=args.open_timeout)
+        except VideoLoadError as err:
+            print(f"error: --webcam {args.webcam}: {err}", file=sys.stderr)
+            return 2
     try:
         predictor = Predictor(
             args.model,
@@ -646,8 +655,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: could not load --model {args.model}: {err}", file=sys.stderr)
         return 2
     crop_mode = "cropped" if args.cropped or args.detector == "none" else "detect" if args.detect else "auto"
-    if args.webcam:
-        return stream_main(args, predictor, tracking, _video_mode(crop_mode))
+    if stream is not None:
+        return stream_main(args, predictor, stream, tracking, _video_mode(crop_mode))
     annotate_file = _is_video_file(args.annotate)
     results = predict_inputs(
         predictor,
@@ -669,15 +678,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 1 if any(r.status == "error" for r in results) else 0
 
 
-def stream_main(args: argparse.Namespace, predictor: Predictor, tracking: TrackingConfig, crop_mode: str) -> int:
+def stream_main(
+    args: argparse.Namespace, predictor: Predictor, frames: StreamFrames, tracking: TrackingConfig, crop_mode: str
+) -> int:
     """--webcam SOURCE: frames until the source ends, --seconds or Ctrl-C. The CSV's rows are flushed to its staging
     file frame by frame; the CSV, the annotated video and the JSON are renamed into place at the end, whatever ended
-    the run. A source that cannot be opened, or gives no frame within --open-timeout, is one sentence (exit 2)."""
-    try:
-        frames = StreamFrames(args.webcam, args.fps, seconds=args.seconds, timeout=args.open_timeout)
-    except VideoLoadError as err:
-        print(f"error: --webcam {args.webcam}: {err}", file=sys.stderr)
-        return 2
+    the run (main has opened the source: one that cannot be opened, or gives no frame within --open-timeout, is
+    one sentence, exit 2)."""
     sinks = video_sinks(args.annotate, args.thumbnails, args.fps or frames.native_fps, _stem(args.webcam))
     if args.csv:
         sinks.insert(0, CsvRows(args.csv, predictor.label_names))
