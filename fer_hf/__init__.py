@@ -2,7 +2,9 @@
 
 import fer_hf
 dd = fer_hf.load_fer_dataset("../shared/fer2013")      # DatasetDict train/validation[/test]
-loaded = fer_hf.load_default_model()                   # the bundled CNN, offline
+loaded = fer_hf.load_default_model()                   # the bundled CNN (classifies a 48x48 face crop), offline
+result = fer_hf.analyze("photo.jpg")                   # photos, arrays, lists, videos, cameras -> faces + labels
+result.to_pandas()                                     # one row per face
 """
 
 from __future__ import annotations
@@ -16,6 +18,10 @@ _LAZY = {
     "load_classifier": "fer_hf.loading",
     "load_default_model": "fer_hf.loading",
     "build_model": "fer_hf.models",
+    "analyze": "fer_hf.analysis",
+    "Analyzer": "fer_hf.analysis",
+    "Analysis": "fer_hf.analysis",
+    "resolve_device": "fer_hf.devices",
 }
 
 

@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from fer_hf.cli import positive_int
 from fer_hf.data import FerDataError, _load_raw, load_fer_dataset, raters_of, select_classes
+from fer_hf.devices import DEVICE_HELP, DeviceError, resolve_device
 from fer_hf.labels import FER_LABELS, resolve_classes
 from fer_hf.loading import MODEL_HELP, LoadedModel, ModelLoadError, load_classifier, resolve_model_path
 from fer_hf.metrics import compute_fer_metrics, softmax
@@ -385,8 +386,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     parser.add_argument("--mistakes", type=int, default=16, help="how many confident mistakes to show")
     parser.add_argument("--trust-remote-code", action="store_true", help="allow a Hub model's own code to run")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
+    parser.add_argument("--device", default="auto", help=DEVICE_HELP)
     args = parser.parse_args(argv)
+    try:  # before anything loads: `--device cuda` on a machine without a GPU is one sentence
+        args.device = resolve_device(args.device)
+    except DeviceError as err:
+        parser.error(str(err))
     if args.classes:
         try:
             resolve_classes(args.classes)

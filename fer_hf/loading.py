@@ -102,7 +102,10 @@ def is_installed(bundled: BundledModel) -> bool:
 
 def load_classifier(ref: str | Path = DEFAULT_MODEL, *, trust_remote_code: bool = False, device: str = "cpu"):
     """Load MODEL for inference (eval mode). Custom code of other repos needs an explicit trust_remote_code=True.
-    A `fer_hf.export` folder runs through onnxruntime (`OnnxImageClassifier`): no torch model is built."""
+    A `fer_hf.export` folder runs through onnxruntime (`OnnxImageClassifier`): no torch model is built.
+
+    The model classifies a face crop (FER2013-like: one face filling a small gray square), not a photo: for photos,
+    arrays, videos or a camera use `fer_hf.analyze(x, model=...)`, which finds, aligns and crops the faces first."""
     path = resolve_model_path(ref)
     if is_export(path):
         config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
@@ -156,5 +159,8 @@ def predict_logits(model: PreTrainedModel, pixel_values: torch.Tensor, batch_siz
 
 
 def load_default_model(device: str = "cpu") -> LoadedModel:
-    """The CNN bundled with the package (trained on FER2013 by recipes/cnn.yaml, then cnn_swa.yaml): works offline."""
+    """The CNN bundled with the package (trained on FER2013 by recipes/cnn.yaml, then cnn_swa.yaml): works offline.
+
+    It classifies a face crop (48x48 gray, FER2013's framing). For a photo with people in it use
+    `fer_hf.analyze(photo)`, which finds and crops each face and returns one row per face."""
     return load_classifier(DEFAULT_MODEL, device=device)

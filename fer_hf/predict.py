@@ -4,23 +4,28 @@
     python -m fer_hf.predict --model lite0 photo.jpg       # the bundled EfficientNet-Lite0, also offline
     python -m fer_hf.predict --model runs/cnn folder/ clip.mp4 --csv out.csv --annotate out/ --tta hflip
     python -m fer_hf.predict photo.jpg --detector haar      # OpenCV's Haar cascades instead of YuNet
+    python -m fer_hf.predict clip.mp4 --annotate clip_annotated.mp4 --thumbnails faces/ --csv clip.csv
+    python -m fer_hf.predict --webcam 0 --seconds 30 --csv live.csv   # a camera, a device path or an RTSP/HTTP URL
 
 Faces are found by YuNet (or Haar), turned so the eyes are level and cropped with FER2013's framing
 (`fer_hf.faces`). Every face gets a number (1 = largest, the order of the JSON, the CSV and the annotated
 image), a box, the detector's score and 5 landmarks (YuNet), a label and the probabilities of all classes. Preprocessing goes through the loaded
 model's own image processor, so any family (CNN, ResNet, ViT, timm) works. A bad file is reported and skipped:
 a batch never aborts because of one input.
+
+Video times are each frame's presentation time (`fer_hf.video_io`); a frame without a face has its own row (status
+no_face, faces 0). Files are written through a staging file renamed when complete (`fer_hf.writers`); with --webcam
+the CSV's rows are flushed to that staging file frame by frame, and Ctrl-C or --seconds ends the run with every file
+complete. For photos and arrays in Python, `fer_hf.analyze` returns the same results as a table.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
-import json
+import math
 import sys
-from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
@@ -29,11 +34,9 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from fer_hf.annotate import draw_faces
 from fer_hf.cli import positive_int
+from fer_hf.devices import DEVICE_HELP, DeviceError, resolve_device
 from fer_hf.faces import (
-    LANDMARK_NAMES,
-    NO_CROP,
     DetectorConfig,
     DetectorError,
     Face,
@@ -45,91 +48,40 @@ from fer_hf.faces import (
 )
 from fer_hf.loading import DEFAULT_MODEL, MODEL_HELP, LoadedModel, load_classifier, resolve_model_path
 from fer_hf.outputs import OutputOverlapError, check_apart
-from fer_hf.tracking import FaceTracker, Smoother, TrackingConfig
+from fer_hf.predictions import (  # noqa: F401  (re-exported: the app and the tests import them from predict)
+    FacePrediction,
+    FrameResult,
+    ImageResult,
+    Result,
+    VideoFaces,
+    VideoResult,
+    _chunks,
+    label_distribution,
+    track_summaries,
+)
+from fer_hf.tracking import TrackingConfig
 from fer_hf.tta import TTA_MODES, tta_logits
+from fer_hf.video_io import (  # noqa: F401  (VideoFrames, VideoLoadError: re-exported, the app imports them here)
+    StreamFrames,
+    VideoFrames,
+    VideoLoadError,
+    check_fps,
+    sample_fps,
+)
+from fer_hf.writers import (  # noqa: F401  (re-exported: the names predict always had)
+    LANDMARK_COLUMNS,
+    CsvRows,
+    Thumbnails,
+    VideoAnnotator,
+    fresh_path,
+    result_rows,
+    save_annotated,
+    write_csv,
+    write_json,
+)
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm"}
 VIDEO_EXTENSIONS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"}
-
-
-class VideoLoadError(ValueError):
-    """A file that cannot be decoded as a video."""
-
-
-@dataclass
-class FacePrediction:
-    box: tuple[int, int, int, int]  # (x, y, w, h) in original image / frame pixels
-    label: str
-    score: float  # probability of `label`
-    probabilities: dict[str, float]  # every class, in the model's label order; sums to 1
-    source: str  # detector that found the face ("yunet", a Haar cascade name), or "cropped"
-    detector_score: float | None = None  # YuNet's confidence; None for Haar and cropped faces
-    landmarks: list[list[float]] | None = None  # 5 (x, y) in LANDMARK_NAMES order, original pixels; YuNet only
-    track_id: int | None = None  # videos: the same number while it is the same face
-    smoothed: dict[str, float] | None = None  # videos: the track's moving average of `probabilities`
-    smoothed_label: str | None = None  # videos: the most probable class of `smoothed`
-
-
-@dataclass
-class ImageResult:
-    path: str
-    faces: list[FacePrediction] = field(default_factory=list)  # largest first
-    error: str | None = None  # why the file could not be used
-    size: tuple[int, int] | None = None  # (width, height) of the original image
-    annotated: str | None = None  # path of the annotated copy, with --annotate
-    kind: str = "image"
-
-    @property
-    def status(self) -> str:
-        return "error" if self.error else ("ok" if self.faces else "no face")
-
-    def summary(self) -> str:
-        if self.error:
-            return f"{self.path}: ERROR {self.error}"
-        if not self.faces:
-            return f"{self.path}: no face found"
-        faces = "; ".join(f"{i}: {f.label} {f.score:.2f} at {f.box}" for i, f in enumerate(self.faces, 1))
-        return f"{self.path}: {len(self.faces)} face(s): {faces}"
-
-
-@dataclass
-class FrameResult:
-    index: int  # frame number in the video
-    time_s: float
-    faces: list[FacePrediction] = field(default_factory=list)  # largest first
-
-
-@dataclass
-class VideoResult:
-    path: str
-    frames: list[FrameResult] = field(default_factory=list)  # the sampled frames, in order
-    error: str | None = None
-    native_fps: float | None = None
-    sample_fps: float | None = None
-    distribution: dict[str, float] = field(default_factory=dict)  # share of face frames per predicted label
-    tracks: list[dict] = field(default_factory=list)  # per track: first/last time, frames, dominant, shares
-    plot: str | None = None  # overview PNG (every track over time)
-    track_plots: list[str] = field(default_factory=list)  # one timeline PNG per track
-    warning: str | None = None  # e.g. decoding stopped early: what was computed up to there is kept
-    kind: str = "video"
-
-    @property
-    def status(self) -> str:
-        if self.error:
-            return "error"
-        return "ok" if any(f.faces for f in self.frames) else "no face"
-
-    def summary(self) -> str:
-        if self.error:
-            return f"{self.path}: ERROR {self.error}"
-        with_face = sum(bool(f.faces) for f in self.frames)
-        top = ", ".join(f"{k} {v:.0%}" for k, v in sorted(self.distribution.items(), key=lambda kv: -kv[1]) if v)
-        tracks = "; ".join(f"face {t['track_id']}: {t['dominant']} ({t['frames']} frames)" for t in self.tracks)
-        text = f"{self.path}: {len(self.frames)} frames sampled, {with_face} with a face; {top or 'no face found'}"
-        return text + (f"; {tracks}" if tracks else "") + (f" (warning: {self.warning})" if self.warning else "")
-
-
-Result = ImageResult | VideoResult
 
 
 class Predictor:
@@ -224,6 +176,21 @@ class Predictor:
                 result.annotated = str(save_annotated(rgb, faces, preds, annotate_dir, Path(result.path).stem))
         return results
 
+    def predict_arrays(self, images: Sequence[np.ndarray], *, crop_mode: str = "auto") -> list[list[FacePrediction]]:
+        """RGB uint8 (H, W, 3) arrays -> their faces, classified in one batch per `batch_size` images. Arrays larger
+        than the detector's work size are searched downscaled, as files are; boxes are in the array's pixels."""
+        results: list[list[FacePrediction]] = []
+        limit = self.detector.config.work_max_side
+        for start in range(0, len(images), self.batch_size):
+            found, scales = [], []
+            for rgb in images[start : start + self.batch_size]:
+                scale = min(1.0, limit / max(rgb.shape[:2]))
+                small = cv2.resize(rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else rgb
+                found.append(self.detector.faces(small, crop_mode))
+                scales.append(scale)
+            results += self.predict_faces(found, scales)
+        return results
+
     def predict_video(
         self,
         path: str | Path,
@@ -232,11 +199,14 @@ class Predictor:
         crop_mode: str = "detect",
         plot_dir: str | Path | None = None,
         tracking: TrackingConfig | None = None,
+        annotate: str | Path | None = None,
+        thumbnails: str | Path | None = None,
     ) -> VideoResult:
-        """Sample `fps` frames per second, find and track the faces, classify them in batches, smooth each track's
-        probabilities, and summarise per track (+ timeline plots). A video that stops decoding early keeps every
-        frame read up to there, with a warning."""
-        tracking = tracking or TrackingConfig()
+        """Sample `fps` frames per second of presentation time (0: every frame), find and track the faces, classify
+        them in batches, smooth each track's probabilities, and summarise per track (+ timeline plots with
+        `plot_dir`, the annotated video with `annotate` (a .mp4/.avi file), one crop per track into `thumbnails`).
+        A video that stops decoding early keeps every frame read up to there, with a warning."""
+        check_fps(fps)
         result = VideoResult(path=str(path), sample_fps=fps)
         try:
             frames = VideoFrames(path, fps)
@@ -244,172 +214,92 @@ class Predictor:
             result.error = str(err)
             return result
         result.native_fps = frames.native_fps
-        follow = VideoFaces(self, crop_mode, tracking)
-        for chunk in _chunks(
-            tqdm(frames, total=frames.expected, desc=Path(path).name, unit="frame", leave=False), self.batch_size
-        ):
-            result.frames += follow.frames(chunk)
+        sinks = video_sinks(annotate, thumbnails, fps or frames.native_fps, Path(path).stem)
+        progress = tqdm(frames, total=frames.expected, desc=Path(path).name, unit="frame", leave=False)
+        self._follow(result, progress, crop_mode, tracking, sinks, self.batch_size)
+        result.time_source = frames.time_source
         if not result.frames:
             result.error = "not a readable video: no frame could be decoded"
             return result
         result.warning = frames.stopped_early()
+        self._summarise(result, plot_dir)
+        return result
+
+    def predict_stream(
+        self,
+        frames: StreamFrames,
+        *,
+        crop_mode: str = "detect",
+        tracking: TrackingConfig | None = None,
+        sinks: Sequence = (),
+        plot_dir: str | Path | None = None,
+    ) -> VideoResult:
+        """A camera or stream (`fer_hf.video_io.StreamFrames`), one frame at a time (no batching delay), until it
+        ends, its `seconds` are read or Ctrl-C: an interrupt ends the loop, the sinks (CsvRows, VideoAnnotator,
+        Thumbnails) are closed, and the result says it was interrupted in its warning."""
+        result = VideoResult(path=str(frames.path), sample_fps=frames.fps, kind="stream", native_fps=frames.native_fps)
+        try:
+            self._follow(result, frames, crop_mode, tracking, sinks, 1)
+        except KeyboardInterrupt:
+            result.warning = f"stopped by Ctrl-C after {len(result.frames)} sampled frames; the files are complete"
+        result.time_source = frames.time_source
+        self._summarise(result, plot_dir)
+        return result
+
+    def _follow(self, result: VideoResult, frames, crop_mode, tracking, sinks: Sequence, batch: int) -> None:
+        """Frames -> result.frames through VideoFaces; each frame goes to every sink; the sinks are closed (files
+        renamed into place) whatever ends the loop."""
+        follow = VideoFaces(self, crop_mode, tracking or TrackingConfig())
+        try:
+            for chunk in _chunks(frames, batch):
+                for frame, (_, _, rgb) in zip(follow.frames(chunk), chunk, strict=True):
+                    result.frames.append(frame)
+                    for sink in sinks:
+                        sink.frame(result, frame, rgb)
+        finally:
+            for sink in sinks:
+                sink.close()
+                if isinstance(sink, VideoAnnotator) and sink.frames:
+                    result.annotated = str(sink.path)
+                elif isinstance(sink, Thumbnails):
+                    result.thumbnails = [str(p) for p in sink.written]
+
+    def _summarise(self, result: VideoResult, plot_dir) -> None:
         result.distribution = label_distribution(result.frames, self.label_names)
         result.tracks = track_summaries(result.frames, self.label_names)
-        if plot_dir is not None:
+        if plot_dir is not None and result.frames:
             from fer_hf.video_plots import plot_overview, plot_track
 
-            names, stem = self.label_names, Path(path).stem
+            names, stem = self.label_names, _stem(result.path)
             # Fresh names: a file already there (an earlier run's, a video of the same name's) is never replaced.
             result.plot = str(plot_overview(result, names, fresh_path(plot_dir, f"{stem}_timeline")))
             result.track_plots = [
                 str(plot_track(result, t["track_id"], names, fresh_path(plot_dir, f"{stem}_face{t['track_id']}")))
                 for t in result.tracks
             ]
-        return result
 
 
-class VideoFaces:
-    """Sampled frames -> FrameResults with track ids and smoothed probabilities, one chunk at a time (the tracker
-    and smoother carry over from chunk to chunk). Detection runs on every `detect_every`-th frame; in between,
-    each face seen last is cropped where the tracker expects it (constant velocity)."""
-
-    def __init__(self, predictor: Predictor, crop_mode: str, tracking: TrackingConfig):
-        self.predictor, self.crop_mode, self.config = predictor, crop_mode, tracking
-        self.tracker = FaceTracker(max_lost=tracking.max_lost)
-        self.smoother = Smoother(tracking.smoothing)
-        self.count = 0  # sampled frames so far
-
-    def frames(self, chunk: Sequence[tuple[int, float, np.ndarray]]) -> list[FrameResult]:
-        found = [self._faces(rgb) for _, _, rgb in chunk]  # [(faces, track ids)] per frame, in order
-        predictions = self.predictor.predict_faces([faces for faces, _ in found], [1.0] * len(chunk))
-        results = []
-        for (index, time_s, _), (_, ids), preds in zip(chunk, found, predictions, strict=True):
-            for pred, track_id in zip(preds, ids, strict=True):
-                probs = np.array([pred.probabilities[n] for n in self.predictor.label_names])
-                smoothed = self.smoother(track_id, probs)
-                pred.track_id, pred.smoothed_label = track_id, self.predictor.label_names[int(smoothed.argmax())]
-                pred.smoothed = {
-                    n: round(float(p), 5) for n, p in zip(self.predictor.label_names, smoothed, strict=True)
-                }
-            results.append(FrameResult(index, round(time_s, 3), preds))
-        return results
-
-    def _faces(self, rgb: np.ndarray) -> tuple[list[Face], list[int]]:
-        detector = self.predictor.detector
-        self.tracker.advance()
-        carried = self.tracker.predict() if self.count % self.config.detect_every else []
-        self.count += 1
-        if self.crop_mode == "cropped" or detector.config.detector == "none":
-            faces = detector.faces(rgb, "cropped")
-            return faces, self.tracker.update([f.box for f in faces])
-        if carried:  # a frame between detections: the faces found last, where they should be now
-            faces = [detector.crop(rgb, Face(box, NO_CROP, "tracked", None, points)) for _, box, points in carried]
-            return faces, [track_id for track_id, _, _ in carried]
-        faces = [detector.crop(rgb, face) for face in detector.detect(rgb)]
-        return faces, self.tracker.update([f.box for f in faces], [f.landmarks for f in faces])
+def _stem(source: str) -> str:
+    """A file name's stem; for a camera index or URL, something safe in a file name."""
+    stem = Path(source).stem if Path(source).is_file() else f"stream_{source}"
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in stem)[:60]
 
 
-class VideoFrames:
-    """Iterate (frame index, time in s, RGB (H, W, 3)) over frames sampled at `fps` (all frames when fps <= 0)."""
-
-    def __init__(self, path: str | Path, fps: float):
-        self.path, self.fps = Path(path), fps
-        if not self.path.is_file():
-            raise VideoLoadError("no such file")
-        capture = cv2.VideoCapture(str(self.path))
-        opened = capture.isOpened()
-        fps_prop, count = capture.get(cv2.CAP_PROP_FPS), capture.get(cv2.CAP_PROP_FRAME_COUNT)
-        capture.release()
-        if not opened:
-            raise VideoLoadError("not a readable video (OpenCV could not open it)")
-        # Some containers carry no frame rate: assume 25 so timestamps stay meaningful.
-        self.native_fps = float(fps_prop) if fps_prop and np.isfinite(fps_prop) and fps_prop > 0 else 25.0
-        step = self.native_fps / fps if fps > 0 else 1.0
-        self.expected = max(1, int(count / max(step, 1.0))) if count and count > 0 else None
-        self.frame_count = int(count) if count and count > 0 else None  # what the container announces
-        self.frames_read = 0
-
-    def __iter__(self) -> Iterator[tuple[int, float, np.ndarray]]:
-        capture = cv2.VideoCapture(str(self.path))
-        index, next_time = 0, 0.0
-        try:
-            while capture.grab():  # grab() skips decoding colour for frames we do not keep
-                time_s = index / self.native_fps
-                if self.fps <= 0 or time_s + 1e-6 >= next_time:
-                    ok, frame = capture.retrieve()
-                    if ok:
-                        yield index, time_s, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-                    next_time += 1.0 / self.fps if self.fps > 0 else 0.0
-                index += 1
-        finally:
-            self.frames_read = index
-            capture.release()
-
-    def stopped_early(self) -> str | None:
-        """A sentence when decoding ended well before the announced frame count (a cut or corrupt file)."""
-        if self.frame_count and self.frames_read < 0.95 * self.frame_count - 1:
-            return (
-                f"decoding stopped at frame {self.frames_read} of the {self.frame_count} announced; "
-                "the results up to there are kept"
-            )
-        return None
+def video_sinks(annotate, thumbnails, fps: float, stem: str) -> list:
+    """The per-frame writers a video asks for: the annotated video (a file, or DIR/STEM_annotated.mp4 when
+    `annotate` is a folder) and the per-track thumbnails."""
+    sinks: list = []
+    if annotate is not None:
+        target = Path(annotate)
+        if target.suffix.lower() not in VIDEO_SUFFIXES:
+            target = fresh_path(target, f"{stem}_annotated", ".mp4")
+        sinks.append(VideoAnnotator(target, fps))
+    if thumbnails is not None:
+        sinks.append(Thumbnails(thumbnails, stem))
+    return sinks
 
 
-def _chunks(items, size: int) -> Iterator[list]:
-    chunk = []
-    for item in items:
-        chunk.append(item)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
-
-
-def track_summaries(frames: Sequence[FrameResult], label_names: Sequence[str]) -> list[dict]:
-    """Per track, in order of first appearance: first/last time (s), sampled frames seen, the dominant (smoothed)
-    emotion and the share of its frames per emotion."""
-    seen: dict[int, list[tuple[float, str]]] = {}
-    for frame in frames:
-        for face in frame.faces:
-            if face.track_id is not None:
-                seen.setdefault(face.track_id, []).append((frame.time_s, face.smoothed_label or face.label))
-    summaries = []
-    for track_id, rows in seen.items():
-        labels = [label for _, label in rows]
-        shares = {name: round(labels.count(name) / len(labels), 4) for name in label_names}
-        summaries.append(
-            {"track_id": track_id, "first_s": rows[0][0], "last_s": rows[-1][0], "frames": len(rows),
-             "dominant": max(shares, key=shares.get), "shares": shares}
-        )  # fmt: skip
-    return summaries
-
-
-def label_distribution(frames: Sequence[FrameResult], label_names: Sequence[str]) -> dict[str, float]:
-    """Share of the frames with a face whose largest face got each label (0 everywhere if no face)."""
-    labels = [frame.faces[0].label for frame in frames if frame.faces]
-    return {name: (labels.count(name) / len(labels) if labels else 0.0) for name in label_names}
-
-
-def save_annotated(rgb: np.ndarray, faces: Sequence[Face], preds: Sequence[FacePrediction], folder, stem: str) -> Path:
-    """The image with numbered boxes, labels and landmarks (`draw_faces`), as PNG; never overwrites an earlier
-    file with the same stem."""
-    canvas = draw_faces(rgb, [f.box for f in faces], preds, [f.landmarks for f in faces])
-    out = fresh_path(folder, f"{stem}_annotated")
-    cv2.imwrite(str(out), cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))
-    return out
-
-
-def fresh_path(folder: str | Path, stem: str, suffix: str = ".png") -> Path:
-    """folder/stem.png, or stem_2.png, stem_3.png, ... when it is taken: the PNGs predict writes never replace a
-    file (the folder is created)."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    out, n = folder / f"{stem}{suffix}", 1
-    while out.exists():
-        n += 1
-        out = folder / f"{stem}_{n}{suffix}"
-    return out
+VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi")
 
 
 # ---------------------------------------------------------------- inputs, outputs and the command line
@@ -493,78 +383,38 @@ def predict_video(
     return predictor.predict_video(path, **kwargs)
 
 
-def result_rows(results: Sequence[Result], label_names: Sequence[str]) -> list[dict]:
-    """Flat CSV rows: one per face (images) or per sampled frame and face (videos); one row for a file or frame
-    without a face or with an error, so nothing disappears silently."""
-    rows = []
-    for result in results:
-        base = {"path": result.path, "kind": result.kind, "frame": "", "time_s": "", "status": result.status}
-        base["error"] = result.error or ""
-        if isinstance(result, ImageResult):
-            rows += _face_rows(base, result.faces, label_names)
-        elif result.error or not result.frames:
-            rows += _face_rows(base, [], label_names)
-        else:
-            for frame in result.frames:
-                rows += _face_rows({**base, "frame": frame.index, "time_s": frame.time_s}, frame.faces, label_names)
-    return rows
-
-
-LANDMARK_COLUMNS = [f"{name}_{axis}" for name in LANDMARK_NAMES for axis in "xy"]
-
-
-def _face_rows(base: dict, faces: Sequence[FacePrediction], label_names: Sequence[str]) -> list[dict]:
-    """One row per face, numbered from 1 like the annotated image; one row of empty face fields when none."""
-    columns = ["face", "track_id", "x", "y", "w", "h", "detector_score", *LANDMARK_COLUMNS, "label", "score"]
-    smoothed_columns = ["smoothed_label", *(f"smoothed_p_{n}" for n in label_names)]
-    if not faces:
-        return [{**base, **dict.fromkeys(columns, ""), **{f"p_{n}": "" for n in label_names},
-                 **dict.fromkeys(smoothed_columns, "")}]  # fmt: skip
-    return [
-        {
-            **base,
-            "face": i,
-            "track_id": "" if face.track_id is None else face.track_id,
-            **dict(zip("xywh", face.box, strict=True)),
-            "detector_score": "" if face.detector_score is None else face.detector_score,
-            **dict(zip(LANDMARK_COLUMNS, sum(face.landmarks or [], []) or [""] * 10, strict=True)),
-            "label": face.label,
-            "score": round(face.score, 5),
-            **{f"p_{n}": round(face.probabilities[n], 5) for n in label_names},
-            "smoothed_label": face.smoothed_label or "",
-            **{f"smoothed_p_{n}": face.smoothed[n] if face.smoothed else "" for n in label_names},
-        }
-        for i, face in enumerate(faces, 1)
-    ]
-
-
-def write_csv(results: Sequence[Result], label_names: Sequence[str], path: str | Path) -> None:
-    rows = result_rows(results, label_names)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["path"])
-        writer.writeheader()
-        writer.writerows(rows)
-
-
-def write_json(results: Sequence[Result], path: str | Path) -> None:
-    records = [{**asdict(r), "status": r.status} for r in results]
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(records, indent=2))
-
-
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m fer_hf.predict",
         description="Find faces in images, folders or videos and predict their facial expressions.",
     )
     parser.add_argument(
-        "inputs", nargs="+", metavar="INPUT", help="image files, folders (searched recursively), videos"
+        "inputs", nargs="*", metavar="INPUT", help="image files, folders (searched recursively), videos"
+    )
+    parser.add_argument(
+        "--webcam",
+        metavar="SOURCE",
+        help="a live source instead of INPUTs: a camera index (0), a device path, an RTSP/HTTP URL (or a video file "
+        "read as a stream); stop with --seconds or Ctrl-C (the files are complete either way)",
+    )
+    parser.add_argument("--seconds", type=positive_seconds, help="--webcam: stop after this many seconds of frames")
+    parser.add_argument(
+        "--open-timeout",
+        type=positive_seconds,
+        default=10.0,
+        metavar="S",
+        help="--webcam: a source that gives no frame within S seconds is refused (default 10)",
     )
     parser.add_argument("--model", default=DEFAULT_MODEL, help=MODEL_HELP)
     parser.add_argument("--json", metavar="OUT", help="write all results as JSON")
     parser.add_argument("--csv", metavar="OUT", help="write one row per face (per frame and face for videos)")
-    parser.add_argument("--annotate", metavar="DIR", help="write copies of the images with boxes and labels")
+    parser.add_argument(
+        "--annotate",
+        metavar="DIR|OUT.mp4",
+        help="write copies of the images with boxes and labels into DIR (videos: DIR/NAME_annotated.mp4); "
+        "OUT.mp4 (or .avi/.mov/.m4v) for one video or --webcam: the annotated video, boxes numbered by track id",
+    )
+    parser.add_argument("--thumbnails", metavar="DIR", help="videos and --webcam: one face crop per track, as PNG")
     parser.add_argument(
         "--plot-dir",
         metavar="DIR",
@@ -574,7 +424,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     crop = parser.add_mutually_exclusive_group()
     crop.add_argument("--cropped", action="store_true", help="inputs are already-cropped faces: no detection")
     crop.add_argument("--detect", action="store_true", help="always detect, even in small images")
-    parser.add_argument("--fps", type=float, default=2.0, help="video frames sampled per second (0: every frame)")
+    parser.add_argument(
+        "--fps", type=sample_fps, default=2.0, help="video frames sampled per second of video time (0: every frame)"
+    )
     video = parser.add_argument_group("videos: tracking and smoothing")
     defaults = TrackingConfig()
     video.add_argument(
@@ -587,10 +439,27 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--smoothing", type=float, default=defaults.smoothing, help="moving-average strength per face (0: off)"
     )
     parser.add_argument("--batch-size", type=positive_int, default=64, help="faces per forward pass")
-    parser.add_argument("--device", default="cpu", help="torch device")
+    parser.add_argument("--device", default="auto", help=DEVICE_HELP)
     parser.add_argument("--trust-remote-code", action="store_true", help="allow custom code from a Hub model")
     add_detector_args(parser)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if bool(args.inputs) == bool(args.webcam):
+        parser.error("give INPUTs (images, folders, videos) or --webcam SOURCE, not both" if args.inputs else
+                     "give INPUTs (images, folders, videos) or --webcam SOURCE")  # fmt: skip
+    if args.seconds is not None and not args.webcam:
+        parser.error("--seconds says how long to read --webcam SOURCE; a video file is read to its end")
+    return args
+
+
+def positive_seconds(text: str) -> float:
+    """argparse type of --seconds and --open-timeout: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -608,12 +477,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: face detector or tracking options: {err}", file=sys.stderr)
         return 2
     try:
+        device = resolve_device(args.device)
+    except DeviceError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    stream = None
+    if args.webcam:  # before the model loads: a camera that is not there is refused at once
+        try:
+            stream = StreamFrames(args.webcam, args.fps, seconds=args.seconds, timeout=args.open_timeout)
+        except VideoLoadError as err:
+            print(f"error: --webcam {args.webcam}: {err}", file=sys.stderr)
+            return 2
+    try:
         predictor = Predictor(
             args.model,
             tta=args.tta,
             detector=detector,
             batch_size=args.batch_size,
-            device=args.device,
+            device=device,
             trust_remote_code=args.trust_remote_code,
         )
     except DetectorError as err:
@@ -623,14 +504,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: could not load --model {args.model}: {err}", file=sys.stderr)
         return 2
     crop_mode = "cropped" if args.cropped or args.detector == "none" else "detect" if args.detect else "auto"
+    if stream is not None:
+        return stream_main(args, predictor, stream, tracking, _video_mode(crop_mode))
+    annotate_file = _is_video_file(args.annotate)
     results = predict_inputs(
         predictor,
         args.inputs,
         crop_mode=crop_mode,
-        annotate_dir=args.annotate,
+        annotate_dir=None if annotate_file else args.annotate,
         fps=args.fps,
         plot_dir=args.plot_dir,  # only where asked: no PNGs in the current folder unless it is named
         tracking=tracking,
+        annotate=args.annotate,
+        thumbnails=args.thumbnails,
     )
     for result in results:
         print(result.summary() + (f" -> {result.plot}" if getattr(result, "plot", None) else ""))
@@ -641,7 +527,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 1 if any(r.status == "error" for r in results) else 0
 
 
-OUTPUT_FLAGS = {"csv": "--csv", "json": "--json", "annotate": "--annotate", "plot_dir": "--plot-dir"}
+def stream_main(
+    args: argparse.Namespace, predictor: Predictor, frames: StreamFrames, tracking: TrackingConfig, crop_mode: str
+) -> int:
+    """--webcam SOURCE: frames until the source ends, --seconds or Ctrl-C. The CSV's rows are flushed to its staging
+    file frame by frame; the CSV, the annotated video and the JSON are renamed into place at the end, whatever ended
+    the run (main has opened the source: one that cannot be opened, or gives no frame within --open-timeout, is
+    one sentence, exit 2)."""
+    sinks = video_sinks(args.annotate, args.thumbnails, args.fps or frames.native_fps, _stem(args.webcam))
+    if args.csv:
+        sinks.insert(0, CsvRows(args.csv, predictor.label_names))
+    print(
+        f"reading {args.webcam}" + (f" for {args.seconds:g} s" if args.seconds else "; Ctrl-C stops"), file=sys.stderr
+    )
+    result = predictor.predict_stream(frames, crop_mode=crop_mode, tracking=tracking, sinks=sinks,
+                                      plot_dir=args.plot_dir)  # fmt: skip
+    print(result.summary())
+    if args.json:
+        write_json([result], args.json)
+    return 0
+
+
+def _is_video_file(path: str | None) -> bool:
+    return path is not None and Path(path).suffix.lower() in VIDEO_SUFFIXES
+
+
+OUTPUT_FLAGS = {
+    "csv": "--csv", "json": "--json", "annotate": "--annotate", "plot_dir": "--plot-dir", "thumbnails": "--thumbnails"
+}  # fmt: skip
 
 
 def check_outputs(args: argparse.Namespace) -> None:
@@ -652,17 +565,24 @@ def check_outputs(args: argparse.Namespace) -> None:
     model = args.model
     with contextlib.suppress(ValueError):  # a bad --model is reported when it is loaded
         model = resolve_model_path(args.model)
-    inputs = [*args.inputs, model, args.yunet_model]
+    inputs = [*args.inputs, args.webcam, model, args.yunet_model]
     for key, flag in OUTPUT_FLAGS.items():
         output = getattr(args, key)
         if output is not None:
-            folder = key in ("annotate", "plot_dir")
+            folder = key in ("plot_dir", "thumbnails") or (key == "annotate" and not _is_video_file(output))
             fix = "choose a folder outside it" if folder else "write it outside the inputs"
             check_apart(output, *inputs, flag=flag, fix=fix)
     if args.csv and args.json and Path(args.csv).expanduser().resolve() == Path(args.json).expanduser().resolve():
         raise OutputOverlapError(
             f"--csv and --json are both {args.csv}: the JSON would replace the CSV; give two files"
         )
+    if _is_video_file(args.annotate) and not args.webcam:
+        entries = expand_inputs(args.inputs)
+        if len(entries) != 1 or entries[0][1] != "video":
+            raise OutputOverlapError(
+                f"--annotate {args.annotate} is one annotated video, but the inputs are {len(entries)} file(s) that "
+                "are not all one video; give exactly one video, or a folder for --annotate"
+            )
 
 
 if __name__ == "__main__":

@@ -171,13 +171,13 @@ def test_cli_on_a_mixed_batch_with_bad_files(cnn_dir, files, tmp_path, monkeypat
     assert (
         by_path["notes.txt"][0]["status"] == "error" and "not an image or a video" in by_path["notes.txt"][0]["error"]
     )
-    assert by_path["coins.png"][0]["status"] == "no face" and by_path["coins.png"][0]["label"] == ""
+    assert by_path["coins.png"][0]["status"] == "no_face" and by_path["coins.png"][0]["label"] == ""
     assert by_path["astronaut.png"][0]["label"] in FER_LABELS
     assert by_path["broken.mp4"][0]["status"] == "error" and "video" in by_path["broken.mp4"][0]["error"]
     assert by_path["missing.jpg"][0]["error"] == "no such file or folder"
     assert [r["frame"] for r in by_path["clip.avi"]] == [str(i) for i in range(0, 10, 5)]  # default 2 fps
     records = json.loads((tmp_path / "out.json").read_text())
-    assert [r["status"] for r in records] == ["error", "no face", "ok", "error", "ok", "error"]
+    assert [r["status"] for r in records] == ["error", "no_face", "ok", "error", "ok", "error"]
     # Without --plot-dir no timeline is drawn: nothing but what was asked for, here (the current folder) or anywhere.
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.avi", "out.csv", "out.json"]
 

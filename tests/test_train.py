@@ -87,6 +87,23 @@ def test_smoke_recipe_trains_and_writes_artefacts(tmp_path):
     assert loss_first.greater_is_better is False
 
 
+def test_run_folder_has_the_transformers_results_files_and_they_agree_with_metrics_json(tmp_path):
+    out = tmp_path / "hf_results"
+    assert main(tiny_args(out, "--training.num_train_epochs", "1")) == 0
+    record = json.loads((out / "metrics.json").read_text())  # the typed record: the source of truth
+    train = json.loads((out / "train_results.json").read_text())
+    evaluation = json.loads((out / "eval_results.json").read_text())
+    combined = json.loads((out / "all_results.json").read_text())
+    assert train["epoch"] == record["epochs"] == 1 and train["train_samples"] == 64 and train["train_loss"] > 0
+    assert train["train_runtime"] > 0 and train["train_samples_per_second"] > 0
+    validation = record["validation"]
+    for key in ("accuracy", "macro_f1", "weighted_f1", "top2_accuracy", "ece", "nll"):
+        assert evaluation[f"eval_{key}"] == validation[key], key
+    assert evaluation["eval_samples"] == validation["num_samples"] == 70
+    assert evaluation["eval_runtime"] == validation["seconds"]
+    assert combined == {**train, **evaluation}  # all_results.json: both, as the example scripts leave it
+
+
 def _path_and_overrides(argv: list[str]) -> tuple[str, list[str]]:
     return argv[0], argv[1:]
 
