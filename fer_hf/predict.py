@@ -559,7 +559,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         description="Find faces in images, folders or videos and predict their facial expressions.",
     )
     parser.add_argument(
-        "inputs", nargs="+", metavar="INPUT", help="image files, folders (searched recursively), videos"
+        "inputs", nargs="*", metavar="INPUT", help="image files, folders (searched recursively), videos"
     )
     parser.add_argument("--model", default=DEFAULT_MODEL, help=MODEL_HELP)
     parser.add_argument("--json", metavar="OUT", help="write all results as JSON")
@@ -590,12 +590,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default="cpu", help="torch device")
     parser.add_argument("--trust-remote-code", action="store_true", help="allow custom code from a Hub model")
     add_detector_args(parser)
-    return parser.parse_args(argv)
+    from fer_hf import sharding  # --data, --resume, --shard-size: `accelerate launch -m fer_hf.predict`
+
+    sharding.add_shard_args(parser)
+    return sharding.check_shard_args(parser, parser.parse_args(argv))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Exit status: 0 when every input was read (faces or not), 1 when some input was unusable, 2 for a bad model."""
     args = parse_args(argv)
+    from fer_hf import sharding
+
+    if sharding.takes_over(args):  # several processes, --data, --resume or a parquet table
+        return sharding.main(args)
     try:
         check_outputs(args)
     except OutputOverlapError as err:
