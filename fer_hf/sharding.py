@@ -203,14 +203,17 @@ class ShardWriter:
                     handle.write(b"\n")
         self._ready = True
 
-    def add(self, indexes: list[int], keys: list[str], results: Sequence[P.Result]) -> None:
+    def add(self, indexes: list[int], keys: list[str], results: Sequence[P.Result], started: float) -> None:
+        """`started`: time.time() when this shard's prediction began (the manifest keeps it, with the end, for
+        `python -m fer_hf.bench scale`'s throughput without start-up)."""
         if not self._ready:
             self._prepare()
         part = self.dir / f"part-{indexes[0]:09d}.json"
         staged = part.with_name(part.name + ".partial")
         P.write_json(results, staged)
         os.replace(staged, part)
-        line = json.dumps({"part": part.name, "inputs": indexes, "keys": keys}) + "\n"
+        times = {"started": round(started, 3), "finished": round(time.time(), 3)}
+        line = json.dumps({"part": part.name, "inputs": indexes, "keys": keys, **times}) + "\n"
         with open(self.manifest, "a") as handle:
             handle.write(line)
             handle.flush()
@@ -460,7 +463,8 @@ def _predict_sharded(job, predictor, state, folder: Path, manifests: Manifests, 
     bar = _progress(total, len(manifests.where), disable=not state.is_main_process)
     with quiet_inner_bars(), state.split_between_processes(shards(todo, args.batch_size, args.shard_size)) as mine:
         for chunk in mine:
-            writer.add(chunk, [job.keys[i] for i in chunk], job.predict(predictor, chunk))
+            started = time.time()
+            writer.add(chunk, [job.keys[i] for i in chunk], job.predict(predictor, chunk), started)
             if state.is_main_process:
                 bar.update(manifests.refresh() - bar.n)
     if state.is_main_process:
