@@ -442,10 +442,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default="auto", help=DEVICE_HELP)
     parser.add_argument("--trust-remote-code", action="store_true", help="allow custom code from a Hub model")
     add_detector_args(parser)
+    from fer_hf import sharding  # --data, --resume, --shard-size: `accelerate launch -m fer_hf.predict`
+
+    sharding.add_shard_args(parser)
     args = parser.parse_args(argv)
-    if bool(args.inputs) == bool(args.webcam):
-        parser.error("give INPUTs (images, folders, videos) or --webcam SOURCE, not both" if args.inputs else
-                     "give INPUTs (images, folders, videos) or --webcam SOURCE")  # fmt: skip
+    if args.webcam:
+        if args.inputs or args.data:
+            parser.error("give INPUTs (images, folders, videos), --data SOURCE or --webcam SOURCE: one of them")
+    else:
+        args = sharding.check_shard_args(parser, args)  # INPUTs or --data, one of them
     if args.seconds is not None and not args.webcam:
         parser.error("--seconds says how long to read --webcam SOURCE; a video file is read to its end")
     return args
@@ -465,6 +470,10 @@ def positive_seconds(text: str) -> float:
 def main(argv: Sequence[str] | None = None) -> int:
     """Exit status: 0 when every input was read (faces or not), 1 when some input was unusable, 2 for a bad model."""
     args = parse_args(argv)
+    from fer_hf import sharding
+
+    if sharding.takes_over(args):  # several processes, --data, --resume or a parquet table
+        return sharding.main(args)
     try:
         check_outputs(args)
     except OutputOverlapError as err:

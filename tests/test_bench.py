@@ -94,3 +94,23 @@ def test_bench_faces_pastes_real_faces_and_finds_them(shared_fer, capsys):
     found, r, k = float(match[1]) / 100, float(match[2]), float(match[3])
     assert found >= 0.8 and 0.5 < k <= 1.5
     assert r == pytest.approx(found * k, abs=0.05)
+
+
+SCALE = re.compile(
+    r"scale: predict 1 process ([\d.]+) faces/s, 2 processes ([\d.]+) faces/s, ratio (\d+\.\d\d); "
+    r"train 1 rank ([\d.]+) steps/s, 2 ranks ([\d.]+) steps/s, ratio (\d+\.\d\d) \(images/s ratio (\d+\.\d\d)\)"
+)
+
+
+def test_bench_scale_quick_launches_1_and_2_processes(capsys):
+    """Real photos predicted by 1 and 2 `accelerate launch`ed processes (every face found by both: the bench checks
+    the merged CSVs), the tiny smoke run trained on 1 and 2 ranks; the headline's ratios are those of its rates."""
+    assert main(["scale", "--quick"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("inputs: 8 real photos (28 faces: ")
+    match = SCALE.fullmatch(lines[-1])
+    assert match, lines[-1]
+    p1, p2, p_ratio, t1, t2, t_ratio, images = map(float, match.groups())
+    assert min(p1, p2, t1, t2) > 0
+    assert p_ratio == pytest.approx(p2 / p1, abs=0.02) and t_ratio == pytest.approx(t2 / t1, abs=0.02)
+    assert images == pytest.approx(2 * t2 / t1, abs=0.02)  # 2 ranks: 2 batches a step

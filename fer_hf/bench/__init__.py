@@ -1,6 +1,6 @@
-"""Benchmarks: `python -m fer_hf.bench {data,train,predict,faces,video}`; each prints its headline as the last line."""
+"""Benchmarks: `python -m fer_hf.bench {data,train,predict,faces,video,scale}`; each prints its headline last."""
 
-BENCHMARKS = ("data", "train", "predict", "faces", "video")
+BENCHMARKS = ("data", "train", "predict", "faces", "video", "scale")
 
 
 def bench_parser(name: str, doc: str):

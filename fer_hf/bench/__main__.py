@@ -15,6 +15,7 @@ HELP = {
     "predict": "inference throughput",
     "faces": "the face front end (detect, align, crop) on FER2013 faces pasted into real photos",
     "video": "video frames per second, detection on every frame vs every k-th frame with tracking",
+    "scale": "predict's faces/s and training's steps/s with 1 and 2 processes (accelerate launch)",
 }
 
 

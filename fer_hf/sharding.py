@@ -1,0 +1,477 @@
+"""Sharded batch prediction: several processes split a big job, each writes its shards, the main one merges.
+
+    accelerate launch --config_file recipes/accelerate_configs/cpu_ddp.yaml -m fer_hf.predict photos/ --csv out.csv
+    accelerate launch ... -m fer_hf.predict --data ../shared/fer2013 --split test --csv test.parquet
+    accelerate launch ... -m fer_hf.predict photos/ --csv out.csv --resume      # after a kill: redo what is missing
+
+The inputs (files of folders and videos as `python -m fer_hf.predict` finds them, or the rows of a `datasets` split,
+classified directly as face crops) are split between the processes (`PartialState().split_between_processes`).
+Each process predicts its part `--shard-size` inputs at a time and writes every such shard as soon as it is done:
+`OUT.shards/rank-K/part-NNNNNNNNN.json` (predict's own JSON records, staged then renamed) and a line in
+`OUT.shards/rank-K/manifest.jsonl` naming the inputs it holds. The main process waits for all of them, then writes
+the merged CSV/JSON (parquet when `--csv` ends with .parquet) in input order through predict's writers.
+
+`--resume` skips every input a manifest lists, so a killed run loses at most one shard per process; the shard
+folder holds a fingerprint of the command line (model, inputs, options) and is refused on `--resume` when the
+command line differs. One process without `--resume` keeps no shard folder: it behaves as predict always did.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, fields
+from datetime import timedelta
+from pathlib import Path
+
+from fer_hf import predict as P
+from fer_hf.outputs import check_apart
+
+SHARD_SUFFIX = ".shards"
+FINGERPRINT = "fingerprint.json"
+MANIFEST = "manifest.jsonl"
+# Options that change where the merged files go or how the work is cut, never what a row holds: a resume may change
+# them. Everything else on the command line is part of the fingerprint.
+NOT_FINGERPRINTED = {"resume", "shard_size", "csv", "json", "inputs", "data", "split", "model"}
+
+
+class ShardError(ValueError):
+    """A shard folder that cannot be used for this command line (the message says why and what to do)."""
+
+
+# ---------------------------------------------------------------- the hook predict's command line calls
+
+
+def add_shard_args(parser: argparse.ArgumentParser) -> None:
+    """predict's options for datasets sources and for sharded runs under `accelerate launch`."""
+    group = parser.add_argument_group("datasets sources and sharded runs (accelerate launch -m fer_hf.predict)")
+    group.add_argument(
+        "--data",
+        metavar="SOURCE",
+        help="predict on the faces of a dataset split instead of files (any source fer_hf.data takes: a parquet "
+        "file/folder, a Kaggle CSV, an image folder, 'bundled', a Hub id); the faces are taken as crops, no detection",
+    )
+    group.add_argument("--split", default="test", help="the split of --data (default: test)")
+    group.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue a killed run: skip the inputs its shard folder (OUT.shards beside --csv/--json) lists as done",
+    )
+    group.add_argument(
+        "--shard-size",
+        type=P.positive_int,
+        default=64,
+        help="inputs per shard file, rounded up to whole --batch-size batches: the most a killed process loses "
+        "(default: 64)",
+    )
+
+
+def check_shard_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
+    """Inputs or --data, not both and not neither; --data rows have no file copies to annotate."""
+    if bool(args.inputs) == bool(args.data):
+        parser.error("give INPUT files/folders/videos or --data SOURCE (one of them)")
+    if args.data and (args.annotate or args.plot_dir):
+        parser.error("--annotate and --plot-dir apply to files and videos, not to --data rows")
+    return args
+
+
+def world_size() -> int:
+    """Processes of this launch (torchrun, which `accelerate launch` starts, sets WORLD_SIZE in each)."""
+    return int(os.environ.get("WORLD_SIZE", "1") or 1)
+
+
+def takes_over(args: argparse.Namespace) -> bool:
+    """Whether this module runs the command: several processes, a datasets source, --resume or a parquet table.
+    Otherwise predict's own main goes on unchanged."""
+    return world_size() > 1 or bool(args.data) or args.resume or _is_parquet(args.csv)
+
+
+# ---------------------------------------------------------------- the job: what the inputs are, how one is predicted
+
+
+@dataclass
+class Job:
+    keys: list[str]  # one per input, in input order: the file's path, or SOURCE:SPLIT:ROW
+    predict: Callable[[P.Predictor, list[int]], list[P.Result]]  # input indexes -> their results, in that order
+    fingerprint: dict  # what identifies the inputs (compared on --resume)
+
+
+def file_job(args: argparse.Namespace, crop_mode: str, tracking) -> Job:
+    """Files, folders (searched as predict searches them) and videos. Each expanded entry is predicted by
+    `predict_inputs` again, which takes an entry back to the same kind (a missing path stays missing)."""
+    keys = [path for path, _kind in P.expand_inputs(args.inputs)]
+    options = {"crop_mode": crop_mode, "annotate_dir": args.annotate, "fps": args.fps}
+    options.update(plot_dir=args.plot_dir, tracking=tracking)
+
+    def run(predictor: P.Predictor, indexes: list[int]) -> list[P.Result]:
+        return P.predict_inputs(predictor, [keys[i] for i in indexes], **options)
+
+    digest = hashlib.sha256("\n".join(keys).encode()).hexdigest()
+    return Job(keys, run, {"inputs": f"{len(keys)} file(s), list sha256 {digest[:16]}"})
+
+
+def data_job(args: argparse.Namespace) -> Job:
+    """The rows of `--split` of a `load_fer_dataset` source, each a face crop (detection off)."""
+    from fer_hf.data import load_fer_dataset
+
+    splits = load_fer_dataset(args.data)
+    if args.split not in splits:
+        raise ShardError(f"--data {args.data} has no split {args.split!r}; it has {', '.join(splits)} (--split)")
+    split = splits[args.split]
+    keys = [f"{args.data}:{args.split}:{row}" for row in range(len(split))]
+
+    def run(predictor: P.Predictor, indexes: list[int]) -> list[P.Result]:
+        return predict_rows(predictor, split.select(indexes)["image"], [keys[i] for i in indexes])
+
+    source = str(Path(args.data).expanduser().resolve()) if Path(args.data).expanduser().exists() else args.data
+    return Job(keys, run, {"inputs": f"split {args.split!r} of {source}, {len(keys)} rows"})
+
+
+def predict_rows(predictor: P.Predictor, images: Sequence, keys: Sequence[str]) -> list[P.ImageResult]:
+    """PIL face crops -> one ImageResult each, classified in one batch like `--cropped` files (the same crop)."""
+    import numpy as np
+
+    results, faces = [], []
+    for key, image in zip(keys, images, strict=True):
+        rgb = np.asarray(image.convert("RGB"))
+        results.append(P.ImageResult(path=key, size=(rgb.shape[1], rgb.shape[0])))
+        faces.append(predictor.detector.faces(rgb, "cropped"))
+    for result, preds in zip(results, predictor.predict_faces(faces, [1.0] * len(faces)), strict=True):
+        result.faces = preds
+    return results
+
+
+# ---------------------------------------------------------------- the fingerprint of a command line
+
+
+def fingerprint(args: argparse.Namespace, job: Job) -> dict:
+    """What makes two runs' shards interchangeable: the model (its folder and its files' sizes and times), the
+    inputs, and every option that changes a row. Values are strings, so the saved copy compares equal."""
+    model = args.model
+    with contextlib.suppress(ValueError):  # a bad --model is reported when it is loaded
+        model = P.resolve_model_path(args.model)
+    folder = Path(model)
+    files = sorted(
+        f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in (folder.iterdir() if folder.is_dir() else ())
+    )  # retrained in the same folder is another model too
+    digest = hashlib.sha256(" ".join(files).encode()).hexdigest()[:16]
+    found = {"model": f"{model} (files {digest})" if files else str(model)}
+    found.update(job.fingerprint)
+    found.update({key: repr(value) for key, value in sorted(vars(args).items()) if key not in NOT_FINGERPRINTED})
+    return found
+
+
+def _flag(key: str) -> str:
+    return {"model": "--model", "inputs": "the inputs"}.get(key, "--" + key.replace("_", "-"))
+
+
+def compare_fingerprints(folder: Path, saved: dict, now: dict) -> None:
+    """Refuse a shard folder written by another command line, naming the first thing that differs."""
+    for key in sorted(saved.keys() | now.keys(), key=lambda k: (k not in ("model", "inputs"), k)):
+        if saved.get(key) != now.get(key):
+            raise ShardError(
+                f"--resume: {folder} was written by another command line ({_flag(key)} was {saved.get(key)}, now "
+                f"{now.get(key)}); resume with the same command line, or delete {folder} to start over"
+            )
+
+
+# ---------------------------------------------------------------- shard folders: writing and reading
+
+
+class ShardWriter:
+    """One process's shards: each part staged then renamed, then its line appended to the manifest, so a part the
+    manifest names is always complete."""
+
+    def __init__(self, folder: Path, rank: int):
+        self.dir = folder / f"rank-{rank}"
+        self.manifest = self.dir / MANIFEST
+        self._ready = False
+
+    def _prepare(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        # A kill in the middle of a line leaves it unfinished: end it, so the next line starts clean (the torn one
+        # does not parse and is skipped, and its inputs are redone).
+        if self.manifest.is_file() and self.manifest.stat().st_size:
+            with open(self.manifest, "rb+") as handle:
+                handle.seek(-1, os.SEEK_END)
+                if handle.read(1) != b"\n":
+                    handle.write(b"\n")
+        self._ready = True
+
+    def add(self, indexes: list[int], keys: list[str], results: Sequence[P.Result], started: float) -> None:
+        """`started`: time.time() when this shard's prediction began (the manifest keeps it, with the end, for
+        `python -m fer_hf.bench scale`'s throughput without start-up)."""
+        if not self._ready:
+            self._prepare()
+        part = self.dir / f"part-{indexes[0]:09d}.json"
+        staged = part.with_name(part.name + ".partial")
+        P.write_json(results, staged)
+        os.replace(staged, part)
+        times = {"started": round(started, 3), "finished": round(time.time(), 3)}
+        line = json.dumps({"part": part.name, "inputs": indexes, "keys": keys, **times}) + "\n"
+        with open(self.manifest, "a") as handle:
+            handle.write(line)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+class Manifests:
+    """Every rank's manifest of a shard folder, read a little more at each refresh: which inputs are done, where."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.offsets: dict[Path, int] = {}
+        self.where: dict[int, tuple[Path, int]] = {}  # input index -> (part file, position in it)
+
+    def refresh(self) -> int:
+        """Read what was appended since the last call; -> the number of inputs done."""
+        for path in sorted(self.folder.glob(f"rank-*/{MANIFEST}")):
+            with open(path, "rb") as handle:
+                handle.seek(self.offsets.get(path, 0))
+                data = handle.read()
+            complete = data[: data.rfind(b"\n") + 1]  # a line still being written waits for the next refresh
+            self.offsets[path] = self.offsets.get(path, 0) + len(complete)
+            for line in complete.splitlines():
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    continue  # torn by a kill: its inputs are not done
+                for position, index in enumerate(entry["inputs"]):
+                    self.where[index] = (path.parent / entry["part"], position)
+        return len(self.where)
+
+    def results(self, count: int) -> list[P.Result]:
+        """The results of inputs 0..count-1, in input order, rebuilt from the parts."""
+        missing = [i for i in range(count) if i not in self.where]
+        if missing:
+            raise ShardError(f"{self.folder}: {len(missing)} input(s) have no shard (the first: input {missing[0]})")
+        parts: dict[Path, list[dict]] = {}
+        records = []
+        for index in range(count):
+            part, position = self.where[index]
+            if part not in parts:
+                parts[part] = json.loads(part.read_text())
+            records.append(parts[part][position])
+        return [result_from_record(record) for record in records]
+
+
+def result_from_record(record: dict) -> P.Result:
+    """write_json's record -> the ImageResult / VideoResult it was written from (JSON has lists for tuples)."""
+    record = {key: value for key, value in record.items() if key != "status"}  # a property, not a field
+    if record.get("kind") == "video":
+        record["frames"] = [
+            P.FrameResult(f["index"], f["time_s"], [_face(face) for face in f["faces"]]) for f in record["frames"]
+        ]
+        return P.VideoResult(**_known(P.VideoResult, record))
+    record["faces"] = [_face(face) for face in record["faces"]]
+    record["size"] = tuple(record["size"]) if record.get("size") else None
+    return P.ImageResult(**_known(P.ImageResult, record))
+
+
+def _face(record: dict) -> P.FacePrediction:
+    return P.FacePrediction(**_known(P.FacePrediction, {**record, "box": tuple(record["box"])}))
+
+
+def _known(cls, record: dict) -> dict:
+    names = {f.name for f in fields(cls)}
+    return {key: value for key, value in record.items() if key in names}
+
+
+# ---------------------------------------------------------------- merged outputs
+
+
+def _is_parquet(path: str | None) -> bool:
+    return bool(path) and Path(path).suffix.lower() == ".parquet"
+
+
+def write_outputs(results: Sequence[P.Result], label_names: Sequence[str], args: argparse.Namespace) -> None:
+    """--csv (a parquet table when it ends with .parquet) and --json, each staged then renamed into place."""
+    if args.csv:
+        _staged(args.csv, lambda tmp: _write_table(results, label_names, tmp, _is_parquet(args.csv)))
+    if args.json:
+        _staged(args.json, lambda tmp: P.write_json(results, tmp))
+
+
+def _write_table(results, label_names, path: Path, parquet: bool) -> None:
+    if not parquet:
+        P.write_csv(results, label_names, path)
+        return
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    # The CSV's empty cells are nulls here, so that each column keeps one type (ints, floats or strings).
+    rows = [
+        {key: (None if value == "" else value) for key, value in row.items()}
+        for row in P.result_rows(results, label_names)
+    ]
+    pq.write_table(pa.Table.from_pylist(rows), path)
+
+
+def _staged(out: str | Path, write: Callable[[Path], None]) -> None:
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staged = out.with_name(f".{out.name}.partial")
+    write(staged)
+    os.replace(staged, out)
+
+
+def shard_folder(args: argparse.Namespace) -> Path:
+    out = args.csv or args.json
+    if not out:
+        raise ShardError(
+            "a sharded run (several processes or --resume) needs --csv or --json: the merged results go there and "
+            "the shards beside it (OUT.shards)"
+        )
+    return Path(out).with_name(Path(out).name + SHARD_SUFFIX)
+
+
+# ---------------------------------------------------------------- the run
+
+
+def main(args: argparse.Namespace) -> int:
+    """predict's main for a sharded run (or a --data / parquet one in one process). Exit status as predict's."""
+    from accelerate import PartialState
+
+    P.check_outputs(args)
+    if args.data:
+        for flag, output in (("--csv", args.csv), ("--json", args.json)):
+            if output:
+                check_apart(output, args.data, flag=flag, fix="write it outside the inputs")
+    detector = P.detector_config(args)
+    tracking = P.TrackingConfig(args.detect_every, args.max_lost, args.smoothing)
+    crop_mode = "cropped" if args.cropped or args.detector == "none" else "detect" if args.detect else "auto"
+    # cpu=True unless a GPU is asked for: without it, accelerate on a machine without GPUs sees one process per rank.
+    on_cpu = args.device == "cpu" or os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true")
+    # A long barrier timeout: the main process waits there for the slowest shard of a big archive.
+    state = PartialState(cpu=on_cpu, timeout=timedelta(hours=12)) if world_size() > 1 else PartialState(cpu=on_cpu)
+    job = data_job(args) if args.data else file_job(args, crop_mode, tracking)
+    sharded = state.num_processes > 1 or args.resume
+    folder = shard_folder(args) if sharded else None
+    manifests = Manifests(folder) if folder else None
+    if folder is not None:
+        _checked_folder(folder, args, job, state.is_main_process)  # every rank, before anyone writes
+        manifests.refresh()
+    device = args.device
+    if device == "cuda" and state.num_processes > 1:
+        device = f"cuda:{state.local_process_index}"  # one GPU per process
+    predictor = P.Predictor(
+        args.model,
+        tta=args.tta,
+        detector=detector,
+        batch_size=args.batch_size,
+        device=device,
+        trust_remote_code=args.trust_remote_code,
+    )
+    if folder is None:
+        results = _predict_here(job, predictor, args.shard_size)
+    else:
+        results = _predict_sharded(job, predictor, state, folder, manifests, args)
+    if results is None:  # not the main process: the main one merges and reports
+        return 0
+    for result in results:
+        print(result.summary() + (f" -> {result.plot}" if getattr(result, "plot", None) else ""))
+    write_outputs(results, predictor.label_names, args)
+    if folder is not None:
+        print(f"merged {len(results)} input(s) from {folder} ({state.num_processes} process(es))")
+    return 1 if any(r.status == "error" for r in results) else 0
+
+
+def _checked_folder(folder: Path, args: argparse.Namespace, job: Job, is_main: bool) -> None:
+    """Every rank checks the folder as it was at launch (nothing is written before the barrier); only the main
+    process says why it refuses, the others stop quietly. Then the main one writes a fresh folder's fingerprint."""
+    from accelerate import PartialState
+
+    state = PartialState()
+    now = fingerprint(args, job)
+    try:
+        if (folder / FINGERPRINT).is_file():
+            if not args.resume:
+                raise ShardError(
+                    f"{folder} holds the shards of an earlier run: pass --resume to continue it (with the same command "
+                    "line), or delete the folder to start over"
+                )
+            compare_fingerprints(folder, json.loads((folder / FINGERPRINT).read_text())["fingerprint"], now)
+        elif folder.exists() and any(folder.iterdir()):
+            raise ShardError(f"{folder} exists without {FINGERPRINT}: not a shard folder of predict; move it away")
+    except ShardError:
+        if is_main:
+            raise
+        raise SystemExit(2) from None
+    state.wait_for_everyone()
+    if is_main and not (folder / FINGERPRINT).is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        _staged(folder / FINGERPRINT, lambda tmp: tmp.write_text(json.dumps({"fingerprint": now}, indent=1)))
+    state.wait_for_everyone()
+
+
+def _progress(total: int, done: int, disable: bool = False):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=done, desc="predict", unit="input", disable=disable or total < 2)
+
+
+@contextlib.contextmanager
+def quiet_inner_bars() -> Iterator[None]:
+    """predict's own bars (per chunk of images, per video) stay off: the job has one bar, on the main process."""
+    from tqdm.auto import tqdm
+
+    def silent(*args, **kwargs):
+        return tqdm(*args, **{**kwargs, "disable": True})
+
+    saved, P.tqdm = P.tqdm, silent
+    try:
+        yield
+    finally:
+        P.tqdm = saved
+
+
+def shards(todo: Sequence[int], batch_size: int, shard_size: int) -> list[list[int]]:
+    """The inputs to do, cut into shards of whole batches of the one-process run (inputs i // batch_size together):
+    the model then sees the same batches whatever the number of processes, so the results are the same to the bit.
+    A shard holds `shard_size` inputs, rounded up to whole batches."""
+    blocks: dict[int, list[int]] = {}
+    for index in todo:
+        blocks.setdefault(index // batch_size, []).append(index)
+    per_shard = -(-shard_size // batch_size)
+    ordered = list(blocks.values())
+    return [sum(ordered[start : start + per_shard], []) for start in range(0, len(ordered), per_shard)]
+
+
+def _predict_here(job: Job, predictor: P.Predictor, size: int) -> list[P.Result]:
+    """One process, no shard folder: every input in memory, in order."""
+    results: list[P.Result] = []
+    bar = _progress(len(job.keys), 0)
+    with quiet_inner_bars():
+        for chunk in shards(range(len(job.keys)), predictor.batch_size, size):
+            results += job.predict(predictor, chunk)
+            bar.update(len(chunk))
+    bar.close()
+    return results
+
+
+def _predict_sharded(job, predictor, state, folder: Path, manifests: Manifests, args) -> list[P.Result] | None:
+    """This process's part of what is not done yet, shard by shard; the main process then follows the others'
+    manifests (its bar counts every process's inputs) until all are done, and merges. None on the other ranks."""
+    total = len(job.keys)
+    todo = [i for i in range(total) if i not in manifests.where]
+    writer = ShardWriter(folder, state.process_index)
+    bar = _progress(total, len(manifests.where), disable=not state.is_main_process)
+    with quiet_inner_bars(), state.split_between_processes(shards(todo, args.batch_size, args.shard_size)) as mine:
+        for chunk in mine:
+            started = time.time()
+            writer.add(chunk, [job.keys[i] for i in chunk], job.predict(predictor, chunk), started)
+            if state.is_main_process:
+                bar.update(manifests.refresh() - bar.n)
+    if state.is_main_process:
+        while manifests.refresh() < total:  # a rank that dies takes the launch down with it (torchrun)
+            bar.update(len(manifests.where) - bar.n)
+            time.sleep(0.2)
+        bar.update(total - bar.n)
+    bar.close()
+    state.wait_for_everyone()
+    return manifests.results(total) if state.is_main_process else None
