@@ -30,6 +30,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from fer_hf import predict as P
+from fer_hf.devices import resolve_device
 from fer_hf.outputs import check_apart
 
 SHARD_SUFFIX = ".shards"
@@ -345,6 +346,7 @@ def main(args: argparse.Namespace) -> int:
     detector = P.detector_config(args)
     tracking = P.TrackingConfig(args.detect_every, args.max_lost, args.smoothing)
     crop_mode = "cropped" if args.cropped or args.detector == "none" else "detect" if args.detect else "auto"
+    args.device = resolve_device(args.device)  # auto -> cuda, mps or cpu; a device that is not there: a sentence
     # cpu=True unless a GPU is asked for: without it, accelerate on a machine without GPUs sees one process per rank.
     on_cpu = args.device == "cpu" or os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true")
     # A long barrier timeout: the main process waits there for the slowest shard of a big archive.
