@@ -19,6 +19,7 @@ from fer_hf.explain import (
     main,
     saliency_map,
 )
+from fer_hf.cli import run
 from fer_hf.labels import FER_LABELS
 from fer_hf.loading import load_classifier
 from fer_hf.predict import Predictor
@@ -177,8 +178,10 @@ def test_cli_all_methods_and_a_bad_target(models, photo, tmp_path, capsys):
         "filters.png",
     ]
     argv = ["--model", cnn_dir, str(photo), "--method", "saliency", "--output", str(tmp_path / "x"), "--target", "joy"]
-    assert main(argv) == 1
-    assert "not a class of this model" in capsys.readouterr().err
+    assert run(main, argv) == 2  # the whole run fails: one error line (cli convention), not a skipped line
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --target 'joy' is not a class of this model"), err
+    assert not (tmp_path / "x").exists()
 
 
 def test_no_face_is_a_clear_error(models, tmp_path):

@@ -33,4 +33,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from fer_hf.cli import run  # bad input (a missing photo, a model that does not load) is one error line, exit 2
+
+    sys.exit(run(main))
