@@ -549,3 +549,50 @@ def test_a_metrics_value_of_the_wrong_type_names_the_file_and_key(case, tmp_path
     assert run(compare.main, [str(run_dir), "--output", str(tmp_path / "cmp")]) == 2  # a reader: one sentence
     err = _error_lines(capsys.readouterr().err)
     assert len(err) == 1 and fragment in err[0] and "Unknown format code" not in err[0], err
+
+
+# ---------------------------------------------------------------- animated images (item 5)
+@pytest.fixture
+def animated_gif(tmp_path):
+    """A 3-frame GIF of a real face whose first frame is blank grey: read from frame 1 alone, no face is found."""
+    import cv2
+    from PIL import Image
+    from skimage import data as skdata
+
+    face = Image.fromarray(cv2.resize(skdata.astronaut(), (256, 256), interpolation=cv2.INTER_AREA))
+    blank = Image.new("RGB", face.size, (128, 128, 128))
+    path = tmp_path / "wave.gif"
+    mirrored = face.transpose(Image.Transpose.FLIP_LEFT_RIGHT)  # another frame: PIL merges identical ones
+    blank.save(path, save_all=True, append_images=[face, mirrored], duration=[200, 300, 400], loop=0)
+    return path
+
+
+def test_an_animated_gif_is_refused_as_a_photo_with_a_sentence(animated_gif, capsys):
+    from fer_hf import predict
+    from fer_hf.faces import ImageLoadError, load_image
+
+    with pytest.raises(ImageLoadError) as caught:
+        load_image(animated_gif)
+    message = str(caught.value)
+    assert message.startswith(f"{animated_gif}: an animated GIF of 3 frames") and "pass it as a video" in message
+    assert "not a readable image" not in message  # it is readable: it is just not one photo
+    assert predict.main([str(animated_gif)]) == 1  # one file's error line, as for any unusable photo
+    out = capsys.readouterr().out
+    assert "an animated GIF of 3 frames" in out and "no face found" not in out, out
+
+
+def test_animation_frames_reads_every_frame_with_its_time_as_opencv_does(animated_gif):
+    import cv2
+
+    from fer_hf.faces import FaceDetector
+    from fer_hf.images import animation_frames, is_animated
+
+    assert is_animated(animated_gif) and not is_animated(REPO / "spaces_app/examples/fer_happy.png")
+    frames = list(animation_frames(animated_gif))
+    assert [(i, t) for i, t, _ in frames] == [(0, 0.0), (1, 0.2), (2, 0.5)]
+    detector = FaceDetector()
+    assert [len(detector.faces(rgb, "detect")) for _, _, rgb in frames] == [0, 1, 1]  # the face is in frames 1-2
+    capture, times = cv2.VideoCapture(str(animated_gif)), []
+    while capture.read()[0]:  # OpenCV reads a GIF as a video, with the same times: predict_video can take it
+        times.append(round(capture.get(cv2.CAP_PROP_POS_MSEC) / 1000, 3))
+    assert len(times) == 3 and times[1:] == [0.2, 0.5]
