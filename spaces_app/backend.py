@@ -398,7 +398,12 @@ def live_rgb(frame: object) -> np.ndarray:
         raise UserInputError(f"The webcam frame is {kind}, not a picture (an image of RGB pixels expected).")
     if frame.ndim == 3 and frame.shape[2] in (1, 3, 4):
         frame = frame[..., :3] if frame.shape[2] > 1 else frame[..., 0]
-    if frame.ndim not in (2, 3) or min(frame.shape[:2]) < 8 or max(frame.shape[:2]) > LIVE_MAX_SIDE:
+    if (
+        frame.ndim not in (2, 3)
+        or frame.shape[2:] not in ((), (3,))
+        or min(frame.shape[:2]) < 8
+        or max(frame.shape[:2]) > LIVE_MAX_SIDE
+    ):
         raise UserInputError(
             f"The webcam frame has shape {frame.shape}: expected (height, width) gray or (height, width, 3 or 4) "
             f"colour pixels, each side from 8 to {LIVE_MAX_SIDE}."

@@ -179,7 +179,11 @@ def test_cli_all_methods_and_a_bad_target(models, photo, tmp_path, capsys):
     ]
     argv = ["--model", cnn_dir, str(photo), "--method", "saliency", "--output", str(tmp_path / "x"), "--target", "joy"]
     assert run(main, argv) == 2  # the whole run fails: one error line (cli convention), not a skipped line
-    err = [line for line in capsys.readouterr().err.splitlines() if line.strip() and not line.startswith("Loading weights")]
+    err = [
+        line
+        for line in capsys.readouterr().err.splitlines()
+        if line.strip() and not line.startswith("Loading weights")
+    ]
     assert len(err) == 1 and err[0].startswith("error: --target 'joy' is not a class of this model"), err
     assert not (tmp_path / "x").exists()
 
