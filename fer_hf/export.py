@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from fer_hf.evaluate import EvaluationError, atomic_output_dir, eval_transform_for, input_spec, load_split
-from fer_hf.loading import MODEL_HELP, LoadedModel, ModelLoadError, load_classifier, resolve_model_path
+from fer_hf.loading import MODEL_HELP, LoadedModel, ModelLoadError, load_classifier, onnx_only, resolve_model_path
 from fer_hf.outputs import check_apart
 from fer_hf.runtime import EXPORT_KEY, ONNX_FILE, OnnxClassifier, is_export
 from fer_hf.transforms import FerTensorDataset
@@ -221,7 +221,7 @@ def export(args: argparse.Namespace) -> tuple[Path, Parity, bool, str]:
     out = Path(args.output)
     source = resolve_model_path(args.model)
     check_apart(out, source, args.check_data)
-    if is_export(source) or (Path(source) / ONNX_FILE).is_file():
+    if is_export(source) or onnx_only(source):
         raise ExportError(
             f"{args.model}: already an ONNX model ({Path(source) / ONNX_FILE}); export the torch model it came from "
             "(a run or model folder with model.safetensors) instead"

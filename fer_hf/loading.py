@@ -108,7 +108,7 @@ def load_classifier(ref: str | Path = DEFAULT_MODEL, *, trust_remote_code: bool 
     """Load MODEL for inference (eval mode). Custom code of other repos needs an explicit trust_remote_code=True.
     A `fer_hf.export` folder runs through onnxruntime (`OnnxImageClassifier`): no torch model is built."""
     path = resolve_model_path(ref)
-    if is_export(path) or (Path(path) / "model.onnx").is_file():  # the runtime says what a foreign one lacks
+    if is_export(path) or onnx_only(path):  # the runtime says what a foreign one lacks
         try:
             model = OnnxImageClassifier(path, None)  # the export's own checks first: they name the file
         except ExportFolderError as err:
@@ -130,6 +130,13 @@ def load_classifier(ref: str | Path = DEFAULT_MODEL, *, trust_remote_code: bool 
         ) from err
     processor = AutoImageProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
     return LoadedModel(model=model.to(device).eval(), image_processor=processor, source=path)
+
+
+def onnx_only(path: str | Path) -> bool:
+    """A folder with a model.onnx and no torch weights beside it (a Hub repo may ship both: torch loads those)."""
+    folder = Path(path)
+    weights = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+    return (folder / "model.onnx").is_file() and not any((folder / name).is_file() for name in weights)
 
 
 class OnnxImageClassifier(torch.nn.Module):

@@ -596,3 +596,13 @@ def test_animation_frames_reads_every_frame_with_its_time_as_opencv_does(animate
     while capture.read()[0]:  # OpenCV reads a GIF as a video, with the same times: predict_video can take it
         times.append(round(capture.get(cv2.CAP_PROP_POS_MSEC) / 1000, 3))
     assert len(times) == 3 and times[1:] == [0.2, 0.5]
+
+
+def test_a_torch_model_with_a_stray_model_onnx_still_loads_as_torch(tmp_path):
+    from helpers import save_tiny_cnn
+
+    from fer_hf.loading import OnnxImageClassifier, load_classifier
+
+    folder = save_tiny_cnn(tmp_path / "model")
+    _foreign_onnx(folder / "model.onnx", ["N", 10])  # a Hub repo may ship an ONNX file beside its weights
+    assert not isinstance(load_classifier(folder).model, OnnxImageClassifier)

@@ -1,6 +1,6 @@
-"""Benchmarks: `python -m fer_hf.bench {data,train,predict,faces,video}`; each prints its headline as the last line."""
+"""Benchmarks: `python -m fer_hf.bench {data,train,predict,faces,video,app}`; each prints its headline as the last line."""
 
-BENCHMARKS = ("data", "train", "predict", "faces", "video")
+BENCHMARKS = ("data", "train", "predict", "faces", "video", "app")
 
 
 def bench_parser(name: str, doc: str):

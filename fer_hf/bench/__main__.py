@@ -15,6 +15,7 @@ HELP = {
     "predict": "inference throughput",
     "faces": "the face front end (detect, align, crop) on FER2013 faces pasted into real photos",
     "video": "video frames per second, detection on every frame vs every k-th frame with tracking",
+    "app": "the app under a burst of photo requests: ok / refused / failed, latency, still up",
 }
 
 
