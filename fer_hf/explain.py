@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from fer_hf.faces import DetectorError, ImageLoadError, add_detector_args, detector_config, load_image
+from fer_hf.faces import DetectorError, add_detector_args, detector_config, load_image
 from fer_hf.loading import DEFAULT_MODEL, MODEL_HELP, LoadedModel
 from fer_hf.predict import Predictor
 
@@ -277,6 +277,7 @@ def explain(
     if method not in METHODS:
         raise ExplainError(f"unknown method {method!r}; choose from {METHODS}")
     predictor = loaded if isinstance(loaded, Predictor) else Predictor(loaded)
+    refuse_export(predictor.loaded, str(predictor.loaded.source))
     model = predictor.loaded.model
     face, pixels = face_input(predictor, image, crop_mode)
     index, probs = _target_index(model, pixels, target)
@@ -322,36 +323,50 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Every method asked for; a method that does not apply to this model is a `skipped:` line (exit 1 when one the
+    user named is skipped), and a run where nothing can be explained (no usable image, no face, an unknown
+    --target, an ONNX export, no method that applies) ends through `fer_hf.cli.run`: one `error:` line, exit 2."""
     args = parse_args(argv)
     try:
         detector = detector_config(args)
-        predictor = Predictor(args.model, detector=detector, trust_remote_code=args.trust_remote_code)
     except DetectorError as err:
-        print(f"error: face detector: {err}", file=sys.stderr)
-        return 2
+        raise DetectorError(f"face detector: {err}") from None
+    try:
+        predictor = Predictor(args.model, detector=detector, trust_remote_code=args.trust_remote_code)
     except (OSError, ValueError) as err:
-        print(f"error: could not load --model {args.model}: {err}", file=sys.stderr)
-        return 2
+        raise ExplainError(f"could not load --model {args.model}: {err}") from None
+    refuse_export(predictor.loaded, args.model)
+    crop_mode = "cropped" if args.cropped or args.detector == "none" else "auto"
+    _, pixels = face_input(predictor, args.image, crop_mode)  # the image and the face, once for every method
+    _target_index(predictor.loaded.model, pixels, args.target)
     methods = list(METHODS) if "all" in args.method else args.method
-    failures = 0
+    skipped: list[str] = []
     for method in methods:
         try:
             result = explain(
-                predictor,
-                args.image,
-                method,
-                args.output,
-                target=args.target,
-                crop_mode="cropped" if args.cropped or args.detector == "none" else "auto",
-                size=args.size,
+                predictor, args.image, method, args.output, target=args.target, crop_mode=crop_mode, size=args.size
             )
-        except (ExplainError, ImageLoadError) as err:
-            print(f"{method}: skipped: {err}", file=sys.stderr)
-            failures += 1
+        except ExplainError as err:
+            skipped.append(f"{method}: {err}")
             continue
         files = ", ".join(str(f) for f in result.files)
         print(f"{method}: {result.label} ({result.probabilities[result.label]:.2f}) -> {files}")
-    return 0 if failures < len(methods) and ("all" in args.method or failures == 0) else 1
+    if len(skipped) == len(methods):
+        raise ExplainError("; ".join(skipped) if len(skipped) == 1 else "no method applies: " + "; ".join(skipped))
+    for line in skipped:
+        print(line.replace(": ", ": skipped: ", 1), file=sys.stderr)
+    return 0 if "all" in args.method or not skipped else 1
+
+
+def refuse_export(loaded: LoadedModel, ref: str) -> None:
+    """An ONNX export (onnxruntime) has no gradients, layers or attentions to look into."""
+    if hasattr(loaded.model, "runtime"):
+        exported_from = loaded.model.runtime.spec.get("exported_from")
+        source = f" (this one was exported from {exported_from!r})" if exported_from else ""
+        raise ExplainError(
+            f"--model {ref}: an ONNX export run by onnxruntime, which gives no gradients or layer outputs; "
+            f"explanations need the torch model it was exported from{source}"
+        )
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import re
 import sys
 import tempfile
 import time
@@ -32,13 +33,16 @@ import numpy as np
 import torch
 
 from fer_hf.evaluate import EvaluationError, atomic_output_dir, eval_transform_for, input_spec, load_split
-from fer_hf.loading import MODEL_HELP, LoadedModel, ModelLoadError, load_classifier, resolve_model_path
+from fer_hf.loading import MODEL_HELP, LoadedModel, ModelLoadError, load_classifier, onnx_only, resolve_model_path
 from fer_hf.outputs import check_apart
-from fer_hf.runtime import EXPORT_KEY, ONNX_FILE, OnnxClassifier
+from fer_hf.runtime import EXPORT_KEY, ONNX_FILE, OnnxClassifier, is_export
 from fer_hf.transforms import FerTensorDataset
 
 MIN_AGREEMENT = 0.999  # fp32: share of faces on which ONNX and torch must predict the same class
 MAX_INT8_DROP = 0.005  # int8: accuracy points it may lose (0.5) and still be recommended
+# torch's exporter writes opset 18 and converts the graph to the opset asked for; below 17 its converter fails and it
+# silently keeps 18 (measured with torch 2.14: 5, 7 and 13 gave 18, 17 gave 17). Above, onnx's newest opset.
+MIN_OPSET = 17
 
 
 class ExportError(ValueError):
@@ -81,7 +85,41 @@ def export_onnx(loaded: LoadedModel, path: Path, opset: int) -> None:
             )  # fmt: skip
     except Exception as err:  # noqa: BLE001  (the exporter raises many types; the user needs one line)
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        reason = re.sub(r"\x1b\[[0-9;]*m", "", reason)  # torch colours its messages for a terminal
         raise ExportError(f"{loaded.source}: cannot be exported to ONNX ({type(err).__name__}: {reason})") from err
+    written = written_opset(path)
+    if written != opset:  # the exporter falls back to its own opset when it cannot convert: say so, write nothing
+        raise ExportError(
+            f"--opset {opset}: torch's exporter wrote opset {written} instead (it cannot convert this model's graph "
+            f"to {opset}); choose an opset from {MIN_OPSET} to {max_opset()}, e.g. the default 18; nothing was written"
+        )
+
+
+def written_opset(path: Path) -> int:
+    """The default-domain opset a model file declares (what onnxruntime will run it as)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return next((entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx")), -1)
+
+
+def max_opset() -> int:
+    import onnx
+
+    return int(onnx.defs.onnx_opset_version())
+
+
+def opset_arg(text: str) -> int:
+    """argparse type of --opset: an opset torch's exporter can write, else a sentence saying which it can."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not MIN_OPSET <= value <= max_opset():
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: torch's exporter writes opsets {MIN_OPSET} to {max_opset()} (older ones fall back to 18)"
+        )
+    return value
 
 
 def quantize_int8(fp32: Path, out: Path, calibration: np.ndarray) -> None:
@@ -181,7 +219,13 @@ def calibration_faces(loaded: LoadedModel, data: str | None, count: int = 512) -
 def export(args: argparse.Namespace) -> tuple[Path, Parity, bool, str]:
     """The whole command as a function: load, export (+ int8), check parity, write. Nothing is written when it fails."""
     out = Path(args.output)
-    check_apart(out, resolve_model_path(args.model), args.check_data)
+    source = resolve_model_path(args.model)
+    check_apart(out, source, args.check_data)
+    if is_export(source) or onnx_only(source):
+        raise ExportError(
+            f"{args.model}: already an ONNX model ({Path(source) / ONNX_FILE}); export the torch model it came from "
+            "(a run or model folder with model.safetensors) instead"
+        )
     loaded = load_classifier(args.model, trust_remote_code=args.trust_remote_code)
     with atomic_output_dir(out, args.overwrite) as tmp:
         start = time.perf_counter()
@@ -212,7 +256,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("model", help=MODEL_HELP)
     parser.add_argument("--output", required=True, help="folder to write (refused when it exists, unless --overwrite)")
     parser.add_argument("--int8", action="store_true", help="static int8 quantisation calibrated on Training faces")
-    parser.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
+    parser.add_argument(
+        "--opset", type=opset_arg, default=18, help=f"ONNX opset, {MIN_OPSET} to onnx's newest (default 18)"
+    )
     parser.add_argument("--check-data", metavar="SOURCE", help="FER2013 source: compare accuracies on its validation")
     parser.add_argument("--split", default=None, help="split of --check-data (default: validation)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")

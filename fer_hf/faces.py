@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from fer_hf.images import as_displayed
+from fer_hf.images import AnimatedImageError, as_displayed
 
 DETECTORS = ("yunet", "haar", "none")
 CASCADES = {
@@ -152,6 +152,8 @@ def load_image(path: str | Path, config: DetectorConfig | None = None) -> tuple[
                 Image.MAX_IMAGE_PIXELS = previous
     except ImageLoadError:
         raise
+    except AnimatedImageError as err:  # its own sentence: the file is readable, but not one photo
+        raise ImageLoadError(str(err)) from None
     except (OSError, ValueError, SyntaxError) as err:  # PIL raises all three for broken files
         raise ImageLoadError(f"{path}: not a readable image ({err})") from err
 

@@ -87,7 +87,11 @@ def resolve_model_path(ref: str | Path) -> str:
                 "--repo-id USER/NAME --dry-run OUT` writes the merged model to OUT), then use OUT"
             )
         if not (path / "config.json").is_file():
-            raise ModelLoadError(f"{path}: no config.json; expected a saved model or a finished run folder")
+            onnx = " (a model.onnx alone is not enough: a fer_hf.export folder holds its config.json too)"
+            raise ModelLoadError(
+                f"{path}: no config.json; expected a saved model or a finished run folder"
+                + (onnx if (path / "model.onnx").is_file() else "")
+            )
         return str(path)
     if path.exists():
         raise ModelLoadError(f"{path}: a file; MODEL must be a model folder, a run folder, 'default' or a Hub id")
@@ -107,13 +111,15 @@ def load_classifier(ref: str | Path = DEFAULT_MODEL, *, trust_remote_code: bool 
     The model classifies a face crop (FER2013-like: one face filling a small gray square), not a photo: for photos,
     arrays, videos or a camera use `fer_hf.analyze(x, model=...)`, which finds, aligns and crops the faces first."""
     path = resolve_model_path(ref)
-    if is_export(path):
-        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
-        processor = AutoImageProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
+    if is_export(path) or onnx_only(path):  # the runtime says what a foreign one lacks
         try:
-            return LoadedModel(model=OnnxImageClassifier(path, config), image_processor=processor, source=path)
+            model = OnnxImageClassifier(path, None)  # the export's own checks first: they name the file
         except ExportFolderError as err:
             raise ModelLoadError(str(err)) from err
+        model.config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+        model.check_labels()
+        processor = AutoImageProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
+        return LoadedModel(model=model, image_processor=processor, source=path)
     config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
     if not any(arch.endswith("ForImageClassification") for arch in (config.architectures or [])):
         raise ModelLoadError(f"{ref}: architectures {config.architectures} is not an image classifier")
@@ -129,6 +135,13 @@ def load_classifier(ref: str | Path = DEFAULT_MODEL, *, trust_remote_code: bool 
     return LoadedModel(model=model.to(device).eval(), image_processor=processor, source=path)
 
 
+def onnx_only(path: str | Path) -> bool:
+    """A folder with a model.onnx and no torch weights beside it (a Hub repo may ship both: torch loads those)."""
+    folder = Path(path)
+    weights = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+    return (folder / "model.onnx").is_file() and not any((folder / name).is_file() for name in weights)
+
+
 class OnnxImageClassifier(torch.nn.Module):
     """An exported model behind the interface the rest of fer_hf uses (`model(pixel_values=...).logits`, `.config`,
     `.eval()`): onnxruntime does the work on the CPU. Gray/RGB inputs are matched to the graph's channels the way
@@ -141,12 +154,24 @@ class OnnxImageClassifier(torch.nn.Module):
         # predict_logits asks a model for its device through its parameters: an empty one says "cpu".
         self.device_anchor = torch.nn.Parameter(torch.zeros(0), requires_grad=False)
 
+    def check_labels(self) -> None:
+        """config.json's id2label (what predict and the app show) and the export block's labels are one list."""
+        names = [self.config.id2label.get(i) for i in range(self.config.num_labels)]
+        if names != self.runtime.label_names:
+            raise ModelLoadError(
+                f"{self.runtime.folder / 'config.json'}: id2label {names} and the export block's labels "
+                f"{self.runtime.label_names} differ; expected one list of classes (export the model again)"
+            )
+
     def forward(self, pixel_values: torch.Tensor, **_) -> ImageClassifierOutput:
         pixels = pixel_values.detach().float().cpu().numpy()  # (B, C, S, S)
         channels = int(self.runtime.spec["channels"])
         if pixels.shape[1] != channels:
             pixels = pixels.mean(1, keepdims=True) if channels == 1 else np.repeat(pixels, channels, axis=1)
-        logits = self.runtime.logits(np.ascontiguousarray(pixels, dtype=np.float32))
+        try:
+            logits = self.runtime.logits(np.ascontiguousarray(pixels, dtype=np.float32))
+        except ExportFolderError as err:
+            raise ModelLoadError(str(err)) from None
         return ImageClassifierOutput(logits=torch.from_numpy(logits))
 
 

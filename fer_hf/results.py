@@ -17,8 +17,11 @@ plus score summaries such as "validation_tta_hflip".
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -208,7 +211,69 @@ def _build(cls: type, doc: dict, where: str):
     missing = [name for name in required if name not in doc]
     if missing:
         raise RecordError(f"{where}: missing key(s) {missing} for a {cls.__name__}")
+    hints = _field_types(cls)
+    for name, value in doc.items():
+        problem = _type_problem(value, hints[name])
+        if problem is not None:
+            path, expected, bad = problem
+            raise RecordError(f"{where}: key {name!r}{path} is {value_text(bad)}, expected {expected}")
     return cls(**doc)
+
+
+@functools.cache
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def value_text(value: Any) -> str:
+    """A JSON value, short, with its type."""
+    text = json.dumps(value)
+    return f"{text[:60]}{'...' if len(text) > 60 else ''} ({type(value).__name__})"
+
+
+def _type_problem(value: Any, hint: Any) -> tuple[str, str, Any] | None:
+    """None when `value` (parsed JSON) fits the annotation `hint`, else (where inside it, what was expected, the
+    value found there). Numbers
+    are checked all the way down (a per-class f1 of "high" would break every reader's :.4f); records and parts
+    (dataclasses) and Any are checked by their own builders or not at all."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any or dataclasses.is_dataclass(hint):
+        return None
+    if origin in (types.UnionType, typing.Union):
+        if value is None and type(None) in args:
+            return None
+        others = [arg for arg in args if arg is not type(None)]
+        if any(dataclasses.is_dataclass(arg) or arg is Any for arg in others):
+            return None
+        problems = [_type_problem(value, arg) for arg in others]
+        if any(problem is None for problem in problems):
+            return None
+        path, expected, bad = problems[0]
+        return path, expected + (" or null" if type(None) in args else ""), bad
+    if hint is float:
+        return None if isinstance(value, int | float) and not isinstance(value, bool) else ("", "a number", value)
+    if hint is int:
+        whole = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+        return None if whole and not isinstance(value, bool) else ("", "an integer", value)
+    if hint in (str, bool):
+        return None if isinstance(value, hint) else ("", f"a {'string' if hint is str else 'boolean'}", value)
+    if origin is list:
+        if not isinstance(value, list):
+            return "", "a list", value
+        for i, item in enumerate(value):
+            problem = _type_problem(item, args[0]) if args else None
+            if problem is not None:
+                return f"[{i}]{problem[0]}", problem[1], problem[2]
+        return None
+    if origin is dict:
+        if not isinstance(value, dict):
+            return "", "an object", value
+        for key, item in value.items():
+            problem = _type_problem(item, args[1]) if args else None
+            if problem is not None:
+                return f"[{key!r}]{problem[0]}", problem[1], problem[2]
+        return None
+    return None
 
 
 def _part(name: str, value: Any, where: str) -> TrainerEval | EvalRecord | Scores:

@@ -39,7 +39,10 @@ def is_export(folder: str | Path) -> bool:
 
 
 class OnnxClassifier:
-    """An exported classifier: gray uint8 faces (N, 48, 48) -> probabilities (N, K) through onnxruntime."""
+    """An exported classifier: gray uint8 faces (N, 48, 48) -> probabilities (N, K) through onnxruntime.
+
+    Everything about the folder is checked when it is opened (the config block's keys, the graph's input and output
+    against them), so a bad or foreign export is one sentence naming the file, not an onnxruntime traceback later."""
 
     def __init__(self, folder: str | Path, threads: int = 0):
         try:
@@ -47,17 +50,22 @@ class OnnxClassifier:
         except ImportError as err:
             raise ExportFolderError("running an exported model needs onnxruntime: pip install 'fer_hf[onnx]'") from err
         self.folder = Path(folder)
-        if not is_export(self.folder):
-            raise ExportFolderError(f"{self.folder}: not a fer_hf.export folder (model.onnx + config.json expected)")
-        config = json.loads((self.folder / "config.json").read_text())
-        self.spec = config[EXPORT_KEY]  # {"size", "channels", "mean", "std", "labels", ...}
+        check_export_files(self.folder)
+        self.spec = read_spec(self.folder / "config.json")  # {"size", "channels", "mean", "std", "labels", ...}
         self.label_names = list(self.spec["labels"])
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         # Idle onnxruntime threads spin by default, taking the cores from the face detector that runs next.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(str(self.folder / ONNX_FILE), options, providers=["CPUExecutionProvider"])
-        self.input_name = self.session.get_inputs()[0].name
+        model = self.folder / ONNX_FILE
+        try:
+            self.session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+        except Exception as err:  # noqa: BLE001  (onnxruntime's pybind errors share no base class but Exception)
+            raise ExportFolderError(
+                f"{model}: onnxruntime cannot load it ({_reason(err)}); expected an ONNX model written by "
+                "python -m fer_hf.export (export the model again)"
+            ) from None
+        self.input_name = check_graph(model, self.session, self.spec)
 
     def preprocess(self, faces: Sequence[np.ndarray]) -> np.ndarray:
         """Gray (S0, S0) uint8 faces -> (N, C, S, S) float32, normalised like `fer_hf.evaluate`'s transform."""
@@ -72,11 +80,24 @@ class OnnxClassifier:
 
     def logits(self, pixel_values: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """(N, C, S, S) float32 -> (N, K) logits."""
-        chunks = [
-            self.session.run(None, {self.input_name: pixel_values[i : i + batch_size]})[0]
-            for i in range(0, len(pixel_values), batch_size)
-        ]
+        chunks = [self._run(pixel_values[i : i + batch_size]) for i in range(0, len(pixel_values), batch_size)]
         return np.concatenate(chunks) if chunks else np.zeros((0, len(self.label_names)), np.float32)
+
+    def _run(self, pixels: np.ndarray) -> np.ndarray:
+        model = self.folder / ONNX_FILE
+        try:
+            (logits, *_) = self.session.run(None, {self.input_name: pixels})
+        except Exception as err:  # noqa: BLE001  (onnxruntime's errors: InvalidArgument, Fail, ...)
+            raise ExportFolderError(
+                f"{model}: onnxruntime failed on input {tuple(pixels.shape)} ({_reason(err)}); expected (batch, "
+                f"{self.spec['channels']}, {self.spec['size']}, {self.spec['size']}) as config.json's {EXPORT_KEY} says"
+            ) from None
+        if logits.ndim != 2 or logits.shape[1] != len(self.label_names):
+            raise ExportFolderError(
+                f"{model}: gives outputs of shape {tuple(logits.shape)}, but config.json's {EXPORT_KEY} names "
+                f"{len(self.label_names)} labels; expected (batch, {len(self.label_names)})"
+            )
+        return logits
 
     def classify(self, faces: Sequence[np.ndarray], hflip: bool = False) -> np.ndarray:
         """Gray faces -> (N, K) probabilities (averaged with the mirror image when `hflip`)."""
@@ -85,6 +106,105 @@ class OnnxClassifier:
         pixels = self.preprocess(faces)
         probs = softmax(self.logits(pixels))
         return (probs + softmax(self.logits(pixels[..., ::-1].copy()))) / 2 if hflip else probs
+
+
+# ---------------------------------------------------------------- checks of an export folder
+SPEC_KEYS = {  # key of the config block -> what it must hold, in words (the error says it)
+    "size": "a positive integer (the input side in pixels)",
+    "channels": "1 or 3",
+    "mean": "a list of 1 or `channels` numbers",
+    "std": "a list of 1 or `channels` positive numbers",
+    "labels": "a list of class names",
+}
+
+
+def _reason(err: BaseException) -> str:
+    """onnxruntime's message in one short line, without its '[ONNXRuntimeError] : 7 : INVALID_PROTOBUF :' prefix."""
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text.rsplit(" : ", 1)[-1][:200]
+
+
+def check_export_files(folder: Path) -> None:
+    """The two files of an export, each named when it is missing or not this package's."""
+    if not folder.is_dir():
+        raise ExportFolderError(f"{folder}: no such folder; expected a fer_hf.export output folder")
+    missing = [name for name in (ONNX_FILE, "config.json") if not (folder / name).is_file()]
+    if missing:
+        raise ExportFolderError(
+            f"{folder}: no {' and no '.join(missing)}; expected a fer_hf.export folder (model.onnx + config.json)"
+        )
+    if not is_export(folder):
+        raise ExportFolderError(
+            f"{folder / 'config.json'}: has no {EXPORT_KEY!r} block; expected the config.json that "
+            "python -m fer_hf.export writes beside model.onnx (an ONNX model from elsewhere is not supported)"
+        )
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def read_spec(config_file: Path) -> dict:
+    """config.json's export block with each key checked: size, channels, mean, std, labels."""
+    spec = json.loads(config_file.read_text()).get(EXPORT_KEY)
+    where = f"{config_file}: {EXPORT_KEY}"
+    if not isinstance(spec, dict):
+        raise ExportFolderError(f"{where} is {type(spec).__name__}, expected an object with {sorted(SPEC_KEYS)}")
+    missing = [key for key in SPEC_KEYS if key not in spec]
+    if missing:
+        raise ExportFolderError(
+            f"{where} has no {missing}; expected {', '.join(f'{k}: {SPEC_KEYS[k]}' for k in missing)}"
+        )
+    size, channels, labels = spec["size"], spec["channels"], spec["labels"]
+    problems = {
+        "size": not isinstance(size, int) or isinstance(size, bool) or size < 1,
+        "channels": channels not in (1, 3) or isinstance(channels, bool),
+        "labels": not isinstance(labels, list) or not labels or not all(isinstance(n, str) for n in labels),
+    }
+    for key in ("mean", "std"):
+        values = spec[key]
+        problems[key] = (
+            not isinstance(values, list)
+            or len(values) not in (1, channels)
+            or not all(_is_number(v) and (key == "mean" or v > 0) for v in values)
+        )
+    for key, bad in problems.items():
+        if bad:
+            raise ExportFolderError(f"{where}.{key} is {spec[key]!r}; expected {SPEC_KEYS[key]}")
+    return spec
+
+
+def check_graph(model: Path, session, spec: dict) -> str:
+    """The graph takes one (batch, C, S, S) float input and gives (batch, K) outputs, as the config block says;
+    returns the input's name. Dimensions the graph leaves symbolic (the batch) are not compared."""
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    size, channels, labels = int(spec["size"]), int(spec["channels"]), len(spec["labels"])
+    expected = f"one float input (batch, {channels}, {size}, {size}) and one output (batch, {labels})"
+    if len(inputs) != 1 or not outputs:
+        raise ExportFolderError(
+            f"{model}: has {len(inputs)} input(s) and {len(outputs)} output(s); expected {expected} as config.json's "
+            f"{EXPORT_KEY} says (is it an export of this package?)"
+        )
+    shape, out_shape = list(inputs[0].shape), list(outputs[0].shape)
+    wanted = [None, channels, size, size]  # None: the batch, any size
+    fixed = len(shape) == 4 and all(
+        not isinstance(got, int) or want in (None, got) for got, want in zip(shape, wanted, strict=True)
+    )
+    if not fixed or inputs[0].type != "tensor(float)":
+        raise ExportFolderError(
+            f"{model}: takes {inputs[0].name} {inputs[0].type} of shape {_shape(shape)}; expected {expected} as "
+            f"config.json's {EXPORT_KEY} says (size {size}, channels {channels})"
+        )
+    if len(out_shape) != 2 or (isinstance(out_shape[1], int) and out_shape[1] != labels):
+        raise ExportFolderError(
+            f"{model}: gives {outputs[0].name} of shape {_shape(out_shape)}, but config.json's {EXPORT_KEY} names "
+            f"{labels} labels {spec['labels']}; expected (batch, {labels})"
+        )
+    return inputs[0].name
+
+
+def _shape(dims: list) -> str:
+    return "(" + ", ".join(str(d) if isinstance(d, int) else str(d or "?") for d in dims) + ")"
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -126,6 +246,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for path in argv[1:]:
         try:
             faces = predict_photo(classifier, path)
+        except ExportFolderError:  # the model, not this photo: every photo would fail the same way
+            raise
         except ValueError as err:  # ImageLoadError: not an image
             print(f"{path}: ERROR {err}")
             failed += 1

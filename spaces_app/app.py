@@ -267,13 +267,17 @@ LIVE_LIMIT_S = 300  # a stream ends after this many seconds (press Record again 
 def live_tab(catalogue: be.ModelCatalogue, model: gr.Dropdown) -> None:
     with gr.Row():
         with gr.Column():
-            camera = gr.Image(label="Webcam", sources=["webcam"], streaming=True, type="numpy", height=360)
+            # The uploads' guard: a frame Gradio cannot decode is a sentence; backend.live_rgb converts the rest.
+            camera = guard_upload(
+                gr.Image(label="Webcam", sources=["webcam"], streaming=True, type="numpy", height=360)
+            )
             smoothing = gr.Slider(
                 0, 0.9, value=be.LIVE_SMOOTHING, step=0.1, label="Smoothing of each face's emotions (0 = off)"
             )
             gr.Markdown(
-                f"Frames go to the server every {LIVE_EVERY_S} s; a stream stops after {LIVE_LIMIT_S // 60} minutes. "
-                "Each face keeps its number while it stays in view."
+                f"Frames go to the server every {LIVE_EVERY_S} s; a stream stops after {LIVE_LIMIT_S // 60} minutes, "
+                f"and one that sends no frame for {be.LIVE_IDLE_S} s is closed. {be.LIVE_MAX_STREAMS} streams run at "
+                "once; a later one is told when to try again. Each face keeps its number while it stays in view."
             )
         with gr.Column():
             speed = gr.Markdown("Press Record to start.", elem_id="live-speed")
@@ -295,11 +299,17 @@ def live_tab(catalogue: be.ModelCatalogue, model: gr.Dropdown) -> None:
         outputs=[shown, current, speed, session],
         stream_every=LIVE_EVERY_S,
         time_limit=LIVE_LIMIT_S,
-        concurrency_limit=2,
+        # Above the streams' own limit: a stream over it must reach the handler to be told so (be.LiveStreams),
+        # not wait in the queue without a word.
+        concurrency_limit=be.LIVE_MAX_STREAMS + 2,
         api_visibility="private",
     )
-    camera.clear(lambda: [None, None, "The stream stopped: press Record to start again.", None],
-                 outputs=[shown, current, speed, session])  # fmt: skip
+
+    def stopped(state):
+        be.LIVE_STREAMS.release(state.token if state else None)  # its place is free at once
+        return [None, None, "The stream stopped: press Record to start again.", None]
+
+    camera.clear(stopped, inputs=[session], outputs=[shown, current, speed, session])
 
 
 def compare_tab(view: be.ComparisonView) -> None:

@@ -6,10 +6,18 @@ app.py only lays out components and turns these results into component values, s
 
 from __future__ import annotations
 
+import atexit
+import base64
+import binascii
+import collections
+import io
 import json
 import os
+import shutil
 import tempfile
+import threading
 import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +28,7 @@ from PIL import Image
 from fer_hf.annotate import draw_faces
 from fer_hf.explain import ExplainError, attention_rollout, gradcam_map, overlay, saliency_map
 from fer_hf.faces import load_image
+from fer_hf.images import as_displayed
 from fer_hf.loading import BUNDLED_MODELS, DEFAULT_MODEL, is_installed
 from fer_hf.predict import ImageResult, Predictor, VideoFaces, VideoFrames, VideoLoadError
 from fer_hf.tracking import TrackingConfig
@@ -234,15 +243,57 @@ class VideoOutput:
     warning: bool = False
 
 
+class RecentFolders:
+    """Temporary folders of the last `keep` clips: Gradio serves (copies into its cache) the PNGs of a clip after its
+    handler returns, so a folder cannot go at once; the oldest goes when a newer one is made, and the rest when the
+    app exits. Without this, every analysed clip left a fer_app_video_* folder behind forever."""
+
+    def __init__(self, prefix: str, keep: int):
+        self.prefix, self.keep = prefix, keep
+        self.folders: collections.deque[str] = collections.deque()
+        self.lock = threading.Lock()  # handlers of concurrent requests share it
+        atexit.register(self.clear)
+
+    def new(self) -> str:
+        folder = tempfile.mkdtemp(prefix=self.prefix)
+        with self.lock:
+            self.folders.append(folder)
+            old = [self.folders.popleft() for _ in range(max(0, len(self.folders) - self.keep))]
+        for path in old:
+            shutil.rmtree(path, ignore_errors=True)
+        return folder
+
+    def remove(self, folder: str) -> None:
+        with self.lock:
+            if folder in self.folders:
+                self.folders.remove(folder)
+        shutil.rmtree(folder, ignore_errors=True)
+
+    def clear(self) -> None:
+        with self.lock:
+            folders, self.folders = list(self.folders), collections.deque()
+        for path in folders:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+VIDEO_FOLDERS_KEPT = 4  # clips whose timeline PNGs stay on disk (several tabs may be showing theirs)
+VIDEO_FOLDERS = RecentFolders("fer_app_video_", VIDEO_FOLDERS_KEPT)
+
+
 def predict_clip(catalogue: ModelCatalogue, video_path: str | None, model_ref: str | None, fps: float) -> VideoOutput:
     """A video -> per-frame emotions of the largest face, a timeline and the distribution over the clip."""
     if not video_path:
         raise UserInputError("Upload a video clip first.")
     predictor = catalogue.get(model_ref)
     fps = sample_rate(video_path, fps)
-    plots = tempfile.mkdtemp(prefix="fer_app_video_")  # Gradio serves the PNGs after this returns: not deleted here
-    result = predictor.predict_video(video_path, fps=fps, crop_mode="detect", plot_dir=plots)
+    plots = VIDEO_FOLDERS.new()  # Gradio copies the PNGs into its cache after this returns: kept for a while
+    try:
+        result = predictor.predict_video(video_path, fps=fps, crop_mode="detect", plot_dir=plots)
+    except BaseException:
+        VIDEO_FOLDERS.remove(plots)
+        raise
     if result.error:
+        VIDEO_FOLDERS.remove(plots)
         raise UserInputError(f"This file cannot be used as a video ({result.error}).")
     output = VideoOutput(frames=[frame_row(frame) for frame in result.frames], tracks=track_rows(result.tracks))
     output.plots = [(result.plot, "All faces over time")] if result.plot else []
@@ -282,6 +333,110 @@ def track_rows(tracks: list[dict]) -> list[dict]:
 # ---------------------------------------------------------------- live webcam
 
 LIVE_SMOOTHING = 0.6  # default strength of the per-face moving average in the Live tab
+LIVE_IDLE_S = 10  # a stream that sends no frame for this long is closed: its place goes to someone else
+LIVE_MAX_STREAMS = 2  # open streams at once (2 CPU cores: one each); one more is told when to come back
+LIVE_MAX_SIDE = 4096  # a webcam frame beyond this side is refused (no camera sends one; a forged request might)
+
+
+class LiveStreams:
+    """The open Live-tab streams, by session token, with the time each last sent a frame. A stream idle for
+    `idle_s` is closed (its place freed); a new stream over `limit` is refused with a sentence saying when a place
+    frees up, instead of waiting silently in Gradio's queue."""
+
+    def __init__(self, limit: int = LIVE_MAX_STREAMS, idle_s: float = LIVE_IDLE_S, clock=time.monotonic):
+        self.limit, self.idle_s, self.clock = limit, idle_s, clock
+        self.last_frame: dict[str, float] = {}
+        self.lock = threading.Lock()
+
+    def admit(self, token: str) -> bool:
+        """Record a frame of stream `token`: True when it was open, False when it opens now; raises UserInputError
+        when `limit` others are open."""
+        with self.lock:
+            now = self.clock()
+            self.close_idle(now)
+            if token in self.last_frame or len(self.last_frame) < self.limit:
+                was_open = token in self.last_frame
+                self.last_frame[token] = now
+                return was_open
+            wait = min(self.idle_s - (now - last) for last in self.last_frame.values())
+        raise UserInputError(
+            f"{len(self.last_frame)} live streams are open (the most this server runs at once); try again in "
+            f"{max(1, round(wait))} s or later, when one stops or stays idle for {self.idle_s:g} s."
+        )
+
+    def close_idle(self, now: float) -> None:
+        for token, last in list(self.last_frame.items()):
+            if now - last > self.idle_s:
+                del self.last_frame[token]
+
+    def release(self, token: str | None) -> None:
+        with self.lock:
+            self.last_frame.pop(token, None)
+
+    def __len__(self) -> int:
+        with self.lock:
+            self.close_idle(self.clock())
+            return len(self.last_frame)
+
+
+LIVE_STREAMS = LiveStreams()
+
+
+def live_rgb(frame: object) -> np.ndarray:
+    """Whatever a webcam stream delivered -> (H, W, 3) uint8 RGB, or a UserInputError saying why it is no picture.
+    Gray (H, W) and (H, W, 1) frames are repeated to RGB, RGBA loses its alpha, 16-bit values are scaled (65535 ->
+    255, as uploads are), floats in [0, 1] are taken as fractions; a data URL or base64 string is decoded like an
+    upload; anything else (a number, text, an empty or huge array) is refused."""
+    if frame is None:
+        raise UserInputError("The webcam sent no picture: allow the camera in the browser, then press Record.")
+    if isinstance(frame, str):
+        frame = _decode_frame_text(frame)
+    if isinstance(frame, Image.Image):
+        frame = np.asarray(as_displayed(frame).convert("RGB"))
+    if not isinstance(frame, np.ndarray) or frame.dtype.kind not in "buif":
+        kind = f"an array of {frame.dtype}" if isinstance(frame, np.ndarray) else f"a {type(frame).__name__}"
+        raise UserInputError(f"The webcam frame is {kind}, not a picture (an image of RGB pixels expected).")
+    if frame.ndim == 3 and frame.shape[2] in (1, 3, 4):
+        frame = frame[..., :3] if frame.shape[2] > 1 else frame[..., 0]
+    if (
+        frame.ndim not in (2, 3)
+        or frame.shape[2:] not in ((), (3,))
+        or min(frame.shape[:2]) < 8
+        or max(frame.shape[:2]) > LIVE_MAX_SIDE
+    ):
+        raise UserInputError(
+            f"The webcam frame has shape {frame.shape}: expected (height, width) gray or (height, width, 3 or 4) "
+            f"colour pixels, each side from 8 to {LIVE_MAX_SIDE}."
+        )
+    frame = _to_uint8(frame)
+    return np.ascontiguousarray(np.repeat(frame[..., None], 3, axis=2) if frame.ndim == 2 else frame)
+
+
+def _to_uint8(frame: np.ndarray) -> np.ndarray:
+    if frame.dtype == np.uint8:
+        return frame
+    values = frame.astype(np.float64)
+    if not np.isfinite(values).all():
+        raise UserInputError("The webcam frame holds NaN or infinite values: not a picture.")
+    if frame.dtype.kind == "f" and values.max(initial=0) <= 1.0:
+        values = values * 255.0  # fractions, as float images usually are
+    elif values.max(initial=0) > 255:
+        values = values / 257.0  # 16-bit data, as `fer_hf.images.to_8bit` scales uploads
+    return np.clip(np.rint(values), 0, 255).astype(np.uint8)
+
+
+def _decode_frame_text(text: str) -> Image.Image:
+    """A data URL (data:image/png;base64,...) or bare base64 -> the decoded image, read like an upload."""
+    payload = text.split(",", 1)[1] if text.startswith("data:") and "," in text else text
+    try:
+        data = base64.b64decode(payload, validate=True)
+        image = Image.open(io.BytesIO(data))
+        image.load()
+        return image
+    except (ValueError, OSError, SyntaxError, binascii.Error):
+        raise UserInputError(
+            "The webcam frame is text that is not a base64-encoded picture (PNG, JPEG or WebP expected)."
+        ) from None
 
 
 @dataclass
@@ -290,6 +445,7 @@ class LiveSession:
 
     model_ref: str | None
     faces: VideoFaces
+    token: str = field(default_factory=lambda: uuid.uuid4().hex)  # its place in LIVE_STREAMS
     frames: int = 0
     started: float = field(default_factory=time.perf_counter)
     last: float | None = None  # arrival of the previous frame
@@ -311,16 +467,21 @@ def live_frame(
     model_ref: str | None,
     smoothing: float,
     session: LiveSession | None,
+    streams: LiveStreams = LIVE_STREAMS,
 ) -> LiveOutput:
     """One webcam frame (H, W, 3) RGB -> boxes numbered by track with smoothed labels, the current emotions and
     the measured speed. A new model or smoothing strength starts a new session (new track ids)."""
-    if frame is None:
-        raise UserInputError("The webcam sent no picture: allow the camera in the browser, then press Record.")
+    rgb = live_rgb(frame)
     start = time.perf_counter()
     predictor = catalogue.get(model_ref)
     if session is None or session.model_ref != model_ref or session.faces.config.smoothing != smoothing:
+        if session is not None:
+            streams.release(session.token)  # the same browser's stream goes on with new settings: one place
         session = LiveSession(model_ref, VideoFaces(predictor, "detect", TrackingConfig(smoothing=smoothing)))
-    rgb = np.ascontiguousarray(frame[..., :3])
+    reopened = not streams.admit(session.token) and session.frames > 0  # closed while idle, then a frame came
+    if reopened:  # its tracks are stale: the stream starts afresh in the place it was given again
+        tracking = TrackingConfig(smoothing=smoothing)
+        session = LiveSession(model_ref, VideoFaces(predictor, "detect", tracking), token=session.token)
     (result,) = session.faces.frames([(session.frames, start - session.started, rgb)])
     faces = result.faces
     annotated = draw_faces(rgb, [f.box for f in faces], faces, numbers=[f.track_id for f in faces], smoothed=True)
@@ -329,7 +490,10 @@ def live_frame(
         for f in sorted(faces, key=lambda f: f.track_id)
     ]
     _measure(session, start)
-    return LiveOutput(annotated, current, live_speed(session, len(faces)), session)
+    speed = live_speed(session, len(faces))
+    if reopened:
+        speed += f" · no frame came for over {streams.idle_s:g} s, so the stream was closed; it starts afresh"
+    return LiveOutput(annotated, current, speed, session)
 
 
 def _measure(session: LiveSession, start: float) -> None:

@@ -238,3 +238,371 @@ def test_trust_remote_code_is_a_recipe_key_and_the_flat_flag_of_the_other_comman
         with pytest.raises(ValueError, match="cannot read a model config"):
             build_vit(args, ("a", "b"), {0: "a", 1: "b"}, {"a": 0, "b": 1}, None)
         assert seen.pop() == {"trust_remote_code": value}  # always said, never left to a prompt
+
+
+def _error_lines(err: str) -> list[str]:
+    """stderr without the progress bars transformers and the exporter print there; a traceback fails the test."""
+    assert "Traceback" not in err, err[-2000:]
+    noise = ("Loading weights", "[torch.onnx]", "exported in ")
+    return [line for line in err.strip().splitlines() if line.strip() and not line.startswith(noise)]
+
+
+# ---------------------------------------------------------------- bad or foreign ONNX exports (#38 round 3, item 1)
+@pytest.fixture(scope="module")
+def tiny_export(tmp_path_factory):
+    """A tiny random CNN exported by `python -m fer_hf.export` (opset 18, parity checked on the bundled faces)."""
+    from helpers import save_tiny_cnn
+
+    from fer_hf import export
+
+    root = tmp_path_factory.mktemp("onnx")
+    save_tiny_cnn(root / "model")
+    assert export.main([str(root / "model"), "--output", str(root / "export")]) == 0
+    return root / "export"
+
+
+def _foreign_onnx(path: Path, shape: list, outputs: int = 7) -> None:
+    """A valid ONNX graph that is not an export of this package: input x of `shape` -> Flatten -> a (batch, outputs)
+    MatMul; made with onnx.helper, as any other tool's model."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    features = int(np.prod([d for d in shape[1:]]))
+    weight = numpy_helper.from_array(np.ones((features, outputs), np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Flatten", ["x"], ["flat"]), helper.make_node("MatMul", ["flat", "w"], ["y"])],
+        "foreign",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", outputs])],
+        [weight],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), path)
+
+
+def _edit_spec(folder: Path, edit) -> None:
+    import json
+
+    config = json.loads((folder / "config.json").read_text())
+    edit(config["fer_hf_onnx"])
+    (folder / "config.json").write_text(json.dumps(config))
+
+
+def _truncate(folder: Path) -> None:
+    data = (folder / "model.onnx").read_bytes()
+    (folder / "model.onnx").write_bytes(data[: len(data) // 3])
+
+
+ONNX_CASES = {  # name -> (how the copy of a good export is spoilt, fragments of the one error line)
+    "truncated model.onnx": (_truncate, ["model.onnx: onnxruntime cannot load it", "export the model again"]),
+    "a foreign model (1, 10) -> 7": (
+        lambda f: _foreign_onnx(f / "model.onnx", ["N", 10]),
+        ["model.onnx: takes x tensor(float) of shape (N, 10)", "expected one float input (batch, 1, 48, 48)"],
+    ),
+    "a foreign image model of another size": (
+        lambda f: _foreign_onnx(f / "model.onnx", ["N", 3, 64, 64]),
+        ["model.onnx: takes x tensor(float) of shape (N, 3, 64, 64)", "(size 48, channels 1)"],
+    ),
+    "config says another input size": (
+        lambda f: _edit_spec(f, lambda spec: spec.update(size=64)),
+        ["of shape (batch, 1, 48, 48)", "expected one float input (batch, 1, 64, 64)"],
+    ),
+    "config.json without mean": (
+        lambda f: _edit_spec(f, lambda spec: spec.pop("mean")),
+        ["config.json: fer_hf_onnx has no ['mean']", "a list of 1 or `channels` numbers"],
+    ),
+    "mean of the wrong type": (
+        lambda f: _edit_spec(f, lambda spec: spec.update(mean="0.5")),
+        ["config.json: fer_hf_onnx.mean is '0.5'", "a list of 1 or `channels` numbers"],
+    ),
+    "labels shorter than the outputs": (
+        lambda f: _edit_spec(f, lambda spec: spec.update(labels=spec["labels"][:5])),
+        ["gives logits of shape (batch, 7)", "names 5 labels", "expected (batch, 5)"],
+    ),
+    "config.json without the export block": (
+        lambda f: _edit_spec(f, lambda spec: spec.clear()) or _drop_block(f),
+        ["config.json: has no 'fer_hf_onnx' block", "an ONNX model from elsewhere is not supported"],
+    ),
+}
+
+
+def _drop_block(folder: Path) -> None:
+    import json
+
+    config = json.loads((folder / "config.json").read_text())
+    config.pop("fer_hf_onnx")
+    (folder / "config.json").write_text(json.dumps(config))
+
+
+@pytest.mark.parametrize("case", sorted(ONNX_CASES))
+def test_a_bad_or_foreign_export_is_one_sentence_in_the_runtime_and_predict(case, tiny_export, tmp_path, capsys):
+    from fer_hf import predict, runtime
+
+    spoil, fragments = ONNX_CASES[case]
+    folder = tmp_path / "export"
+    shutil.copytree(tiny_export, folder)
+    spoil(folder)
+    photo = REPO / "spaces_app/examples/fer_happy.png"
+    for command, argv in [
+        (runtime.main, [str(folder), str(photo)]),
+        (predict.main, [str(photo), "--model", str(folder)]),
+    ]:
+        assert run(command, argv) == 2, (case, command.__module__)
+        lines = _error_lines(capsys.readouterr().err)
+        assert len(lines) == 1 and lines[0].startswith("error: "), (command.__module__, lines)
+        assert str(folder) in lines[0] and all(f in lines[0] for f in fragments), (
+            command.__module__,
+            fragments,
+            lines,
+        )
+
+
+def test_an_onnx_file_alone_is_named_as_such(tmp_path, capsys):
+    from fer_hf import predict, runtime
+
+    (tmp_path / "onnx_only").mkdir()
+    _foreign_onnx(tmp_path / "onnx_only/model.onnx", ["N", 1, 48, 48])
+    photo = str(REPO / "spaces_app/examples/fer_happy.png")
+    assert run(runtime.main, [str(tmp_path / "onnx_only"), photo]) == 2
+    assert "onnx_only: no config.json; expected a fer_hf.export folder" in capsys.readouterr().err
+    assert run(predict.main, [photo, "--model", str(tmp_path / "onnx_only")]) == 2
+    assert "a model.onnx alone is not enough" in capsys.readouterr().err
+
+
+def test_the_good_export_still_runs(tiny_export, capsys):
+    from fer_hf import runtime
+
+    assert run(runtime.main, [str(tiny_export), str(REPO / "spaces_app/examples/fer_happy.png")]) == 0
+    assert "1 face(s): 1: " in capsys.readouterr().out
+
+
+def test_explain_an_export_says_it_needs_the_torch_model(tiny_export, tmp_path, capsys):
+    from fer_hf import explain
+
+    argv = [
+        "--model",
+        str(tiny_export),
+        str(REPO / "spaces_app/examples/fer_happy.png"),
+        "--output",
+        str(tmp_path / "x"),
+    ]
+    assert run(explain.main, argv) == 2
+    err = _error_lines(capsys.readouterr().err)
+    assert len(err) == 1 and "an ONNX export run by onnxruntime" in err[0], err
+    assert "explanations need the torch model it was exported from" in err[0] and "model'" in err[0]
+    assert not (tmp_path / "x").exists()
+
+
+EXPLAIN_CASES = [  # (argv besides --output, fragment of the one error line): the whole run fails -> exit 2
+    (["--model", "default", "missing.png"], "missing.png: not a readable image"),
+    (["--model", "default", "coins.png"], "coins.png: no face found; pass --cropped"),
+    (["--model", "default", "fer_happy.png", "--method", "attention"], "attention: "),  # the only method: skipped
+    (["--model", "default", "fer_happy.png", "--target", "joy"], "--target 'joy' is not a class of this model"),
+    (["--model", "nowhere/at/all", "fer_happy.png"], "could not load --model nowhere/at/all"),
+]
+
+
+@pytest.mark.parametrize(("argv", "fragment"), EXPLAIN_CASES)
+def test_explain_ends_a_run_that_explains_nothing_with_one_error_line(argv, fragment, tmp_path, monkeypatch, capsys):
+    from PIL import Image
+    from skimage import data as skdata
+
+    from fer_hf import explain
+
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(REPO / "spaces_app/examples/fer_happy.png", "fer_happy.png")
+    Image.fromarray(skdata.coins()).save("coins.png")
+    assert run(explain.main, [*argv, "--output", "out"]) == 2
+    err = _error_lines(capsys.readouterr().err)
+    assert len(err) == 1 and err[0].startswith("error: ") and fragment in err[0], err
+    assert not Path("out").exists()
+
+
+# ---------------------------------------------------------------- export: opsets and exports of exports (item 2)
+@pytest.mark.parametrize("opset", ["5", "16", "99", "eighteen"])
+def test_export_refuses_an_opset_it_cannot_write(opset, tmp_path, capsys):
+    from fer_hf import export
+
+    with pytest.raises(SystemExit) as stop:
+        export.main(["default", "--output", str(tmp_path / "out"), "--opset", opset])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and f"argument --opset: {opset!r}: torch's exporter writes opsets 17 to" in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_export_records_the_opset_it_wrote_and_refuses_a_silent_fallback(tiny_export, tmp_path, monkeypatch):
+    import json
+
+    import onnx
+
+    from fer_hf import export
+
+    spec = json.loads((tiny_export / "config.json").read_text())["fer_hf_onnx"]
+    declared = [e.version for e in onnx.load(str(tiny_export / "model.onnx")).opset_import if e.domain == ""]
+    assert spec["opset"] == 18 and declared == [18]
+    assert "opset 18" in (tiny_export / "README.md").read_text()
+
+    monkeypatch.setattr(export, "written_opset", lambda path: 18)  # what torch does for an opset it cannot convert to
+    with pytest.raises(export.ExportError, match=r"--opset 17: torch's exporter wrote opset 18 instead"):
+        export.export(
+            export.parse_args([str(tiny_export.parent / "model"), "--output", str(tmp_path / "o"), "--opset", "17"])
+        )
+    assert not (tmp_path / "o").exists()
+
+
+def test_exporting_an_export_is_one_sentence(tiny_export, tmp_path, capsys):
+    from fer_hf import export
+
+    assert run(export.main, [str(tiny_export), "--output", str(tmp_path / "again")]) == 2
+    err = _error_lines(capsys.readouterr().err)
+    assert len(err) == 1 and "already an ONNX model" in err[0] and "\x1b[" not in err[0], err
+    assert "export the torch model it came from" in err[0] and not (tmp_path / "again").exists()
+
+
+# ---------------------------------------------------------------- benchmarks (item 3)
+BENCH_CASES = [  # argv of python -m fer_hf.bench; argparse refuses each with a sentence, before anything is measured
+    (["train", "--steps", "0"], "argument --steps: expected an integer of at least 1, got '0'"),
+    (["train", "--repeats", "-1"], "argument --repeats: expected an integer of at least 1, got '-1'"),
+    (["train", "--warmup", "x"], "argument --warmup: expected an integer of at least 0, got 'x'"),
+    (["video", "--seconds", "0"], "argument --seconds: expected a number of at least 0.1 s (one frame at 10 fps)"),
+    (["video", "--seconds", "nan"], "argument --seconds: expected a number of at least 0.1"),
+    (["video", "--detect-every", "0"], "argument --detect-every: expected an integer of at least 1, got '0'"),
+    (["predict", "--repeats", "0"], "argument --repeats: expected an integer of at least 1, got '0'"),
+    (["nosuch"], "invalid choice: 'nosuch'"),
+]
+
+
+@pytest.mark.parametrize(("argv", "fragment"), BENCH_CASES)
+def test_bench_refuses_arguments_that_would_measure_nothing(argv, fragment):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run(
+        [sys.executable, "-m", "fer_hf.bench", *argv], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert done.returncode == 2 and fragment in done.stderr and "Traceback" not in done.stderr, done.stderr[-1500:]
+    assert not done.stdout.strip()  # no headline: nothing was measured
+
+
+def test_bench_goes_through_cli_run(capsys):
+    """A benchmark's bad input beyond argparse (a model that does not load) is one error line, not a traceback."""
+    from fer_hf.bench.__main__ import main
+
+    assert run(main, ["video", "--model", "nowhere/at/all", "--seconds", "0.5", "--repeats", "1"]) == 2
+    err = _error_lines(capsys.readouterr().err)
+    assert len(err) == 1 and err[0].startswith("error: ") and "nowhere/at/all" in err[0], err
+
+
+# ---------------------------------------------------------------- metrics.json values of the wrong type (item 4)
+RECORD_CASES = {  # name -> (edit of a real run record's JSON, fragment of the RecordError)
+    "accuracy as a word": (
+        lambda d: d["validation"].update(accuracy="high"),
+        "[validation]: key 'accuracy' is \"high\" (str), expected a number",
+    ),
+    "a per-class f1 as a word": (
+        lambda d: d["validation"]["per_class"]["happy"].update(f1="good"),
+        "key 'per_class'['happy']['f1'] is \"good\" (str), expected a number",
+    ),
+    "parameters as a string": (
+        lambda d: d.update(parameters="12k"),
+        "key 'parameters' is \"12k\" (str), expected an integer",
+    ),
+    "train_seconds as a list": (
+        lambda d: d.update(train_seconds=[1, 2]),
+        "key 'train_seconds' is [1, 2] (list), expected a number or null",
+    ),
+    "a boolean accuracy": (
+        lambda d: d["validation"].update(accuracy=True),
+        "key 'accuracy' is true (bool), expected a number",
+    ),
+    "a confusion cell as text": (
+        lambda d: d["validation"]["confusion_matrix"][0].__setitem__(0, "3"),
+        "key 'confusion_matrix'[0][0] is \"3\" (str), expected an integer",
+    ),
+    "labels not a list": (
+        lambda d: d.update(labels="happy,sad"),
+        "key 'labels' is \"happy,sad\" (str), expected a list",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(RECORD_CASES))
+def test_a_metrics_value_of_the_wrong_type_names_the_file_and_key(case, tmp_path, capsys):
+    import json
+
+    from fer_hf import compare
+    from fer_hf.loading import DEFAULT_MODEL_DIR
+    from fer_hf.results import RecordError, read_record
+
+    edit, fragment = RECORD_CASES[case]
+    doc = json.loads((DEFAULT_MODEL_DIR / "metrics.json").read_text())
+    read_record(DEFAULT_MODEL_DIR / "metrics.json")  # the real record reads
+    edit(doc)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "metrics.json").write_text(json.dumps(doc))
+    with pytest.raises(RecordError) as caught:
+        read_record(run_dir)
+    assert str(caught.value).startswith(str(run_dir / "metrics.json")) and fragment in str(caught.value), caught.value
+    assert run(compare.main, [str(run_dir), "--output", str(tmp_path / "cmp")]) == 2  # a reader: one sentence
+    err = _error_lines(capsys.readouterr().err)
+    assert len(err) == 1 and fragment in err[0] and "Unknown format code" not in err[0], err
+
+
+# ---------------------------------------------------------------- animated images (item 5)
+@pytest.fixture
+def animated_gif(tmp_path):
+    """A 3-frame GIF of a real face whose first frame is blank grey: read from frame 1 alone, no face is found."""
+    import cv2
+    from PIL import Image
+    from skimage import data as skdata
+
+    face = Image.fromarray(cv2.resize(skdata.astronaut(), (256, 256), interpolation=cv2.INTER_AREA))
+    blank = Image.new("RGB", face.size, (128, 128, 128))
+    path = tmp_path / "wave.gif"
+    mirrored = face.transpose(Image.Transpose.FLIP_LEFT_RIGHT)  # another frame: PIL merges identical ones
+    blank.save(path, save_all=True, append_images=[face, mirrored], duration=[200, 300, 400], loop=0)
+    return path
+
+
+def test_an_animated_gif_is_refused_as_a_photo_with_a_sentence(animated_gif, capsys):
+    from fer_hf import predict
+    from fer_hf.faces import ImageLoadError, load_image
+
+    with pytest.raises(ImageLoadError) as caught:
+        load_image(animated_gif)
+    message = str(caught.value)
+    assert message.startswith(f"{animated_gif}: an animated GIF of 3 frames") and "pass it as a video" in message
+    assert "not a readable image" not in message  # it is readable: it is just not one photo
+    assert predict.main([str(animated_gif)]) == 1  # one file's error line, as for any unusable photo
+    out = capsys.readouterr().out
+    assert "an animated GIF of 3 frames" in out and "no face found" not in out, out
+
+
+def test_animation_frames_reads_every_frame_with_its_time_as_opencv_does(animated_gif):
+    import cv2
+
+    from fer_hf.faces import FaceDetector
+    from fer_hf.images import animation_frames, is_animated
+
+    assert is_animated(animated_gif) and not is_animated(REPO / "spaces_app/examples/fer_happy.png")
+    frames = list(animation_frames(animated_gif))
+    assert [(i, t) for i, t, _ in frames] == [(0, 0.0), (1, 0.2), (2, 0.5)]
+    detector = FaceDetector()
+    assert [len(detector.faces(rgb, "detect")) for _, _, rgb in frames] == [0, 1, 1]  # the face is in frames 1-2
+    capture, times = cv2.VideoCapture(str(animated_gif)), []
+    while capture.read()[0]:  # OpenCV reads a GIF as a video, with the same times: predict_video can take it
+        times.append(round(capture.get(cv2.CAP_PROP_POS_MSEC) / 1000, 3))
+    assert len(times) == 3 and times[1:] == [0.2, 0.5]
+
+
+def test_a_torch_model_with_a_stray_model_onnx_still_loads_as_torch(tmp_path):
+    from helpers import save_tiny_cnn
+
+    from fer_hf.loading import OnnxImageClassifier, load_classifier
+
+    folder = save_tiny_cnn(tmp_path / "model")
+    _foreign_onnx(folder / "model.onnx", ["N", 10])  # a Hub repo may ship an ONNX file beside its weights
+    assert not isinstance(load_classifier(folder).model, OnnxImageClassifier)

@@ -114,3 +114,24 @@ def test_bench_scale_quick_launches_1_and_2_processes(capsys):
     assert min(p1, p2, t1, t2) > 0
     assert p_ratio == pytest.approx(p2 / p1, abs=0.02) and t_ratio == pytest.approx(t2 / t1, abs=0.02)
     assert images == pytest.approx(2 * t2 / t1, abs=0.02)  # 2 ranks: 2 batches a step
+
+
+def test_bench_app_quick_sends_a_burst_and_the_server_stays_up(tmp_path, capsys):
+    """`bench app --quick`: the app on 127.0.0.1 with a tiny model, 3 clients at once, every request answered."""
+    import re
+
+    from helpers import save_tiny_cnn
+
+    model = save_tiny_cnn(tmp_path / "tiny")
+    assert main(["app", "--quick", "--model", str(model)]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    found = re.fullmatch(
+        r"app: 3 clients x 1: ok (\d), refused 0, failed 0; median ([\d.]+) s, max ([\d.]+) s; server up", last
+    )
+    assert found and found.group(1) == "3" and float(found.group(2)) <= float(found.group(3)), last
+
+
+def test_bench_app_refuses_no_clients(capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["app", "--clients", "0"])
+    assert stop.value.code == 2 and "argument --clients: expected an integer of at least 1" in capsys.readouterr().err

@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 from skimage import data as skdata
 
+from fer_hf.cli import run
 from fer_hf.explain import (
     GRADCAM_LAYERS,
     ExplainError,
@@ -177,8 +178,14 @@ def test_cli_all_methods_and_a_bad_target(models, photo, tmp_path, capsys):
         "filters.png",
     ]
     argv = ["--model", cnn_dir, str(photo), "--method", "saliency", "--output", str(tmp_path / "x"), "--target", "joy"]
-    assert main(argv) == 1
-    assert "not a class of this model" in capsys.readouterr().err
+    assert run(main, argv) == 2  # the whole run fails: one error line (cli convention), not a skipped line
+    err = [
+        line
+        for line in capsys.readouterr().err.splitlines()
+        if line.strip() and not line.startswith("Loading weights")
+    ]
+    assert len(err) == 1 and err[0].startswith("error: --target 'joy' is not a class of this model"), err
+    assert not (tmp_path / "x").exists()
 
 
 def test_no_face_is_a_clear_error(models, tmp_path):

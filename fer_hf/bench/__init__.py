@@ -1,6 +1,6 @@
-"""Benchmarks: `python -m fer_hf.bench {data,train,predict,faces,video,scale}`; each prints its headline last."""
+"""Benchmarks: `python -m fer_hf.bench {data,train,predict,faces,video,scale,app}`; each prints its headline last."""
 
-BENCHMARKS = ("data", "train", "predict", "faces", "video", "scale")
+BENCHMARKS = ("data", "train", "predict", "faces", "video", "scale", "app")
 
 
 def bench_parser(name: str, doc: str):
@@ -14,3 +14,21 @@ def bench_parser(name: str, doc: str):
         epilog=doc.split("\n\n", 2)[2],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+
+
+def at_least(minimum: float, kind: type = int, unit: str = ""):
+    """argparse type: a number of `kind` >= `minimum`, refused with a sentence (exit 2): a benchmark of 0 steps or a
+    0-second clip would time nothing and print a throughput of nothing."""
+    import argparse
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or value != value or value < minimum:  # value != value: nan
+            what = "an integer" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"expected {what} of at least {minimum}{unit}, got {text!r}")
+        return value
+
+    return parse

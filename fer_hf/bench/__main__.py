@@ -16,6 +16,7 @@ HELP = {
     "faces": "the face front end (detect, align, crop) on FER2013 faces pasted into real photos",
     "video": "video frames per second, detection on every frame vs every k-th frame with tracking",
     "scale": "predict's faces/s and training's steps/s with 1 and 2 processes (accelerate launch)",
+    "app": "the app under a burst of photo requests: ok / refused / failed, latency, still up",
 }
 
 
@@ -34,4 +35,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from fer_hf.cli import run  # bad input (a missing photo, a model that does not load) is one error line, exit 2
+
+    sys.exit(run(main))

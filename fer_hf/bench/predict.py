@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from fer_hf.bench import at_least
 from fer_hf.faces import DetectorConfig
 from fer_hf.labels import FER_LABELS
 from fer_hf.loading import BUNDLED_MODELS, DEFAULT_MODEL, LoadedModel, is_installed, load_classifier
@@ -164,8 +165,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m fer_hf.bench predict", description=__doc__.split("\n\n")[0])
     parser.add_argument("--families", nargs="+", default=["cnn"], choices=FAMILIES, help="families to time")
     parser.add_argument("--size", default="tiny", choices=("tiny", "base"), help="size of the random vit/resnet")
-    parser.add_argument("--repeats", type=int, default=20, help="timed single-photo calls (median reported)")
-    parser.add_argument("--batch", type=int, default=32, help="photos in the batched-throughput run")
+    parser.add_argument("--repeats", type=at_least(1), default=20, help="timed single-photo calls (median reported)")
+    parser.add_argument("--batch", type=at_least(1), default=32, help="photos in the batched-throughput run")
     parser.add_argument(
         "--no-onnx", dest="onnx", action="store_false", help="skip the onnxruntime rows (they export the model first)"
     )

@@ -39,6 +39,7 @@ import torch
 from torch import nn
 from transformers import Trainer, TrainerCallback, TrainingArguments, get_scheduler
 
+from fer_hf.bench import at_least
 from fer_hf.cli import positive_int
 from fer_hf.data import load_fer_dataset
 from fer_hf.losses import WeightedCrossEntropy
@@ -249,9 +250,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="per step (default on CPU: 64 cnn, 32 timm, 8 vit/resnet; 64 on GPU)",
     )
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="bf16 = autocast on both paths")
-    parser.add_argument("--steps", type=int, default=None, help="timed steps per round (default: 10 cnn, 3 others)")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed steps at the start of every round")
-    parser.add_argument("--repeats", type=int, default=2, help="rounds of trainer, plain (alternating)")
+    parser.add_argument(
+        "--steps", type=at_least(1), default=None, help="timed steps per round (default: 10 cnn, 3 others)"
+    )
+    parser.add_argument("--warmup", type=at_least(0), default=2, help="untimed steps at the start of every round")
+    parser.add_argument("--repeats", type=at_least(1), default=2, help="rounds of trainer, plain (alternating)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument(
         "--transform",
@@ -260,7 +263,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="where the batch transform runs: in the step on the model's device (as fer_hf.train) or in the CPU "
         "collator",
     )
-    parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes, both paths")
+    parser.add_argument("--workers", type=at_least(0), default=0, help="DataLoader worker processes, both paths")
     args = parser.parse_args(argv)
     args.families = [f.strip() for f in args.families.split(",") if f.strip()]
     unknown = set(args.families) - set(FAMILIES)

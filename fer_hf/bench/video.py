@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 import torch
 
-from fer_hf.bench import bench_parser
+from fer_hf.bench import at_least, bench_parser
 from fer_hf.loading import DEFAULT_MODEL, MODEL_HELP
 from fer_hf.predict import Predictor
 from fer_hf.tracking import TrackingConfig
@@ -91,10 +91,14 @@ def labels_by_track(result) -> dict[tuple[int, int], str]:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = bench_parser("video", __doc__)
     parser.add_argument("--model", default=DEFAULT_MODEL, help=MODEL_HELP)
-    parser.add_argument("--seconds", type=float, default=6.0, help="clip length at 10 fps")
-    parser.add_argument("--detect-every", type=int, default=3, help="k: detect on every k-th frame, track between")
-    parser.add_argument("--repeats", type=int, default=2, help="timed passes per way (best kept)")
-    parser.add_argument("--threads", type=int, default=2, help="torch and OpenCV threads")
+    parser.add_argument(
+        "--seconds", type=at_least(0.1, float, " s (one frame at 10 fps)"), default=6.0, help="clip length at 10 fps"
+    )
+    parser.add_argument(
+        "--detect-every", type=at_least(1), default=3, help="k: detect on every k-th frame, track between"
+    )
+    parser.add_argument("--repeats", type=at_least(1), default=2, help="timed passes per way (best kept)")
+    parser.add_argument("--threads", type=at_least(1), default=2, help="torch and OpenCV threads")
     return parser.parse_args(argv)
 
 
@@ -120,4 +124,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from fer_hf.cli import run
+
+    raise SystemExit(run(main))

@@ -95,80 +95,89 @@ def bundle(
     staging = out.with_name(f".{out.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    optional = [name for name in OPTIONAL_FILES if (weights_dir / name).is_file()]
-    for file in (*MODEL_FILES, *optional, *(p.name for p in weights_dir.glob("*.py"))):  # + the model's own code
-        shutil.copy2(weights_dir / file, staging / file)
-    split, ds = fer_evaluate.load_split(data, "validation")
-    faces = FerTensorDataset.from_split(ds, desc=f"decode {split}")
-    full_precision = None
-    if half:  # measured in float32 first: --half is refused if PublicTest moves by HALF_TOLERANCE or more
-        full_precision = single_view_scores(load_classifier(staging), faces)  # Scores
-        store_half(staging / "model.safetensors")
-    if state is None:  # a bundled folder: its resolved recipe names the run it came from; keep it as it is
-        shutil.copy2(model_dir / "recipe.yaml", staging / "recipe.yaml")
-        recipe = load_recipe(str(staging / "recipe.yaml"))
-    else:
-        recipe = load_recipe(recipe_path, ["--training.output_dir", str(model_dir)])
-        recipe.save(staging / "recipe.yaml")
-    where = f"fer_hf/assets/{out.name}"  # the model is named by where it lives, not by the staging folder
-    loaded = load_classifier(staging)
-    fer_evaluate.check_labels(loaded.label_names, ds.features["label"].names, str(model_dir))
-    reports = {}
-    raters = raters_of(ds)  # FER+: the raters' vote shares, for KL and NLL of the votes
-    for tta, folder in (("none", "evaluation"), ("hflip", "evaluation_hflip")):
-        reports[tta] = fer_evaluate.evaluate(loaded, faces, data=data, split=split, tta=tta, name=where, raters=raters)
-        (staging / folder).mkdir()
-        fer_evaluate.write_outputs(staging / folder, reports[tta], faces.images)
-    single = reports["none"]
-    if full_precision is not None:
-        moved = abs(single.accuracy - full_precision.accuracy)
-        if moved >= HALF_TOLERANCE:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise ValueError(
-                f"--half moves PublicTest accuracy by {moved:.4f} ({full_precision.accuracy:.4f} in float32, "
-                f"{single.accuracy:.4f} in float16), not less than {HALF_TOLERANCE}: bundle without --half"
+    try:  # an error or Ctrl-C anywhere below must not leave the staging folder behind
+        optional = [name for name in OPTIONAL_FILES if (weights_dir / name).is_file()]
+        for file in (*MODEL_FILES, *optional, *(p.name for p in weights_dir.glob("*.py"))):  # + the model's own code
+            shutil.copy2(weights_dir / file, staging / file)
+        split, ds = fer_evaluate.load_split(data, "validation")
+        faces = FerTensorDataset.from_split(ds, desc=f"decode {split}")
+        full_precision = None
+        if half:  # measured in float32 first: --half is refused if PublicTest moves by HALF_TOLERANCE or more
+            full_precision = single_view_scores(load_classifier(staging), faces)  # Scores
+            store_half(staging / "model.safetensors")
+        if state is None:  # a bundled folder: its resolved recipe names the run it came from; keep it as it is
+            shutil.copy2(model_dir / "recipe.yaml", staging / "recipe.yaml")
+            recipe = load_recipe(str(staging / "recipe.yaml"))
+        else:
+            recipe = load_recipe(recipe_path, ["--training.output_dir", str(model_dir)])
+            recipe.save(staging / "recipe.yaml")
+        where = f"fer_hf/assets/{out.name}"  # the model is named by where it lives, not by the staging folder
+        loaded = load_classifier(staging)
+        fer_evaluate.check_labels(loaded.label_names, ds.features["label"].names, str(model_dir))
+        reports = {}
+        raters = raters_of(ds)  # FER+: the raters' vote shares, for KL and NLL of the votes
+        for tta, folder in (("none", "evaluation"), ("hflip", "evaluation_hflip")):
+            reports[tta] = fer_evaluate.evaluate(
+                loaded, faces, data=data, split=split, tta=tta, name=where, raters=raters
             )
-    epoch = int(state["epoch"] if state else run.epochs)
-    device = run.device if run and run.device else "cpu"
-    metrics = RunRecord(
-        model_family=recipe.model.family,
-        labels=single.labels,
-        parameters=single.parameters,
-        trainable_parameters=run.trainable_parameters if run else None,  # what the run trained (None: no record)
-        epochs=epoch,
-        device=device,
-        # A run folder from before fer_hf.train recorded its hardware was trained on the machine bundling it.
-        hardware=(run.hardware if run else None) or describe_hardware(device),
-        world_size=(run.world_size if run else None) or 1,
-        train_seconds=run.train_seconds if run else None,  # None for an interim checkpoint: the run has not ended
-        checkpoint=run.checkpoint
-        if state is None
-        else checkpoint_name(weights_dir, model_dir, run, epoch, recipe.training["num_train_epochs"]),
-        init_from=run.init_from if run else None,  # a second stage: the card says so
-        weight_average=run.weight_average if run else None,
-        # A bundled folder bundled again without --half keeps what it stored, and what that was measured against.
-        weights_dtype="float16" if full_precision else run.weights_dtype if state is None else None,
-        float32_validation=full_precision or (run.float32_validation if state is None else None),
-        splits={"validation": single},
-        summaries={"validation_tta_hflip": reports["hflip"].scores},
-    )
-    write_record(metrics, staging / METRICS_FILE)
-    plot_confusion_matrix(
-        single.confusion_matrix, single.labels, staging / "confusion_matrix_validation.png", split_title(single.labels)
-    )
-    if state is not None:
-        plot_curves({recipe.model.family: state["log_history"]}, staging / "training_curves.png")
-    else:  # a bundled folder: its curves and its comparison travel on
-        shutil.copy2(model_dir / "training_curves.png", staging / "training_curves.png")
-        if comparison is None and (model_dir / "comparison" / "comparison.md").is_file():
-            comparison = str(model_dir / "comparison" / "comparison.md")
-    if comparison:  # the comparison folder's table and charts travel with the model; the card shows the charts
-        shutil.copytree(Path(comparison).parent, staging / "comparison", ignore=shutil.ignore_patterns(".*"))
-        comparison = str(staging / "comparison" / Path(comparison).name)  # read before `out` is replaced
-    extra = comparison_charts(staging) + status_section(metrics, name, recipe_path, data)
-    write_model_card(staging, repo_id=where, comparison=comparison, extra=extra)
-    shutil.rmtree(out, ignore_errors=True)
-    staging.rename(out)
+            (staging / folder).mkdir()
+            fer_evaluate.write_outputs(staging / folder, reports[tta], faces.images)
+        single = reports["none"]
+        if full_precision is not None:
+            moved = abs(single.accuracy - full_precision.accuracy)
+            if moved >= HALF_TOLERANCE:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise ValueError(
+                    f"--half moves PublicTest accuracy by {moved:.4f} ({full_precision.accuracy:.4f} in float32, "
+                    f"{single.accuracy:.4f} in float16), not less than {HALF_TOLERANCE}: bundle without --half"
+                )
+        epoch = int(state["epoch"] if state else run.epochs)
+        device = run.device if run and run.device else "cpu"
+        metrics = RunRecord(
+            model_family=recipe.model.family,
+            labels=single.labels,
+            parameters=single.parameters,
+            trainable_parameters=run.trainable_parameters if run else None,  # what the run trained (None: no record)
+            epochs=epoch,
+            device=device,
+            # A run folder from before fer_hf.train recorded its hardware was trained on the machine bundling it.
+            hardware=(run.hardware if run else None) or describe_hardware(device),
+            world_size=(run.world_size if run else None) or 1,
+            train_seconds=run.train_seconds if run else None,  # None for an interim checkpoint: the run has not ended
+            checkpoint=run.checkpoint
+            if state is None
+            else checkpoint_name(weights_dir, model_dir, run, epoch, recipe.training["num_train_epochs"]),
+            init_from=run.init_from if run else None,  # a second stage: the card says so
+            weight_average=run.weight_average if run else None,
+            # A bundled folder bundled again without --half keeps what it stored, and what that was measured against.
+            weights_dtype="float16" if full_precision else run.weights_dtype if state is None else None,
+            float32_validation=full_precision or (run.float32_validation if state is None else None),
+            splits={"validation": single},
+            summaries={"validation_tta_hflip": reports["hflip"].scores},
+        )
+        write_record(metrics, staging / METRICS_FILE)
+        plot_confusion_matrix(
+            single.confusion_matrix,
+            single.labels,
+            staging / "confusion_matrix_validation.png",
+            split_title(single.labels),
+        )
+        if state is not None:
+            plot_curves({recipe.model.family: state["log_history"]}, staging / "training_curves.png")
+        else:  # a bundled folder: its curves and its comparison travel on
+            shutil.copy2(model_dir / "training_curves.png", staging / "training_curves.png")
+            if comparison is None and (model_dir / "comparison" / "comparison.md").is_file():
+                comparison = str(model_dir / "comparison" / "comparison.md")
+        if comparison:  # the comparison folder's table and charts travel with the model; the card shows the charts
+            shutil.copytree(Path(comparison).parent, staging / "comparison", ignore=shutil.ignore_patterns(".*"))
+            comparison = str(staging / "comparison" / Path(comparison).name)  # read before `out` is replaced
+        extra = comparison_charts(staging) + status_section(metrics, name, recipe_path, data)
+        write_model_card(staging, repo_id=where, comparison=comparison, extra=extra)
+        shutil.rmtree(out, ignore_errors=True)
+        staging.rename(out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     return out
 
 

@@ -409,19 +409,27 @@ def publish_run(
     overwrite: bool = False,
 ) -> int:
     """Stage, validate and (unless dry_run) upload a run; returns an exit code and prints what happened."""
-    stage_dir = Path(dry_run) if dry_run else Path(tempfile.mkdtemp(prefix=f"fer_hf_publish_{Path(run_dir).name}_"))
-    try:
-        check_apart(stage_dir, run_dir, comparison, flag="--dry-run")
-    except OutputOverlapError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    if dry_run:
+        stage_dir = Path(dry_run)
+        try:
+            check_apart(stage_dir, run_dir, comparison, flag="--dry-run")
+        except OutputOverlapError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+    else:
+        stage_dir = Path(tempfile.mkdtemp(prefix=f"fer_hf_publish_{Path(run_dir).name}_"))
+    ours = not dry_run or not stage_dir.exists() or not any(stage_dir.iterdir())  # a folder this run may remove
     try:
         report = build_repository(
             run_dir, stage_dir, repo_id=repo_id, comparison=comparison, license=license, overwrite=overwrite
         )
     except (PublishError, ValueError, OSError, subprocess.SubprocessError) as err:
-        print(f"error: {scrub(str(err))}\nstaged folder (incomplete): {stage_dir}", file=sys.stderr)
+        left = remove_refused_stage(stage_dir, ours or overwrite)
+        print(f"error: {scrub(str(err))}{left}", file=sys.stderr)
         return 2
+    except BaseException:  # Ctrl-C, or a bug (its traceback follows): no half-staged repository stays behind
+        remove_refused_stage(stage_dir, ours or overwrite)
+        raise
     print_validation(stage_dir, report)
     if dry_run:
         print(f"dry run: repository content for {repo_id} staged in {stage_dir} (nothing uploaded)")
@@ -434,6 +442,16 @@ def publish_run(
     print(f"uploaded {stage_dir} to {url}")
     shutil.rmtree(stage_dir, ignore_errors=True)  # a temporary staging folder; the run folder is untouched
     return 0
+
+
+def remove_refused_stage(stage_dir: Path, ours: bool) -> str:
+    """A refused or interrupted staging is removed (it is incomplete and would look like a repository to upload);
+    a non-empty --dry-run folder of the user's that prepare_stage_dir refused is left as it was. Returns the note
+    for the error line."""
+    if not ours:
+        return ""
+    shutil.rmtree(stage_dir, ignore_errors=True)
+    return f" (the incomplete staged folder {stage_dir} was removed)"
 
 
 def print_validation(stage_dir: Path, report: Validation) -> None:
