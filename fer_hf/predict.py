@@ -46,6 +46,7 @@ from fer_hf.faces import (
     detector_config,
     load_image,
 )
+from fer_hf.images import is_animated
 from fer_hf.loading import DEFAULT_MODEL, MODEL_HELP, LoadedModel, load_classifier, resolve_model_path
 from fer_hf.outputs import OutputOverlapError, check_apart
 from fer_hf.predictions import (  # noqa: F401  (re-exported: the app and the tests import them from predict)
@@ -322,7 +323,12 @@ def expand_inputs(inputs: Sequence[str | Path]) -> list[tuple[str, str]]:
 
 def _kind(path: Path) -> str | None:
     suffix = path.suffix.lower()
+    if suffix in ANIMATED_SUFFIXES and is_animated(path):
+        return "video"  # every frame read with its time, like a short clip (OpenCV decodes GIFs as videos)
     return "image" if suffix in IMAGE_EXTENSIONS else "video" if suffix in VIDEO_EXTENSIONS else None
+
+
+ANIMATED_SUFFIXES = {".gif", ".webp", ".png"}  # formats with animated variants (APNG, animated WebP)
 
 
 def predict_inputs(

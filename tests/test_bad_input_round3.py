@@ -567,7 +567,9 @@ def animated_gif(tmp_path):
     return path
 
 
-def test_an_animated_gif_is_refused_as_a_photo_with_a_sentence(animated_gif, capsys):
+def test_an_animated_gif_is_refused_as_one_photo_and_predict_reads_it_as_a_clip(animated_gif, tmp_path):
+    import json
+
     from fer_hf import predict
     from fer_hf.faces import ImageLoadError, load_image
 
@@ -576,9 +578,11 @@ def test_an_animated_gif_is_refused_as_a_photo_with_a_sentence(animated_gif, cap
     message = str(caught.value)
     assert message.startswith(f"{animated_gif}: an animated GIF of 3 frames") and "pass it as a video" in message
     assert "not a readable image" not in message  # it is readable: it is just not one photo
-    assert predict.main([str(animated_gif)]) == 1  # one file's error line, as for any unusable photo
-    out = capsys.readouterr().out
-    assert "an animated GIF of 3 frames" in out and "no face found" not in out, out
+    out = tmp_path / "gif.json"
+    assert predict.main([str(animated_gif), "--fps", "0", "--json", str(out)]) == 0  # every frame, as a video
+    video = json.loads(out.read_text())[0]
+    faces = [len(frame["faces"]) for frame in video["frames"]]
+    assert faces == [0, 1, 1], video  # the face of frames 2 and 3 is found, not lost behind the blank first frame
 
 
 def test_animation_frames_reads_every_frame_with_its_time_as_opencv_does(animated_gif):
