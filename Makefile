@@ -3,8 +3,16 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 RECIPE ?= recipes/cnn.yaml
+DIST ?= dist
+# make dist's ONNX exports, shipped in the wheel (fer_hf/assets/onnx/), parity-checked on the real FER2013 validation
+# split when ../shared has it, else on the bundled sample. The ensemble's (54 MB in fp32) would take the light venv
+# past 500 MB: `make dist DIST_MODELS="default lite0 ensemble"` ships it too.
+DIST_MODELS ?= default lite0
+SHARED_FER ?= ../shared/fer2013
+CHECK_DATA ?= $(if $(wildcard $(SHARED_FER)/validation.parquet),$(SHARED_FER),bundled)
+ONNX_DIR := fer_hf/assets/onnx
 
-.PHONY: install test quality format smoke train app bench bench-gpu
+.PHONY: install test quality format smoke train app bench bench-gpu dist
 
 install:  ## virtual environment with the package (editable) and its test tools
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +26,16 @@ install:  ## virtual environment with the package (editable) and its test tools
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$(cat .ci/apt-packages.txt); \
 	else echo "make install: the browser test needs: sudo apt-get install -y $$(cat .ci/apt-packages.txt)"; fi
+
+dist:  ## the wheel in dist/: `pip install fer_hf-*.whl` is the light, torch-free install, exports inside
+	# Exported into build/ first, moved into the package only when every model passed its parity check.
+	rm -rf build && mkdir -p build/onnx
+	for model in $(DIST_MODELS); do \
+		$(PY) -m fer_hf.export $$model --output build/onnx/$$model --check-data $(CHECK_DATA) || exit 1; \
+	done
+	rm -rf $(ONNX_DIR) && mv build/onnx $(ONNX_DIR)
+	# setuptools builds in build/ (removed first, else files deleted from the package would stay in the wheel).
+	rm -rf build && $(PY) -m pip wheel --no-deps --wheel-dir $(DIST) . && rm -rf build
 
 test:  ## the whole test suite (CPU, offline, real FER2013 from ../shared)
 	$(PY) -m pytest -q

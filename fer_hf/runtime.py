@@ -1,7 +1,9 @@
 """The light inference runtime: faces found by `fer_hf.faces`, classified by an exported ONNX model through
 onnxruntime. Imports neither torch nor transformers (numpy, OpenCV, Pillow and onnxruntime only), so it runs
-where only `pip install fer_hf[onnx]`'s light dependencies are present.
+where only `pip install fer_hf`'s light dependencies are present.
 
+    python -m fer_hf.runtime photo.jpg [more photos]                 # the bundled default model's shipped export
+    python -m fer_hf.runtime lite0 photo.jpg                         # another bundled model's shipped export
     python -m fer_hf.runtime EXPORT_DIR photo.jpg [more photos]      # EXPORT_DIR from `python -m fer_hf.export`
 
 `OnnxClassifier(folder)` reads the `fer_hf_onnx` block that export wrote into the folder's config.json (labels,
@@ -21,6 +23,9 @@ import numpy as np
 
 EXPORT_KEY = "fer_hf_onnx"  # the block of config.json that `fer_hf.export` writes
 ONNX_FILE = "model.onnx"
+# `make dist` exports the bundled models here (git-ignored), so the wheel ships them: <name>/ per bundled model.
+SHIPPED_DIR = Path(__file__).parent / "assets" / "onnx"
+DEFAULT_EXPORT = "default"
 
 
 class ExportFolderError(ValueError):
@@ -38,6 +43,28 @@ def is_export(folder: str | Path) -> bool:
         return False
 
 
+def resolve_export(ref: str | Path) -> Path:
+    """A bundled model's name ('default', 'lite0', ...) -> its shipped export folder; anything else as given."""
+    if Path(ref).is_dir() or len(Path(ref).parts) > 1:  # a path: OnnxClassifier says what is wrong with it
+        return Path(ref)
+    shipped = SHIPPED_DIR / str(ref)
+    if not is_export(shipped):
+        raise ExportFolderError(
+            f"{ref}: neither an export folder nor a shipped export ({shipped} has none; `make dist` writes the "
+            "bundled models' exports there, `python -m fer_hf.export MODEL --output DIR` any model's)"
+        )
+    return shipped
+
+
+def split_model_arg(argv: Sequence[str]) -> tuple[str, list[str]]:
+    """(model, photos): the first argument is the model when it is a folder, or a name before more arguments that is
+    no file; otherwise every argument is a photo, classified by the shipped default export."""
+    first = Path(argv[0])
+    if first.is_dir() or (len(argv) > 1 and not first.is_file()):
+        return argv[0], list(argv[1:])
+    return DEFAULT_EXPORT, list(argv)
+
+
 class OnnxClassifier:
     """An exported classifier: gray uint8 faces (N, 48, 48) -> probabilities (N, K) through onnxruntime.
 
@@ -48,7 +75,7 @@ class OnnxClassifier:
         try:
             import onnxruntime as ort
         except ImportError as err:
-            raise ExportFolderError("running an exported model needs onnxruntime: pip install 'fer_hf[onnx]'") from err
+            raise ExportFolderError("running an exported model needs onnxruntime: pip install onnxruntime") from err
         self.folder = Path(folder)
         check_export_files(self.folder)
         self.spec = read_spec(self.folder / "config.json")  # {"size", "channels", "mean", "std", "labels", ...}
@@ -234,16 +261,20 @@ def predict_photo(classifier: OnnxClassifier, path: str | Path, detector=None) -
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if len(argv) < 2 or argv[0] in ("-h", "--help"):
+    if not argv or argv[0] in ("-h", "--help"):
         print(__doc__.split("\n\n")[1].strip())
         return 0 if argv[:1] in (["-h"], ["--help"]) else 2
+    model, photos = split_model_arg(argv)
+    if not photos:  # a model and no photo
+        print(__doc__.split("\n\n")[1].strip())
+        return 2
     try:
-        classifier = OnnxClassifier(argv[0])
+        classifier = OnnxClassifier(resolve_export(model))
     except ExportFolderError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     failed = 0
-    for path in argv[1:]:
+    for path in photos:
         try:
             faces = predict_photo(classifier, path)
         except ExportFolderError:  # the model, not this photo: every photo would fail the same way
