@@ -131,14 +131,14 @@ def test_member_table_rows(members, faces):
     probs, _ = fer_ensemble.evaluate_members(model, faces)
     labels = faces.labels.numpy()
     assert probs["none"].shape == (2, len(faces), 7)
-    rows = fer_ensemble.member_table(probs, labels, ["default", "lite0"], FER_LABELS, [1.0, 1.0])
-    assert [r.model for r in rows] == ["default", "lite0", "ensemble"]
+    pair = fer_ensemble.member_table(probs, labels, ["default", "lite0"], FER_LABELS, [1.0, 1.0])
+    assert [r.model for r in pair] == ["default", "lite0", "ensemble"]
     alone = (probs["none"][0].argmax(-1) == labels).mean()
-    assert rows[0].accuracy == round(float(alone), 4)
+    assert pair[0].accuracy == round(float(alone), 4)
     three = {tta: np.concatenate([p, p[:1]]) for tta, p in probs.items()}  # default twice: a third member
     rows = fer_ensemble.member_table(three, labels, ["a", "b", "c"], FER_LABELS, [1.0, 1.0, 1.0])
     assert [r.model for r in rows][-3:] == ["ensemble without a", "ensemble without b", "ensemble without c"]
-    assert (rows[-1].accuracy, rows[-1].macro_f1) == (rows[3].accuracy, rows[3].macro_f1)  # without c = a + b
+    assert (rows[-1].accuracy, rows[-1].macro_f1) == (pair[2].accuracy, pair[2].macro_f1)  # without c = a + b
 
 
 @pytest.fixture(scope="module")

@@ -187,7 +187,7 @@ def test_resume_after_a_cut_reaches_the_same_weights(tmp_path):
         (("--data.sorce", "bundled"), RecipeError, "Did you mean 'source'"),
         (("--model.family", "vitt"), ValueError, r"unknown model family 'vitt'; choose one of \[.*'cnn'"),
         (("--unfreeze.schedule", "{1: [features.7]}"), RecipeError, "unknown layer group 'features.7'"),
-        (("--data.classes", "[happy, sadd]"), ValueError, "unknown FER2013 class 'sadd'"),
+        (("--data.classes", "[happy, sadd]"), ValueError, "unknown class 'sadd'"),
         (("--data.augment.mixup_alpha", "-0.2"), RecipeError, "mixup_alpha must be >= 0"),
         (
             ("--training.optim_args", "momentum"),

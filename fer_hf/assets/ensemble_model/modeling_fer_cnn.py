@@ -150,6 +150,9 @@ class FerCnnForImageClassification(FerCnnPreTrainedModel):
     ) -> ImageClassifierOutput | tuple:
         x = self.features(self._check_channels(pixel_values))  # (B, C_last, h, w)
         logits = self.classifier(self._pool(x))  # (B, num_labels)
+        logits = logits / getattr(
+            self.config, "logit_temperature", 1.0
+        )  # a calibrated model's softmax temperature (`python -m fer_hf.calibrate`; 1.0 = none), in every consumer
         loss = F.cross_entropy(logits, labels) if labels is not None else None
         if return_dict is False:
             return (loss, logits) if loss is not None else (logits,)

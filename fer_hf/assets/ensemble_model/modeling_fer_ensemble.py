@@ -111,6 +111,11 @@ class FerEnsembleForImageClassification(PreTrainedModel):
         weights = torch.tensor(self.config.member_weights, device=probs.device)  # (M,), sum 1
         mean = torch.einsum("m,mbk->bk", weights, probs)
         logits = mean.clamp_min(torch.finfo(mean.dtype).tiny).log()  # (B, K) log-probabilities
+        temperature = getattr(
+            self.config, "logit_temperature", 1.0
+        )  # the ensemble's own calibration (members: theirs)
+        if temperature != 1.0:
+            logits = (logits / temperature).log_softmax(-1)  # still log-probabilities
         loss = F.nll_loss(logits, labels) if labels is not None else None
         if return_dict is False:
             return (loss, logits) if loss is not None else (logits,)

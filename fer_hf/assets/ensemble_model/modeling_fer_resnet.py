@@ -42,6 +42,9 @@ class FerResNetForImageClassification(ResNetPreTrainedModel):
         pixel_values = match_channels(pixel_values, self.config.num_channels)
         outputs = self.resnet(pixel_values, output_hidden_states=output_hidden_states, return_dict=True)
         logits = self.classifier(outputs.pooler_output.flatten(1))  # (B, C_last, 1, 1) -> (B, num_labels)
+        logits = logits / getattr(
+            self.config, "logit_temperature", 1.0
+        )  # a calibrated model's softmax temperature (`python -m fer_hf.calibrate`; 1.0 = none), in every consumer
         loss = F.cross_entropy(logits, labels) if labels is not None else None
         if return_dict is False:
             return (loss, logits) if loss is not None else (logits,)

@@ -55,6 +55,9 @@ class FerViTForImageClassification(ViTPreTrainedModel):
             output_attentions=output_attentions,
         )
         logits = self.classifier(outputs.last_hidden_state[:, 0])  # [CLS] (B, hidden) -> (B, num_labels)
+        logits = logits / getattr(
+            self.config, "logit_temperature", 1.0
+        )  # a calibrated model's softmax temperature (`python -m fer_hf.calibrate`; 1.0 = none), in every consumer
         loss = F.cross_entropy(logits, labels) if labels is not None else None
         if return_dict is False:
             return (loss, logits) if loss is not None else (logits,)

@@ -52,6 +52,9 @@ class FerTimmForImageClassification(TimmWrapperPreTrainedModel):
         pixel_values = match_channels(pixel_values.to(self.device, self.dtype), in_chans)
         features = self.timm_model(pixel_values)  # pooled (B, num_features); timm's classifier is an Identity
         logits = self.classifier(features)
+        logits = logits / getattr(
+            self.config, "logit_temperature", 1.0
+        )  # a calibrated model's softmax temperature (`python -m fer_hf.calibrate`; 1.0 = none), in every consumer
         loss = F.cross_entropy(logits, labels) if labels is not None else None
         if return_dict is False:
             return (loss, logits) if loss is not None else (logits,)
