@@ -10,6 +10,8 @@ import atexit
 import base64
 import binascii
 import collections
+import csv
+import dataclasses
 import io
 import json
 import os
@@ -32,6 +34,7 @@ from fer_hf.images import as_displayed
 from fer_hf.loading import BUNDLED_MODELS, DEFAULT_MODEL, is_installed
 from fer_hf.predict import ImageResult, Predictor, VideoFaces, VideoFrames, VideoLoadError
 from fer_hf.tracking import TrackingConfig
+from fer_hf.writers import commit, csv_columns, frame_rows, staging_path
 
 APP_DIR = Path(__file__).resolve().parent
 EXAMPLES_DIR = APP_DIR / "examples"
@@ -234,7 +237,7 @@ def explain_faces(predictor: Predictor, image_path: str, result: ImageResult, me
 
 @dataclass
 class VideoOutput:
-    timeline: list[dict] = field(default_factory=list)  # rows (time_s, emotion, probability): largest face
+    timeline: list[dict] = field(default_factory=list)  # rows (time_s, face, emotion, probability): every track
     distribution: dict[str, float] = field(default_factory=dict)  # share of face frames per predicted emotion
     frames: list[dict] = field(default_factory=list)  # one row per sampled frame
     tracks: list[dict] = field(default_factory=list)  # one row per face followed through the clip
@@ -304,11 +307,7 @@ def predict_clip(catalogue: ModelCatalogue, video_path: str | None, model_ref: s
     if not with_face:
         output.message, output.warning = f"No face found in any of the {len(result.frames)} sampled frames.", True
         return output
-    output.timeline = [
-        {"time_s": frame.time_s, "emotion": name, "probability": p}
-        for frame in with_face
-        for name, p in frame.faces[0].probabilities.items()
-    ]
+    output.timeline = timeline_rows(with_face)
     output.distribution = dict(result.distribution)
     top = max(output.distribution, key=output.distribution.get)
     output.message = (
@@ -320,6 +319,73 @@ def predict_clip(catalogue: ModelCatalogue, video_path: str | None, model_ref: s
         output.message += f" Note: {result.warning}."
         output.warning = True
     return output
+
+
+def timeline_rows(frames: list) -> list[dict]:
+    """One row per face per frame: its track ("Face 2": one colour per person in the plot), its predicted emotion
+    and that emotion's probability. The largest face is not followed: it changes hands when people move."""
+    return [
+        {"time_s": frame.time_s, "face": f"Face {face.track_id}", "emotion": face.label,
+         "probability": round(face.score, 4)}
+        for frame in frames
+        for face in sorted(frame.faces, key=lambda f: f.track_id or 0)
+    ]  # fmt: skip
+
+
+# Codecs Chromium, Firefox and Safari play inside .mp4/.webm/.mov; OpenCV's mp4v (MPEG-4 part 2) and MJPG are not.
+PLAYABLE_CODECS = {"avc1", "h264", "vp80", "vp90", "av01"}
+PREVIEW_CODEC = (
+    "VP80"  # the browser-playable codec opencv-python-headless writes here (no H.264 encoder ships with it)
+)
+PREVIEW_MAX_SIDE = 640
+PREVIEW_MAX_S = 120  # longer clips are previewed up to here (the analysis still reads the whole clip)
+
+
+def is_playable(video_path: str) -> bool:
+    """Whether a browser plays the file as it is: an mp4/webm/mov container holding H.264, VP8/9 or AV1."""
+    import cv2
+
+    capture = cv2.VideoCapture(video_path)
+    try:
+        code = int(capture.get(cv2.CAP_PROP_FOURCC))
+    finally:
+        capture.release()
+    fourcc = code.to_bytes(4, "little").decode("latin-1").lower()
+    suffix = Path(video_path).suffix.lower()
+    return suffix == ".webm" or (suffix in {".mp4", ".m4v", ".mov"} and fourcc in PLAYABLE_CODECS)
+
+
+def playable_preview(video_path: str | None) -> str | None:
+    """A copy of an upload the browser cannot play (AVI, mp4v, MJPG, ...) as VP8 WebM, at most PREVIEW_MAX_SIDE
+    pixels a side and PREVIEW_MAX_S long; None when the upload plays as it is or cannot be read."""
+    import cv2
+
+    if not video_path or is_playable(video_path):
+        return None
+    capture = cv2.VideoCapture(video_path)
+    fps = capture.get(cv2.CAP_PROP_FPS)
+    fps = fps if 0 < fps <= 240 else 25.0
+    folder = VIDEO_FOLDERS.new()
+    out, writer = Path(folder) / f"{Path(video_path).stem}_preview.webm", None
+    try:
+        for _ in range(int(fps * PREVIEW_MAX_S)):
+            ok, frame = capture.read()
+            if not ok:
+                break
+            scale = min(1.0, PREVIEW_MAX_SIDE / max(frame.shape[:2]))
+            size = (round(frame.shape[1] * scale) // 2 * 2, round(frame.shape[0] * scale) // 2 * 2)  # even sides
+            if writer is None:
+                writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*PREVIEW_CODEC), fps, size)
+                if not writer.isOpened():
+                    return None
+            writer.write(
+                cv2.resize(frame, size, interpolation=cv2.INTER_AREA) if scale < 1 else frame[: size[1], : size[0]]
+            )
+    finally:
+        capture.release()
+        if writer is not None:
+            writer.release()
+    return str(out) if writer is not None and out.is_file() else None
 
 
 def track_rows(tracks: list[dict]) -> list[dict]:
@@ -380,6 +446,70 @@ class LiveStreams:
 
 
 LIVE_STREAMS = LiveStreams()
+LIVE_MAX_ROWS = 100_000  # rows a browser session keeps (about 60 MB of dicts); later frames are not recorded
+
+
+@dataclass
+class LiveRows:
+    """The rows of one browser session's Live tab, in the columns of `python -m fer_hf.predict --webcam --csv`
+    (one per face per processed frame, one with empty face fields for a frame without a face). They outlive a
+    stream (Stop, a new model or smoothing strength): only the Clear button empties them. Frames are numbered and
+    timed from the first recorded one, so they keep counting up across streams."""
+
+    label_names: list[str] = field(default_factory=list)
+    rows: list[dict] = field(default_factory=list)
+    frames: int = 0
+    started: float | None = None  # perf_counter of the first recorded frame
+    capped: bool = False  # LIVE_MAX_ROWS was reached: later frames were not recorded
+    other_labels: bool = False  # the last frame came from a model with other classes: not recorded
+    limit: int = LIVE_MAX_ROWS
+
+    def add(self, frame, label_names: list[str], now: float) -> None:
+        if not self.rows:
+            self.label_names = list(label_names)
+        if list(label_names) != self.label_names:  # another label set (FER+'s 8 classes) cannot share the columns
+            self.other_labels = True
+            return
+        self.other_labels = False
+        self.started = now if self.started is None else self.started
+        timed = dataclasses.replace(frame, index=self.frames, time_s=round(now - self.started, 3))
+        rows = frame_rows(LIVE_SOURCE, timed, self.label_names)
+        if len(self.rows) + len(rows) > self.limit:
+            self.capped = True
+            return
+        self.rows += rows
+        self.frames += 1
+
+    def clear(self) -> None:
+        """Empty in place: a frame already on its way adds to the emptied rows, not to a copy the clear missed."""
+        self.rows, self.frames, self.started, self.capped, self.other_labels = [], 0, None, False, False
+
+    def note(self) -> str:
+        if self.capped:
+            return f"{len(self.rows):,} rows kept: the most one session keeps; save them as CSV and clear to go on"
+        if self.other_labels:
+            return f"{len(self.rows):,} rows kept; this model has other classes: clear the rows to record its frames"
+        return f"{len(self.rows):,} rows kept"
+
+    def write_csv(self, folder: str) -> str:
+        """The rows as CSV in `folder` (staged, then renamed); the header alone when there are none."""
+        path = Path(folder) / "live_rows.csv"
+        staged = staging_path(path)
+        with open(staged, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=csv_columns(self.label_names))
+            writer.writeheader()
+            writer.writerows(self.rows)
+        return str(commit(staged, path))
+
+
+@dataclass(frozen=True)
+class _LiveSource:
+    path: str = "webcam"
+    kind: str = "stream"  # as `predict --webcam` writes it
+
+
+LIVE_SOURCE = _LiveSource()
+LIVE_CSV_FOLDERS = RecentFolders("fer_app_live_", VIDEO_FOLDERS_KEPT)
 
 
 def live_rgb(frame: object) -> np.ndarray:
@@ -468,9 +598,11 @@ def live_frame(
     smoothing: float,
     session: LiveSession | None,
     streams: LiveStreams = LIVE_STREAMS,
+    rows: LiveRows | None = None,
 ) -> LiveOutput:
     """One webcam frame (H, W, 3) RGB -> boxes numbered by track with smoothed labels, the current emotions and
-    the measured speed. A new model or smoothing strength starts a new session (new track ids)."""
+    the measured speed; its rows are added to `rows`. A new model or smoothing strength starts a new session (new
+    track ids)."""
     rgb = live_rgb(frame)
     start = time.perf_counter()
     predictor = catalogue.get(model_ref)
@@ -483,6 +615,8 @@ def live_frame(
         tracking = TrackingConfig(smoothing=smoothing)
         session = LiveSession(model_ref, VideoFaces(predictor, "detect", tracking), token=session.token)
     (result,) = session.faces.frames([(session.frames, start - session.started, rgb)])
+    if rows is not None:
+        rows.add(result, predictor.label_names, start)
     faces = result.faces
     annotated = draw_faces(rgb, [f.box for f in faces], faces, numbers=[f.track_id for f in faces], smoothed=True)
     current = [
@@ -490,7 +624,7 @@ def live_frame(
         for f in sorted(faces, key=lambda f: f.track_id)
     ]
     _measure(session, start)
-    speed = live_speed(session, len(faces))
+    speed = live_speed(session, len(faces)) + (f" · {rows.note()}" if rows is not None else "")
     if reopened:
         speed += f" · no frame came for over {streams.idle_s:g} s, so the stream was closed; it starts afresh"
     return LiveOutput(annotated, current, speed, session)
@@ -541,6 +675,36 @@ class ComparisonView:
     charts: list[tuple[str, str]] = field(default_factory=list)  # (PNG path, caption)
     confusions: list[tuple[str, str]] = field(default_factory=list)
     note: str = ""  # why something is missing
+
+
+@dataclass
+class BundledScores:
+    """Every bundled model's own evaluation (its evaluation/metrics.json, written by fer_hf.evaluate): one table row
+    and one bar per class each. FER+ models are scored on FER+ labels (8 classes, contempt included) of another
+    split, so their row is marked as not like for like."""
+
+    table: list[dict] = field(default_factory=list)  # model, data, split (n), classes, accuracy, macro-F1
+    bars: list[dict] = field(default_factory=list)  # model, class, F1
+    missing: list[str] = field(default_factory=list)  # bundled models without an evaluation here
+
+
+def bundled_scores(models: Mapping = BUNDLED_MODELS) -> BundledScores:
+    scores = BundledScores()
+    for name, model in models.items():
+        try:
+            record = json.loads((Path(model.path) / "evaluation" / "metrics.json").read_text())
+            per_class = {label: record["per_class"][label]["f1"] for label in record["labels"]}
+        except (OSError, ValueError, KeyError, TypeError):
+            scores.missing.append(name)
+            continue
+        data = Path(str(record.get("data", ""))).name or "?"
+        scores.table.append(
+            {"model": name, "data": data, "split (n)": f"{record.get('split')} ({record.get('split_size')})",
+             "classes": len(per_class), "accuracy": round(record["accuracy"], 4),
+             "macro-F1": round(record["macro_f1"], 4)}
+        )  # fmt: skip
+        scores.bars += [{"model": name, "class": label, "F1": round(f1, 4)} for label, f1 in per_class.items()]
+    return scores
 
 
 def comparison_folder(env: Mapping[str, str] | None = None) -> Path:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -27,6 +28,7 @@ from skimage import data
 
 from fer_hf import loading
 from fer_hf.labels import FER_LABELS
+from fer_hf.writers import csv_columns
 
 REPO = Path(__file__).resolve().parents[1]
 APP = REPO / "spaces_app" / "app.py"
@@ -145,9 +147,10 @@ def photos(tmp_path_factory) -> dict[str, Path]:
 
 
 def predict(client, path: Path | None, tiny_model: Path, method: str = "none"):
+    """The page's own event (component updates, positional), callable but left out of the API docs."""
     from gradio_client import handle_file
 
-    return client.predict(handle_file(str(path)) if path else None, str(tiny_model), method, api_name="/predict")
+    return client.predict(handle_file(str(path)) if path else None, str(tiny_model), method, api_name="/photo_page")
 
 
 def label_value(update) -> dict:
@@ -174,10 +177,29 @@ def test_face_photo_gives_annotated_image_boxes_and_seven_probabilities(client, 
     assert x0 <= x + w / 2 <= x1 and y0 <= y + h / 2 <= y1, f"box {details[0]['box_xywh']} is not on her face"
 
 
-def test_no_face_photo_returns_a_message(client, tiny_model, photos):
-    annotated, face1, *_, details, status = predict(client, photos["coins"], tiny_model)
+def test_no_face_photo_returns_a_message_and_hides_the_last_photos_panels(client, tiny_model, photos):
+    predict(client, photos["astronaut"], tiny_model)  # a face first: panel 1 says "Face 1: <emotion>"
+    annotated, *panels, _, details, status = predict(client, photos["coins"], tiny_model)
     assert "No face found" in status
-    assert details == [] and not label_value(face1)
+    assert details == [] and not label_value(panels[0])
+    assert [(p["visible"], p["label"]) for p in panels] == [(False, f"Face {i}") for i in range(1, 7)]
+
+
+def test_api_has_named_endpoints_only_and_photo_returns_a_dict(client, tiny_model, photos):
+    from gradio_client import handle_file
+
+    info = client.view_api(return_format="dict", print_info=False)
+    assert sorted(info["named_endpoints"]) == ["/photo", "/video"] and not info["unnamed_endpoints"]
+    out = client.predict(handle_file(str(photos["astronaut"])), str(tiny_model), "none", api_name="/photo")
+    assert set(out) == {"faces", "annotated", "overlays", "message", "warning"}
+    assert out["warning"] is False and "Found 1 face" in out["message"] and out["overlays"] == []
+    (face,) = out["faces"]
+    assert set(face["probabilities"]) == set(FER_LABELS) and face["label"] in FER_LABELS
+    assert np.asarray(Image.open(out["annotated"])).shape == data.astronaut().shape  # downloaded by the client
+    missing = client.predict(handle_file(str(photos["coins"])), api_name="/photo")  # the default model
+    assert missing["warning"] is True and missing["faces"] == [] and "No face found" in missing["message"]
+    unknown = client.predict(handle_file(str(photos["astronaut"])), "no/such-model", api_name="/photo")
+    assert unknown["warning"] is True and "Unknown model 'no/such-model'" in unknown["message"]
 
 
 def test_bad_input_gives_messages_and_the_server_keeps_serving(client, tiny_model, photos):
@@ -189,7 +211,7 @@ def test_bad_input_gives_messages_and_the_server_keeps_serving(client, tiny_mode
         predict(client, photos["bomb"], tiny_model)
     assert "Upload a photo" in predict(client, None, tiny_model)[-1]
     with pytest.raises(ValueError, match="not in the list of choices"):  # the model selector only offers loaded ones
-        client.predict(None, "no/such-model", "none", api_name="/predict")
+        client.predict(None, "no/such-model", "none", api_name="/photo_page")
     assert "Found 1 face" in predict(client, photos["astronaut"], tiny_model)[-1]
 
 
@@ -207,10 +229,10 @@ def test_many_requests_at_once_are_queued_and_all_answered(client, tiny_model, p
     from gradio_client import handle_file
 
     jobs = [
-        client.submit(handle_file(str(photos[name])), str(tiny_model), "none", api_name="/predict")
+        client.submit(handle_file(str(photos[name])), str(tiny_model), "none", api_name="/photo")
         for name in ("astronaut", "coins", "astronaut", "coins", "astronaut")
     ]
-    statuses = [job.result(timeout=120)[-1] for job in jobs]
+    statuses = [job.result(timeout=120)["message"] for job in jobs]
     assert [("Found 1 face" in s, "No face" in s) for s in statuses] == [(True, False), (False, True)] * 2 + [
         (True, False)
     ]
@@ -225,18 +247,51 @@ def test_video_timeline_and_distribution(client, tiny_model, tmp_path):
     for i in range(30):  # 2 s with the astronaut, then 1 s of grey
         writer.write(face if i < 20 else flat)
     writer.release()
-    timeline, distribution, frames, tracks, plots, status = client.predict(
-        handle_file(str(clip)), str(tiny_model), 5, api_name="/predict_video"
-    )
-    faces_per_frame = [row[1] for row in frames["data"]]
+    out = client.predict(handle_file(str(clip)), str(tiny_model), 5, api_name="/video")
+    faces_per_frame = [row["faces"] for row in out["frames"]]
     assert len(faces_per_frame) == 15 and faces_per_frame[:10] == [1] * 10 and faces_per_frame[10:] == [0] * 5
-    assert len(timeline["data"]) == 10 * len(FER_LABELS)
-    shares = {c["label"]: c["confidence"] for c in distribution["confidences"]}
-    assert set(shares) == set(FER_LABELS) and sum(shares.values()) == pytest.approx(1.0)
-    assert "10 with a face" in status and "1 face(s) followed" in status
-    assert [row[0] for row in tracks["data"]] == [1] and tracks["data"][0][3] == 10  # face 1, seen in 10 frames
-    assert [item["caption"] for item in plots["value"]] == ["All faces over time", "Face 1"]
-    assert [Path(item["image"]).name for item in plots["value"]] == ["clip_timeline.png", "clip_face1.png"]
+    assert len(out["timeline"]) == 10 and {row["face"] for row in out["timeline"]} == {"Face 1"}
+    assert set(out["distribution"]) == set(FER_LABELS) and sum(out["distribution"].values()) == pytest.approx(1.0)
+    assert "10 with a face" in out["message"] and "1 face(s) followed" in out["message"]
+    assert [(t["face"], t["frames"]) for t in out["tracks"]] == [(1, 10)]  # face 1, seen in 10 frames
+    assert [item["caption"] for item in out["plots"]] == ["All faces over time", "Face 1"]
+    assert [Path(item["image"]).name for item in out["plots"]] == ["clip_timeline.png", "clip_face1.png"]
+    timeline, *_, status = client.predict(handle_file(str(clip)), str(tiny_model), 5, api_name="/video_page")
+    assert timeline["data"] and "10 with a face" in status  # the page's event: the same analysis
+
+
+def test_video_timeline_has_one_series_per_track(tiny_model, tmp_path):
+    """Six people: the main plot's rows carry each face's track (its colour), not only the largest face's."""
+    from fer_hf.bench.video import group_photo
+
+    catalogue = backend.ModelCatalogue([backend.ModelEntry(str(tiny_model), predictor=backend.Predictor(tiny_model))])
+    photo = cv2.cvtColor(cv2.resize(group_photo(), (640, 444), interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2BGR)
+    clip = tmp_path / "group.avi"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 5, (640, 444))
+    for shift in range(0, 20, 4):
+        writer.write(np.roll(photo, shift, axis=1))
+    writer.release()
+    out = backend.predict_clip(catalogue, str(clip), str(tiny_model), 5)
+    per_face = {}
+    for row in out.timeline:
+        per_face.setdefault(row["face"], []).append(row["time_s"])
+    assert sorted(per_face) == [f"Face {i}" for i in range(1, 7)] and all(len(t) == 5 for t in per_face.values())
+    assert {row["emotion"] for row in out.timeline} <= set(FER_LABELS)
+
+
+def test_an_avi_upload_gets_a_browser_playable_preview(tmp_path):
+    clip = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 10, (700, 500))
+    for i in range(10):
+        writer.write(np.full((500, 700, 3), 20 * i, np.uint8))
+    writer.release()
+    assert not backend.is_playable(str(clip))
+    preview = backend.playable_preview(str(clip))
+    capture = cv2.VideoCapture(preview)
+    fourcc = int(capture.get(cv2.CAP_PROP_FOURCC)).to_bytes(4, "little").decode().lower()
+    size = (capture.get(cv2.CAP_PROP_FRAME_WIDTH), capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    assert preview.endswith(".webm") and fourcc == "vp80" and size == (640, 456)  # at most 640 a side, even
+    assert backend.is_playable(preview) and backend.playable_preview(preview) is None
 
 
 # ---------------------------------------------------------------- the page in a real browser
@@ -267,7 +322,19 @@ def test_page_in_headless_chromium(server, tmp_path, photos):
             expect(label).to_contain_text("Face 1", timeout=30_000)
             expect(label).to_contain_text(re_any(FER_LABELS))
 
+            page.get_by_role("tab", name="Video").click()  # an mp4v upload: shown as a playable WebM copy
+            page.locator("#video-clip input[type=file]").set_input_files(str(mp4v_clip(tmp_path / "clip.mp4")))
+            expect(page.locator("#video-status")).to_contain_text("shown as a WebM", timeout=60_000)
+            shown = page.locator("#video-clip video")
+            page.wait_for_function("v => v.readyState >= 1 && v.duration > 0", arg=shown.element_handle(),
+                                   timeout=30_000)  # fmt: skip
+            # The player now holds the WebM copy (the toast from the first try at the raw upload stays a while).
+            assert shown.get_attribute("src").endswith("_preview.webm")
+
             page.get_by_role("tab", name="Compare").click()
+            bundled = page.locator("#bundled-table")
+            for name in loading.BUNDLED_MODELS:
+                expect(bundled).to_contain_text(name, timeout=30_000)
             table = page.locator("#comparison-table table")
             expect(table).to_be_visible(timeout=30_000)
             expect(table).to_contain_text("macro-F1")
@@ -281,6 +348,34 @@ def test_page_in_headless_chromium(server, tmp_path, photos):
         if keep:
             Path(keep).mkdir(parents=True, exist_ok=True)
             shutil.copy(tmp_path / name, Path(keep) / name)
+
+
+def mp4v_clip(path: Path) -> Path:
+    """An MPEG-4 part 2 (mp4v) clip, what OpenCV writes by default: browsers do not play it."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10, (320, 240))
+    for i in range(10):
+        writer.write(np.full((240, 320, 3), 25 * i, np.uint8))
+    writer.release()
+    return path
+
+
+def test_page_config_video_plots_and_gallery(server):
+    """The Video tab's main plot has one colour per track; its timeline gallery shows whole images."""
+    import json
+
+    with urllib.request.urlopen(server + "config", timeout=30) as response:
+        config = json.load(response)
+    props = {c["props"].get("elem_id"): c["props"] for c in config["components"] if c["props"].get("elem_id")}
+    assert props["video-timeline"]["color"] == "face" and "face" in props["video-timeline"]["tooltip"]
+    assert props["video-plots"]["object_fit"] == "contain"
+    assert props["live-shown"]["show_label"] is False  # no badge over the top of the annotated frame
+
+
+def test_bundled_scores_cover_every_bundled_model_and_ferplus_contempt():
+    scores = backend.bundled_scores()
+    assert [row["model"] for row in scores.table] == list(loading.BUNDLED_MODELS) and not scores.missing
+    classes = {name: [b["class"] for b in scores.bars if b["model"] == name] for name in loading.BUNDLED_MODELS}
+    assert classes["ferplus"] == [*FER_LABELS, "contempt"] and classes["ensemble"] == list(FER_LABELS)
 
 
 def write_y4m(path: Path, frames: list[np.ndarray], fps: int = 10) -> Path:
@@ -315,12 +410,71 @@ def test_live_tab_streams_a_webcam_in_headless_chromium(server, tmp_path):
             expect(speed).to_contain_text("1 face(s)", timeout=90_000)
             expect(speed).to_contain_text("frames/s end to end", timeout=30_000)
             expect(page.locator("#live-table")).to_contain_text(re_any(FER_LABELS), timeout=30_000)
+            expect(speed).to_contain_text(re.compile(r"[1-9][0-9,]* rows kept"), timeout=30_000)
             page.screenshot(path=str(tmp_path / "live.png"), full_page=True)
+            assert page.locator("#live-shown [data-testid=block-label]").filter(visible=True).count() == 0
+            rows = saved_rows(page, tmp_path / "rows.csv")
+            assert list(rows[0]) == csv_columns(FER_LABELS)  # predict --webcam --csv's columns
+            faced = [row for row in rows if row["status"] == "ok"]
+            assert faced and {row["track_id"] for row in faced} == {"1"} and rows[0]["kind"] == "stream"
+            assert {row["label"] for row in faced} <= set(FER_LABELS)
+            assert [int(row["frame"]) for row in rows] == sorted(int(row["frame"]) for row in rows)
+            page.locator("button:visible", has_text="Stop").first.click()  # no more frames: the rows stay
+            page.wait_for_timeout(1000)  # a frame already sent is still answered
+            page.locator("#live-clear").click()
+            expect(page.locator("#live-rows")).to_contain_text("0 rows kept", timeout=30_000)
+            assert saved_rows(page, tmp_path / "cleared.csv") == []
         finally:
             browser.close()
     assert Image.open(tmp_path / "live.png").size[0] >= 1280
     if os.environ.get("FER_HF_SCREENSHOTS"):
         shutil.copy(tmp_path / "live.png", Path(os.environ["FER_HF_SCREENSHOTS"]) / "live.png")
+
+
+def saved_rows(page, path: Path) -> list[dict]:
+    """Save the Live tab's rows and download the CSV the way a person does: the link in the file component."""
+    import csv
+
+    page.locator("#live-save").click()
+    link = page.locator("#live-csv a").first
+    link.wait_for(timeout=30_000)
+    with page.expect_download(timeout=30_000) as download:
+        link.click()
+    download.value.save_as(path)
+    with open(path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        rows = list(reader)
+    assert reader.fieldnames == csv_columns(FER_LABELS)
+    return rows
+
+
+def test_live_rows_are_kept_capped_and_cleared(tiny_model, tmp_path):
+    catalogue = backend.ModelCatalogue([backend.ModelEntry(str(tiny_model), predictor=backend.Predictor(tiny_model))])
+    photo = cv2.resize(data.astronaut(), (320, 320), interpolation=cv2.INTER_AREA)
+    rows, session = backend.LiveRows(limit=5), None
+    for frame in (photo, np.full_like(photo, 90), photo):  # a face, none, a face
+        session = backend.live_frame(catalogue, frame, str(tiny_model), 0.6, session, rows=rows).session
+    assert [(r["frame"], r["status"], r["track_id"]) for r in rows.rows] == [
+        (0, "ok", 1),
+        (1, "no_face", ""),
+        (2, "ok", 1),
+    ]
+    # A new smoothing strength is a new session (frames from 0 there): the rows go on counting.
+    out = backend.live_frame(catalogue, photo, str(tiny_model), 0.3, session, rows=rows)
+    assert out.session is not session and [r["frame"] for r in rows.rows][-1] == 3 and "4 rows kept" in out.speed
+    backend.live_frame(catalogue, photo, str(tiny_model), 0.3, out.session, rows=rows)
+    out = backend.live_frame(catalogue, photo, str(tiny_model), 0.3, out.session, rows=rows)  # the 6th row
+    assert len(rows.rows) == 5 and rows.capped and "the most one session keeps" in out.speed
+    times = [r["time_s"] for r in rows.rows]
+    assert times == sorted(times) and times[0] == 0
+    import csv
+
+    with open(rows.write_csv(str(tmp_path))) as handle:
+        assert len(list(csv.DictReader(handle))) == 5
+    rows.clear()
+    assert rows.rows == [] and not rows.capped
+    with open(rows.write_csv(str(tmp_path))) as handle:
+        assert handle.read().strip() == ",".join(csv_columns(FER_LABELS))
 
 
 def test_live_frames_keep_their_track_numbers(tiny_model):
@@ -395,6 +549,7 @@ def bundle_as(monkeypatch, name: str, path: Path) -> None:
 def test_catalogue_offers_every_installed_bundled_model(tiny_model, tmp_path, monkeypatch):
     bundle_as(monkeypatch, "lite0", tmp_path / "not_bundled")
     bundle_as(monkeypatch, "ensemble", tmp_path / "not_bundled")
+    bundle_as(monkeypatch, "ferplus", tmp_path / "not_bundled")
     assert [entry.ref for entry in backend.ModelCatalogue.from_env({}).entries] == ["default"]
     bundle_as(monkeypatch, "lite0", tiny_model)
     catalogue = backend.ModelCatalogue.from_env({backend.MODELS_ENV: str(tiny_model)})
@@ -408,6 +563,7 @@ def test_catalogue_offers_every_installed_bundled_model(tiny_model, tmp_path, mo
 def test_catalogue_reports_a_broken_model_and_keeps_the_good_one(tiny_model, tmp_path, monkeypatch):
     bundle_as(monkeypatch, "lite0", tmp_path / "not_bundled")
     bundle_as(monkeypatch, "ensemble", tmp_path / "not_bundled")
+    bundle_as(monkeypatch, "ferplus", tmp_path / "not_bundled")
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "config.json").write_text("{not json")
