@@ -30,7 +30,10 @@ columns = list(align_labels(member.label_names, names, args.member).columns)
 p_ensemble = softmax(run_inference(ensemble, faces)[0])
 p_member = softmax(run_inference(member, faces)[0][:, columns])
 labels = faces.labels.numpy()
-for title, probs in (("ensemble", p_ensemble), ("ensemble + FER+ member (1/4)", 0.75 * p_ensemble + 0.25 * p_member),
-                     ("FER+ member alone (7 of its outputs)", p_member)):
+for title, probs in (
+    ("ensemble", p_ensemble),
+    ("ensemble + FER+ member (1/4)", 0.75 * p_ensemble + 0.25 * p_member),
+    ("FER+ member alone (7 of its outputs)", p_member),
+):
     m = compute_fer_metrics(np.log(probs), labels, names)
     print(f"{title}: accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}  ({m['num_samples']} faces)")
