@@ -24,6 +24,7 @@ import io
 import json
 import re
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -347,7 +348,7 @@ def _load_kaggle_csv(path: Path, votes: str | Path | None = None) -> DatasetDict
         split = KAGGLE_USAGE.get(use.strip())
         if split is None:
             raise FerDataError(f"{where}: Usage {use!r}; expected one of {list(KAGGLE_USAGE)}")
-        if not emotion.strip().isdigit() or int(emotion) >= len(FER_LABELS):
+        if not emotion.strip().isascii() or not emotion.strip().isdigit() or int(emotion) >= len(FER_LABELS):
             raise FerDataError(f"{where}: emotion {emotion!r}; expected an integer in 0..6")
         split_rows = rows.setdefault(split, {"image": [], "label": [], "votes": []})
         split_rows["image"].append({"bytes": _pixels_to_png(pixels, where), "path": None})
@@ -496,11 +497,25 @@ def add_validation_split(dd: DatasetDict, fraction: float, seed: int) -> Dataset
         raise ValueError(f"validation_fraction must be in (0, 1), got {fraction}")
     labels = labels_of(dd["train"])
     rng = np.random.default_rng(seed)
-    chosen = []
+    chosen, alone = [], []
     for label in np.unique(labels):
         rows = np.flatnonzero(labels == label)
         k = min(max(1, round(fraction * len(rows))), len(rows) - 1)
         chosen.append(rng.choice(rows, size=k, replace=False))
+        if k == 0:
+            alone.append(label)
+    names = dd["train"].features["label"].names
+    if sum(len(c) for c in chosen) == 0:
+        raise FerDataError(
+            f"{dd['train'].info.description or 'train'}: no class has 2 or more faces, so no validation split can be "
+            "carved out of train; give a source with a validation split, or more faces per class"
+        )
+    if alone:
+        warnings.warn(
+            f"validation split: {[names[i] if 0 <= i < len(names) else int(i) for i in alone]} have one training "
+            "face each, kept in train: the validation split has none of them",
+            stacklevel=2,
+        )
     is_validation = np.zeros(len(labels), dtype=bool)
     is_validation[np.concatenate(chosen)] = True
     out = DatasetDict(

@@ -610,3 +610,32 @@ def test_a_torch_model_with_a_stray_model_onnx_still_loads_as_torch(tmp_path):
     folder = save_tiny_cnn(tmp_path / "model")
     _foreign_onnx(folder / "model.onnx", ["N", 10])  # a Hub repo may ship an ONNX file beside its weights
     assert not isinstance(load_classifier(folder).model, OnnxImageClassifier)
+
+
+# ---------------------------------------------------------------- data sources (#38: silently wrong)
+def test_a_superscript_digit_emotion_is_named_not_a_raw_int_error(tmp_path):
+    from fer_hf.data import FerDataError, load_fer_dataset
+
+    pixels = " ".join(["128"] * 2304)
+    csv = tmp_path / "fer2013.csv"
+    csv.write_text(f"emotion,pixels,Usage\n3,{pixels},Training\n\u00b2,{pixels},Training\n")
+    with pytest.raises(FerDataError, match=r"row 2 \(line 3\): emotion '²'; expected an integer in 0..6"):
+        load_fer_dataset(csv)
+
+
+def test_one_face_per_class_cannot_give_a_validation_split_and_says_so(tmp_path, bundled_dd):
+    from fer_hf.data import FerDataError, load_fer_dataset
+
+    train = bundled_dd["train"]
+    names = train.features["label"].names
+    for label, name in enumerate(names):
+        folder = tmp_path / "train" / name
+        folder.mkdir(parents=True)
+        train[train["label"].index(label)]["image"].save(folder / "face.png")
+    with pytest.raises(FerDataError, match="no class has 2 or more faces, so no validation split can be carved"):
+        load_fer_dataset(tmp_path)
+    second = tmp_path / "train" / "happy" / "again.png"
+    train[train["label"].index(names.index("happy")) + 1]["image"].save(second)
+    with pytest.warns(UserWarning, match=r"'angry'.* have one training face each, kept in train"):
+        dd = load_fer_dataset(tmp_path)
+    assert len(dd["validation"]) == 1  # happy's second face, the only class that has two
