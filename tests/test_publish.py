@@ -180,6 +180,9 @@ def test_card_metadata_parses_and_equals_metrics(name, staged):
     assert f'model="me/fer-{name}", trust_remote_code=True' in text
     assert f"| {metrics['validation']['accuracy']:.4f} | {metrics['validation']['macro_f1']:.4f} |" in text
     assert "surveillance" in text and "hiring" in text and "validation (" in text
+    import transformers
+
+    assert f"- transformers {transformers.__version__}" in text.split("## Framework versions")[1]
 
 
 def test_lora_adapters_are_merged_into_the_weights(staged, backbones):

@@ -433,7 +433,21 @@ def card_body(info: RunInfo, model_name: str, model_ref: str, comparison_md: str
     if comparison_md:
         sections.append(comparison_section(comparison_md))
     sections.append(LIMITATIONS)
+    sections.append(framework_versions())
     return "\n".join(sections)
+
+
+def framework_versions() -> str:
+    """The library versions the card was written with, as the Trainer's own cards list them."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    rows = []
+    for name in ("fer-hf", "transformers", "torch", "datasets", "accelerate", "timm"):
+        try:
+            rows.append(f"- {name} {version(name)}")
+        except PackageNotFoundError:
+            continue
+    return "## Framework versions\n\n" + "\n".join(rows) + "\n"
 
 
 def default_model_ref(info: RunInfo) -> str:
