@@ -223,8 +223,9 @@ def test_live_frames_of_any_shape_and_dtype_are_converted_or_refused(case):
 def test_a_refused_frame_reaches_the_page_as_a_sentence(catalogue, tiny):
     import app
 
-    annotated, table, speed, session = app.on_live(catalogue, "hello", str(tiny), 0.6, None)
+    annotated, table, speed, session, rows = app.on_live(catalogue, "hello", str(tiny), 0.6, None, None)
     assert annotated is None and "is text that is not a base64-encoded picture" in speed and session is None
+    assert rows.rows == []  # nothing kept for a refused frame
 
 
 def test_the_live_tab_says_its_limits():

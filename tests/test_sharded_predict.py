@@ -30,6 +30,22 @@ SIX_PEOPLE = Path(importlib.util.find_spec("insightface").origin).parent / "data
 SMALL = ["--batch-size", "2", "--shard-size", "2"]
 
 
+def same_json(a, b) -> bool:
+    """Two JSON files with the same structure and values, floats equal within 1e-6: a shard's batches of faces
+    can differ from one process's, and a convolution's last bits with them."""
+
+    def same(x, y) -> bool:
+        if isinstance(x, float) or isinstance(y, float):
+            return isinstance(x, int | float) and isinstance(y, int | float) and abs(x - y) <= 1e-6
+        if isinstance(x, dict):
+            return isinstance(y, dict) and x.keys() == y.keys() and all(same(x[k], y[k]) for k in x)
+        if isinstance(x, list):
+            return isinstance(y, list) and len(x) == len(y) and all(map(same, x, y))
+        return x == y
+
+    return same(json.loads(Path(a).read_text()), json.loads(Path(b).read_text()))
+
+
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory, bundled_dd) -> Path:
     folder = tmp_path_factory.mktemp("photos")
@@ -64,7 +80,7 @@ def test_two_processes_merge_to_the_one_process_rows_and_resume_redoes_nothing(p
     done = launch(*argv)
     assert done.returncode == 0, done.stderr[-3000:]
     assert (two / "p.csv").read_text() == (one / "p.csv").read_text()
-    assert (two / "p.json").read_text() == (one / "p.json").read_text()  # same batches: the same to the bit
+    assert same_json(two / "p.json", one / "p.json")  # the same results (floats within 1e-6)
     rows = list(csv.DictReader((two / "p.csv").open()))
     assert len(rows) == 3 + 2 * 6 + 4 and {r["status"] for r in rows} == {"ok"}
     assert done.stdout.startswith(one_out)  # the main process prints the same summaries, once
@@ -82,7 +98,7 @@ def test_two_processes_merge_to_the_one_process_rows_and_resume_redoes_nothing(p
     assert again.returncode == 0, again.stderr[-3000:]
     assert stamps(shards) == before  # nothing predicted again, nothing written there
     assert (two / "p.csv").read_text() == (one / "p.csv").read_text()
-    assert (two / "p.json").read_text() == (one / "p.json").read_text()
+    assert same_json(two / "p.json", one / "p.json")
 
 
 def test_resume_with_another_model_or_without_resume_is_refused(photos, tmp_path, capsys):

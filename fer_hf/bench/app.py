@@ -91,20 +91,20 @@ def stop_app(proc: subprocess.Popen) -> None:
 
 
 def one_request(url: str, photo: Path, model: str) -> Outcome:
-    """One photo through /predict with a client of its own (as one browser would)."""
+    """One photo through the app's /photo endpoint with a client of its own (as one browser would)."""
     from gradio_client import Client, handle_file
 
     start = time.perf_counter()
     try:
         client = Client(url, verbose=False)
-        *_, status = client.predict(handle_file(str(photo)), model, "none", api_name="/predict")
+        out = client.predict(handle_file(str(photo)), model, "none", api_name="/photo")  # a dict
     except Exception as err:  # noqa: BLE001  (each way a request can end is counted, none stops the burst)
         message = " ".join(str(err).split())
         refused = bool(message) and type(err).__name__ in ("AppError", "QueueError", "TooManyRequestsError")
         return Outcome("refused" if refused else "failed", time.perf_counter() - start, message or type(err).__name__)
     seconds = time.perf_counter() - start
-    warned = isinstance(status, str) and status.startswith("**⚠️")
-    return Outcome("refused" if warned else "ok", seconds, status if warned else "")
+    warned = bool(out.get("warning"))  # the app answered with a sentence instead of faces
+    return Outcome("refused" if warned else "ok", seconds, str(out.get("message", "")) if warned else "")
 
 
 def burst(url: str, photo: Path, model: str, clients: int, requests: int) -> list[Outcome]:
