@@ -57,6 +57,7 @@ from fer_hf.predictions import (  # noqa: F401  (re-exported: the app and the te
     VideoFaces,
     VideoResult,
     _chunks,
+    frame_chunks,
     label_distribution,
     track_summaries,
 )
@@ -252,7 +253,7 @@ class Predictor:
         renamed into place) whatever ends the loop."""
         follow = VideoFaces(self, crop_mode, tracking or TrackingConfig())
         try:
-            for chunk in _chunks(frames, batch):
+            for chunk in frame_chunks(frames, batch):
                 for frame, (_, _, rgb) in zip(follow.frames(chunk), chunk, strict=True):
                     result.frames.append(frame)
                     for sink in sinks:

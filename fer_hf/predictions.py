@@ -155,6 +155,23 @@ def _chunks(items, size: int) -> Iterator[list]:
         yield chunk
 
 
+FRAME_BYTES = 256 * 2**20  # the decoded frames one video batch may hold: 2 frames of 8K, 64 of 720p
+
+
+def frame_chunks(frames, size: int, max_bytes: int = FRAME_BYTES) -> Iterator[list]:
+    """Video frames (index, time, rgb (H, W, 3)) in batches of at most `size` frames and `max_bytes` of pixels (at
+    least one frame): 64 frames of 8K video held at once took 6 GB."""
+    chunk, held = [], 0
+    for frame in frames:
+        chunk.append(frame)
+        held += frame[2].nbytes
+        if len(chunk) == size or held >= max_bytes:
+            yield chunk
+            chunk, held = [], 0
+    if chunk:
+        yield chunk
+
+
 def track_summaries(frames: Sequence[FrameResult], label_names: Sequence[str]) -> list[dict]:
     """Per track, in order of first appearance: first/last time (s), sampled frames seen, the dominant (smoothed)
     emotion and the share of its frames per emotion."""

@@ -639,3 +639,17 @@ def test_one_face_per_class_cannot_give_a_validation_split_and_says_so(tmp_path,
     with pytest.warns(UserWarning, match=r"'angry'.* have one training face each, kept in train"):
         dd = load_fer_dataset(tmp_path)
     assert len(dd["validation"]) == 1  # happy's second face, the only class that has two
+
+
+def test_video_batches_hold_a_bounded_number_of_pixels():
+    """64 sampled frames of 8K video were decoded and held at once (+1.2 GB for 12 frames): batches now stop at a
+    pixel budget, never below one frame, and keep every frame in order."""
+    import numpy as np
+
+    from fer_hf.predictions import frame_chunks
+
+    frames = [(i, i / 10, np.zeros((40, 30, 3), dtype=np.uint8)) for i in range(7)]  # 3,600 bytes each
+    chunks = list(frame_chunks(frames, 64, max_bytes=8_000))
+    assert [len(c) for c in chunks] == [3, 3, 1] and [f[0] for c in chunks for f in c] == list(range(7))
+    assert [len(c) for c in frame_chunks(frames, 2, max_bytes=10**9)] == [2, 2, 2, 1]  # the batch size still counts
+    assert [len(c) for c in frame_chunks(frames[:2], 64, max_bytes=1)] == [1, 1]  # one huge frame: batches of one
