@@ -238,8 +238,9 @@ def _canonical(ds: Dataset, origin: str) -> Dataset:
 
 def _canonical_votes(ds: Dataset, image_col: str, origin: str) -> Dataset:
     extra = [c for c in EXTRA_COLUMNS if c in ds.column_names]
-    ds = ds.select_columns([image_col, *extra]).rename_columns({image_col: "image"}) if image_col != "image" else ds
-    ds = ds.select_columns(["image", *extra])
+    ds = ds.select_columns([image_col, *extra])
+    if image_col != "image":
+        ds = ds.rename_column(image_col, "image")
     _check_vote_column(ds, origin)
     return _with_majority(ds, origin)
 
