@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from scipy.optimize import minimize_scalar
+from scipy.special import log_softmax
 
 from fer_hf.data import raters_of
 from fer_hf.evaluate import align_labels, load_split, run_inference
@@ -57,10 +58,7 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray, raters: np.ndarray |
     target = raters if raters is not None else np.eye(logits.shape[1])[labels]
 
     def nll(log_t: float) -> float:
-        z = logits / np.exp(log_t)
-        log_p = z - z.max(axis=1, keepdims=True)
-        log_p = log_p - np.log(np.exp(log_p).sum(axis=1, keepdims=True))
-        return float(-(target * log_p).sum(axis=1).mean())
+        return float(-(target * log_softmax(logits / np.exp(log_t), axis=1)).sum(axis=1).mean())
 
     result = minimize_scalar(nll, bounds=np.log(BOUNDS), method="bounded", options={"xatol": 1e-5})
     return float(np.exp(result.x))

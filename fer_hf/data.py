@@ -128,7 +128,19 @@ def load_fer_dataset(
             votes, as `python -m fer_hf.data --save` writes them).
         votes: a Kaggle CSV's FER+ vote file (fer2013new.csv), when it is not beside the CSV.
     """
-    dd = _load_raw(str(source), revision, votes)
+    return prepare_splits(_load_raw(str(source), revision, votes), source, classes, validation_fraction, seed,
+                          ferplus_mode)  # fmt: skip
+
+
+def prepare_splits(
+    dd: DatasetDict,
+    source: str | Path,
+    classes: str | Sequence[str] | None = None,
+    validation_fraction: float = 0.1,
+    seed: int = 42,
+    ferplus_mode: str | None = "majority",
+) -> DatasetDict:
+    """`load_fer_dataset`'s steps after reading: a validation split where there is none, FER+'s mode, the subset."""
     for name, split in dd.items():
         if len(split) == 0:
             raise FerDataError(f"{source}: split {name!r} is empty; every split needs at least one image")
@@ -723,7 +735,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     raw = _load_raw(args.source, None, args.votes)
     voted = has_votes(next(iter(raw.values())))
-    summary = summarize(load_fer_dataset(args.source, classes=args.classes, votes=args.votes))
+    summary = summarize(prepare_splits(raw, args.source, classes=args.classes))  # the files are read once
     extra = ferplus_summary(raw) if voted else {}
     if args.json:
         print(json.dumps({"splits": summary, "ferplus": extra} if voted else summary, indent=2))
