@@ -30,7 +30,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from fer_hf.bench import bench_parser
+from fer_hf.bench import at_least, bench_parser
 
 REPO = Path(__file__).resolve().parents[2]
 CPU_DDP = REPO / "recipes" / "accelerate_configs" / "cpu_ddp.yaml"
@@ -99,9 +99,9 @@ def train_rate(processes: int, out: Path, steps: int) -> float:
 
 def parse_args(argv: Sequence[str] | None):
     parser = bench_parser("scale", __doc__)
-    parser.add_argument("--photos", type=int, default=48, help="photos predicted (half of them hold 6 faces)")
-    parser.add_argument("--batch-size", type=int, default=4, help="predict's --batch-size and --shard-size")
-    parser.add_argument("--steps", type=int, default=60, help="training steps per run")
+    parser.add_argument("--photos", type=at_least(1), default=48, help="photos predicted (half of them hold 6 faces)")
+    parser.add_argument("--batch-size", type=at_least(1), default=4, help="predict's --batch-size and --shard-size")
+    parser.add_argument("--steps", type=at_least(1), default=60, help="training steps per run")
     parser.add_argument("--quick", action="store_true", help="8 photos and 12 steps (for the tests)")
     args = parser.parse_args(argv)
     if args.quick:
