@@ -38,7 +38,7 @@ from fer_hf.distill import teacher_accuracy, teacher_logprobs
 from fer_hf.hub.card import write_model_card
 from fer_hf.labels import FERPLUS_LABELS, canonical_id
 from fer_hf.launch_check import check_launch
-from fer_hf.loading import BUNDLED_MODELS
+from fer_hf.loading import BUNDLED_MODELS, resolve_model_path
 from fer_hf.models import build_model, load_trained_weights
 from fer_hf.models.lora import merge_lora
 from fer_hf.report import describe_hardware, per_class_table, plot_confusion_matrix, plot_curves
@@ -249,7 +249,7 @@ def hf_eval_metrics(m: TrainerEval, prefix: str) -> dict[str, float | int]:
 
 def init_folder(ref: str) -> str:
     """model.init_from: a bundled model's name ('default') or a run folder -> the folder to read."""
-    return str(BUNDLED_MODELS[ref].path) if ref in BUNDLED_MODELS else ref
+    return resolve_model_path(ref) if ref in BUNDLED_MODELS else ref  # a bundled one not installed: its sentence
 
 
 def stage_summary(recipe: Recipe, trainer: FerTrainer) -> dict:
