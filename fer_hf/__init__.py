@@ -18,7 +18,7 @@ __version__ = "0.1.0"
 # Heavy imports (torch, transformers) wait until first use: `python -m fer_hf.data --help` stays fast, and
 # `import fer_hf` works in the light install, which has no torch.
 _LAZY = {
-    "load_fer_dataset": "fer_hf.data",
+    "load_fer_dataset": "fer_hf.data.dataset",
     "FER_LABELS": "fer_hf.labels",
     "load_classifier": "fer_hf.loading",
     "load_default_model": "fer_hf.loading",

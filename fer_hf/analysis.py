@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from fer_hf.data.images import HIGH_BIT_GRAY, as_displayed, to_8bit
 from fer_hf.faces import LANDMARK_NAMES, DetectorConfig
-from fer_hf.images import HIGH_BIT_GRAY, as_displayed, to_8bit
 from fer_hf.loading import DEFAULT_MODEL, LoadedModel
 from fer_hf.tracking import TrackingConfig
 

@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from fer_hf.evaluate import EvaluationError, atomic_output_dir
-from fer_hf.report import plot_curves, plt, run_log_history
-from fer_hf.results import (
+from fer_hf.evaluation.report import plot_curves, plt, run_log_history
+from fer_hf.evaluation.results import (
     CV_FILE,
     METRICS_FILE,
     CVRecord,

@@ -22,8 +22,8 @@ from typing import Any
 import yaml
 from transformers import TrainingArguments
 
-from fer_hf.ferplus import MODES as FERPLUS_MODES
-from fer_hf.transforms import Augment
+from fer_hf.data.ferplus import MODES as FERPLUS_MODES
+from fer_hf.data.transforms import Augment
 
 
 class RecipeError(ValueError):

@@ -29,7 +29,8 @@ from tqdm.auto import tqdm
 from transformers import ViTImageProcessor
 
 from fer_hf.cli import positive_int
-from fer_hf.data import raters_of
+from fer_hf.data.sources import raters_of
+from fer_hf.data.transforms import FerTensorDataset
 from fer_hf.evaluate import (
     atomic_output_dir,
     build_report,
@@ -38,15 +39,14 @@ from fer_hf.evaluate import (
     load_split,
     write_outputs,
 )
+from fer_hf.evaluation.metrics import compute_fer_metrics
+from fer_hf.evaluation.report import describe_hardware
+from fer_hf.evaluation.results import METRICS_FILE, RunRecord, read_record, write_record
 from fer_hf.hub.card import LIMITATIONS, RunInfo, card_data, split_label, usage_code
 from fer_hf.loading import MODEL_HELP, LoadedModel, OnnxImageClassifier, load_classifier, resolve_model_path
-from fer_hf.metrics import compute_fer_metrics
 from fer_hf.models.hub_code import FerEnsembleConfig, FerEnsembleForImageClassification
 from fer_hf.models.hub_code.configuration_fer_ensemble import MEMBER_TYPES
 from fer_hf.outputs import check_apart
-from fer_hf.report import describe_hardware
-from fer_hf.results import METRICS_FILE, RunRecord, read_record, write_record
-from fer_hf.transforms import FerTensorDataset
 
 MEMBERS_FILE = "members.json"
 ENSEMBLE_FILES = (MEMBERS_FILE, "members.md", METRICS_FILE)  # what publishing stages next to the model

@@ -31,16 +31,18 @@ from datasets import Dataset, DatasetDict
 from tqdm.auto import tqdm
 
 from fer_hf.cli import positive_int
-from fer_hf.data import FerDataError, _load_raw, load_fer_dataset, raters_of, select_classes
+from fer_hf.data.dataset import load_fer_dataset
+from fer_hf.data.sources import FerDataError, raters_of, read_source
+from fer_hf.data.splits import select_classes
+from fer_hf.data.transforms import BatchTransform, FerTensorDataset
 from fer_hf.devices import DEVICE_HELP, DeviceError, resolve_device
+from fer_hf.evaluation.metrics import compute_fer_metrics, softmax
+from fer_hf.evaluation.report import per_class_table, plot_confusion_matrix, plot_reliability, plt
+from fer_hf.evaluation.results import METRICS_FILE, EvalRecord, RecordError, read_run_record, write_record
+from fer_hf.evaluation.tta import TTA_MODES, tta_logits
 from fer_hf.labels import FER_LABELS, resolve_classes
 from fer_hf.loading import MODEL_HELP, LoadedModel, ModelLoadError, load_classifier, resolve_model_path
-from fer_hf.metrics import compute_fer_metrics, softmax
 from fer_hf.outputs import OutputOverlapError, check_apart
-from fer_hf.report import per_class_table, plot_confusion_matrix, plot_reliability, plt
-from fer_hf.results import METRICS_FILE, EvalRecord, RecordError, read_run_record, write_record
-from fer_hf.transforms import BatchTransform, FerTensorDataset
-from fer_hf.tta import TTA_MODES, tta_logits
 
 CONFUSION_FILE = "confusion_matrix.png"
 MISTAKES_FILE = "confident_mistakes.png"
@@ -94,7 +96,7 @@ def load_split(source: str, split: str | None, classes: str | None = None) -> tu
     if file.is_file():
         if file.suffix == ".parquet" and pq.read_metadata(file).num_rows == 0:
             raise EvaluationError(f"{file}: the parquet file is empty; nothing to evaluate")
-        dd = _load_raw(str(file), None)  # used whole: no validation split carved out of a single file
+        dd = read_source(str(file), None)  # used whole: no validation split carved out of a single file
         dd = select_classes(dd, classes) if classes else dd
     else:
         dd = load_fer_dataset(source, classes=classes)

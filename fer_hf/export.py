@@ -32,11 +32,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fer_hf.data.transforms import FerTensorDataset
 from fer_hf.evaluate import EvaluationError, atomic_output_dir, eval_transform_for, input_spec, load_split
 from fer_hf.loading import MODEL_HELP, LoadedModel, ModelLoadError, load_classifier, onnx_only, resolve_model_path
 from fer_hf.outputs import check_apart
 from fer_hf.runtime import EXPORT_KEY, ONNX_FILE, OnnxClassifier, is_export
-from fer_hf.transforms import FerTensorDataset
 
 MIN_AGREEMENT = 0.999  # fp32: share of faces on which ONNX and torch must predict the same class
 MAX_INT8_DROP = 0.005  # int8: accuracy points it may lose (0.5) and still be recommended

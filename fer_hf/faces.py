@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from fer_hf.images import AnimatedImageError, as_displayed
+from fer_hf.data.images import AnimatedImageError, as_displayed
 
 DETECTORS = ("yunet", "haar", "none")
 CASCADES = {

@@ -35,7 +35,9 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from fer_hf.cli import positive_int
+from fer_hf.data.images import is_animated
 from fer_hf.devices import DEVICE_HELP, DeviceError, resolve_device
+from fer_hf.evaluation.tta import TTA_MODES, tta_logits
 from fer_hf.faces import (
     DetectorConfig,
     DetectorError,
@@ -46,7 +48,6 @@ from fer_hf.faces import (
     detector_config,
     load_image,
 )
-from fer_hf.images import is_animated
 from fer_hf.loading import DEFAULT_MODEL, MODEL_HELP, LoadedModel, load_classifier, resolve_model_path
 from fer_hf.outputs import OutputOverlapError, check_apart
 from fer_hf.predictions import (  # noqa: F401  (re-exported: the app and the tests import them from predict)
@@ -62,7 +63,6 @@ from fer_hf.predictions import (  # noqa: F401  (re-exported: the app and the te
     track_summaries,
 )
 from fer_hf.tracking import TrackingConfig
-from fer_hf.tta import TTA_MODES, tta_logits
 from fer_hf.video_io import (  # noqa: F401  (VideoFrames, VideoLoadError: re-exported, the app imports them here)
     StreamFrames,
     VideoFrames,

@@ -118,7 +118,7 @@ def file_job(args: argparse.Namespace, crop_mode: str, tracking) -> Job:
 
 def data_job(args: argparse.Namespace) -> Job:
     """The rows of `--split` of a `load_fer_dataset` source, each a face crop (detection off)."""
-    from fer_hf.data import load_fer_dataset
+    from fer_hf.data.dataset import load_fer_dataset
 
     splits = load_fer_dataset(args.data)
     if args.split not in splits:

@@ -24,28 +24,30 @@ from datasets import DatasetDict
 from transformers import TrainerCallback, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
-from fer_hf import ferplus
-from fer_hf.callbacks import (
-    GradualUnfreezeCallback,
-    TrainingClockCallback,
-    WeightAveragingCallback,
-    build_callbacks,
-    find_callback,
-)
 from fer_hf.configs import Recipe, RecipeError, parse_recipe
-from fer_hf.data import class_counts, class_weights, has_votes, load_fer_dataset, raters_of, votes_of
-from fer_hf.distill import teacher_accuracy, teacher_logprobs
+from fer_hf.data import ferplus
+from fer_hf.data.dataset import load_fer_dataset
+from fer_hf.data.sources import has_votes, raters_of, votes_of
+from fer_hf.data.splits import class_counts, class_weights
+from fer_hf.data.transforms import FerTensorDataset, keep_freed_batch_memory
+from fer_hf.evaluation.report import describe_hardware, per_class_table, plot_confusion_matrix, plot_curves
+from fer_hf.evaluation.results import METRICS_FILE, RunRecord, TrainerEval, read_run_record, write_record
 from fer_hf.hub.card import write_model_card
 from fer_hf.labels import FERPLUS_LABELS, canonical_id
 from fer_hf.launch_check import check_launch
 from fer_hf.loading import BUNDLED_MODELS, resolve_model_path
 from fer_hf.models import build_model, load_trained_weights
 from fer_hf.models.lora import merge_lora
-from fer_hf.report import describe_hardware, per_class_table, plot_confusion_matrix, plot_curves
-from fer_hf.results import METRICS_FILE, RunRecord, TrainerEval, read_run_record, write_record
 from fer_hf.runlock import LOCK_FILE, run_lock
-from fer_hf.trainer import FerTrainer, build_trainer, evaluate_splits
-from fer_hf.transforms import FerTensorDataset, keep_freed_batch_memory
+from fer_hf.training.callbacks import (
+    GradualUnfreezeCallback,
+    TrainingClockCallback,
+    WeightAveragingCallback,
+    build_callbacks,
+    find_callback,
+)
+from fer_hf.training.distill import teacher_accuracy, teacher_logprobs
+from fer_hf.training.trainer import FerTrainer, build_trainer, evaluate_splits
 
 
 def prepare_output_dir(recipe: Recipe) -> str | None:

@@ -28,9 +28,9 @@ import numpy as np
 from PIL import Image
 
 from fer_hf.annotate import draw_faces
+from fer_hf.data.images import as_displayed
 from fer_hf.explain import ExplainError, attention_rollout, gradcam_map, overlay, saliency_map
 from fer_hf.faces import load_image
-from fer_hf.images import as_displayed
 from fer_hf.loading import BUNDLED_MODELS, DEFAULT_MODEL, is_installed
 from fer_hf.predict import ImageResult, Predictor, VideoFaces, VideoFrames, VideoLoadError
 from fer_hf.tracking import TrackingConfig

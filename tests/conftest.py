@@ -32,7 +32,7 @@ def shared_fer() -> Path:
 @pytest.fixture(scope="session")
 def fer_dd(shared_fer):
     """The real FER2013 Training + PublicTest splits as a DatasetDict."""
-    from fer_hf.data import load_fer_dataset
+    from fer_hf.data.dataset import load_fer_dataset
 
     return load_fer_dataset(shared_fer)
 
@@ -40,6 +40,6 @@ def fer_dd(shared_fer):
 @pytest.fixture(scope="session")
 def bundled_dd():
     """The package's bundled real sample (40 train / 10 validation faces per class)."""
-    from fer_hf.data import load_fer_dataset
+    from fer_hf.data.dataset import load_fer_dataset
 
     return load_fer_dataset("bundled")

@@ -109,8 +109,8 @@ def test_16_bit_and_sideways_faces_in_a_dataset_decode_as_they_look(bundled_dd, 
     import numpy as np
     from PIL import Image
 
-    from fer_hf.data import load_fer_dataset
-    from fer_hf.transforms import FerTensorDataset
+    from fer_hf.data.dataset import load_fer_dataset
+    from fer_hf.data.transforms import FerTensorDataset
 
     rows = bundled_dd["validation"].select(range(0, 70, 10))  # 7 faces, one per class
     names = rows.features["label"].names
@@ -224,7 +224,7 @@ def _real_parquet(folder: Path, change) -> Path:
     """A one-split parquet folder of 20 real faces of the bundled sample, changed by `change(DataFrame)`."""
     import pyarrow.parquet as pq
 
-    from fer_hf.data import BUNDLED_SAMPLE
+    from fer_hf.data.sources import BUNDLED_SAMPLE
 
     folder.mkdir()
     change(pq.read_table(BUNDLED_SAMPLE / "validation.parquet").slice(0, 20).to_pandas()).to_parquet(

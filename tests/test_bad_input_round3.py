@@ -533,8 +533,8 @@ def test_a_metrics_value_of_the_wrong_type_names_the_file_and_key(case, tmp_path
     import json
 
     from fer_hf import compare
+    from fer_hf.evaluation.results import RecordError, read_record
     from fer_hf.loading import DEFAULT_MODEL_DIR
-    from fer_hf.results import RecordError, read_record
 
     edit, fragment = RECORD_CASES[case]
     doc = json.loads((DEFAULT_MODEL_DIR / "metrics.json").read_text())
@@ -588,8 +588,8 @@ def test_an_animated_gif_is_refused_as_one_photo_and_predict_reads_it_as_a_clip(
 def test_animation_frames_reads_every_frame_with_its_time_as_opencv_does(animated_gif):
     import cv2
 
+    from fer_hf.data.images import animation_frames, is_animated
     from fer_hf.faces import FaceDetector
-    from fer_hf.images import animation_frames, is_animated
 
     assert is_animated(animated_gif) and not is_animated(REPO / "spaces_app/examples/fer_happy.png")
     frames = list(animation_frames(animated_gif))
@@ -614,7 +614,8 @@ def test_a_torch_model_with_a_stray_model_onnx_still_loads_as_torch(tmp_path):
 
 # ---------------------------------------------------------------- data sources (#38: silently wrong)
 def test_a_superscript_digit_emotion_is_named_not_a_raw_int_error(tmp_path):
-    from fer_hf.data import FerDataError, load_fer_dataset
+    from fer_hf.data.dataset import load_fer_dataset
+    from fer_hf.data.sources import FerDataError
 
     pixels = " ".join(["128"] * 2304)
     csv = tmp_path / "fer2013.csv"
@@ -624,7 +625,8 @@ def test_a_superscript_digit_emotion_is_named_not_a_raw_int_error(tmp_path):
 
 
 def test_one_face_per_class_cannot_give_a_validation_split_and_says_so(tmp_path, bundled_dd):
-    from fer_hf.data import FerDataError, load_fer_dataset
+    from fer_hf.data.dataset import load_fer_dataset
+    from fer_hf.data.sources import FerDataError
 
     train = bundled_dd["train"]
     names = train.features["label"].names

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from fer_hf.calibrate import TEMPERATURE_KEY, fit_temperature, main, scores, write_temperature
+from fer_hf.evaluation.metrics import calibration_metrics, softmax
 from fer_hf.loading import load_classifier
-from fer_hf.metrics import calibration_metrics, softmax
 
 
 def test_the_fitted_temperature_undoes_an_overconfident_scale():

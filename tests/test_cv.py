@@ -12,8 +12,8 @@ import pytest
 from fer_hf import compare, cv
 from fer_hf import evaluate as fer_eval
 from fer_hf.configs import RecipeError, load_recipe
-from fer_hf.data import labels_of
-from fer_hf.results import CVRecord, read_record, to_json
+from fer_hf.data.sources import labels_of
+from fer_hf.evaluation.results import CVRecord, read_record, to_json
 
 SMOKE = Path(__file__).resolve().parents[1] / "recipes" / "smoke.yaml"
 OVERRIDES = ["--training.num_train_epochs", "1"]

@@ -9,20 +9,12 @@ import numpy as np
 import pytest
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, Value
 
-from fer_hf.data import (
-    FerDataError,
-    _looks_like_hub_id,
-    add_validation_split,
-    class_counts,
-    class_weights,
-    labels_of,
-    load_fer_dataset,
-    main,
-    select_classes,
-    summarize,
-)
+from fer_hf.data.dataset import load_fer_dataset
+from fer_hf.data.sources import FerDataError, _looks_like_hub_id, labels_of
+from fer_hf.data.splits import add_validation_split, class_counts, class_weights, select_classes
+from fer_hf.data.summary import main, summarize
+from fer_hf.data.transforms import decode_images
 from fer_hf.labels import FER_LABELS
-from fer_hf.transforms import decode_images
 
 # ../shared/fer2013/README.md
 TRAIN_COUNTS = {
@@ -265,7 +257,7 @@ def test_hub_id_goes_to_load_dataset(monkeypatch, small_dd):
         calls.append((repo_id, revision))
         return DatasetDict({"train": small_dd["train"], "test": small_dd["validation"]})
 
-    monkeypatch.setattr("fer_hf.data.load_dataset", fake_load_dataset)
+    monkeypatch.setattr("fer_hf.data.sources.load_dataset", fake_load_dataset)
     dd = load_fer_dataset("someone/fer2013", revision="v1", seed=0)
     assert calls == [("someone/fer2013", "v1")]
     assert list(dd) == ["train", "validation", "test"]  # validation carved from train
@@ -397,7 +389,7 @@ def test_undecodable_image_names_the_file(small_dd, tmp_path):
 
 
 def test_undecodable_parquet_image_names_file_and_row(small_dd, tmp_path, monkeypatch):
-    monkeypatch.setattr("fer_hf.transforms.DECODE_BLOCK", 2)  # the bad row is in a later block, on another thread
+    monkeypatch.setattr("fer_hf.data.transforms.DECODE_BLOCK", 2)  # the bad row is in a later block, on another thread
     ds = small_dd["validation"].select(range(5))
     images = list(ds.cast_column("image", Image(decode=False))["image"])
     images[3] = {"bytes": b"garbage", "path": None}

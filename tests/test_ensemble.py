@@ -15,13 +15,13 @@ from helpers import save_tiny_cnn
 
 from fer_hf import ensemble as fer_ensemble
 from fer_hf.configs import RecipeError, load_recipe
-from fer_hf.distill import DistillationLoss, teacher_logprobs
+from fer_hf.data.transforms import Augment, BatchTransform, FerCollator, FerTensorDataset
 from fer_hf.evaluate import eval_transform_for
+from fer_hf.evaluation.metrics import compute_fer_metrics
 from fer_hf.labels import FER_LABELS
 from fer_hf.loading import load_classifier
-from fer_hf.losses import WeightedCrossEntropy
-from fer_hf.metrics import compute_fer_metrics
-from fer_hf.transforms import Augment, BatchTransform, FerCollator, FerTensorDataset
+from fer_hf.training.distill import DistillationLoss, teacher_logprobs
+from fer_hf.training.losses import WeightedCrossEntropy
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -246,7 +246,7 @@ def test_teacher_probabilities_are_cached_by_content(tmp_path, faces, monkeypatc
     with torch.no_grad():  # index 1 is the mirror of the face, through the teacher's own preprocessing
         mirror = loaded.model(pixel_values=eval_transform_for(loaded)(few.images).flip(-1)).logits.log_softmax(-1)
     torch.testing.assert_close(first[:, 1], mirror)
-    import fer_hf.distill
+    import fer_hf.training.distill
 
     monkeypatch.setattr(fer_hf.distill, "compute_teacher_logprobs", lambda *a, **k: pytest.fail("recomputed"))
     assert torch.equal(teacher_logprobs("default", few, list(FER_LABELS), tmp_path), first)

@@ -23,10 +23,10 @@ from sklearn.metrics import (
 from transformers import ViTImageProcessor
 
 from fer_hf import evaluate as fer_eval
+from fer_hf.data.transforms import FerTensorDataset
+from fer_hf.evaluation.metrics import METRIC_PATH, compute_fer_metrics
 from fer_hf.labels import FER_LABELS
 from fer_hf.loading import load_classifier
-from fer_hf.metrics import METRIC_PATH, compute_fer_metrics
-from fer_hf.transforms import FerTensorDataset
 
 N_FACES = 200
 

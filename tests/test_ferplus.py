@@ -19,11 +19,13 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from fer_hf import ferplus
-from fer_hf.data import FerDataError, load_fer_dataset, raters_of, save_dataset, votes_of
+from fer_hf.data import ferplus
+from fer_hf.data.dataset import load_fer_dataset
+from fer_hf.data.sources import FerDataError, raters_of, votes_of
+from fer_hf.data.summary import save_dataset
 from fer_hf.labels import FER_LABELS, FERPLUS_LABELS
-from fer_hf.losses import FocalLoss, MultiTargetLoss, WeightedCrossEntropy
-from fer_hf.trainer import draw_labels
+from fer_hf.training.losses import FocalLoss, MultiTargetLoss, WeightedCrossEntropy
+from fer_hf.training.trainer import draw_labels
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_FERPLUS = Path(os.environ.get("FER_HF_SHARED_FERPLUS") or REPO.parent / "shared" / "ferplus")
@@ -290,7 +292,7 @@ def test_each_vote_mode_trains_and_validates_on_the_majority(tmp_path, ferplus_r
     assert trainer.train_dataset.targets is not None and trainer.train_dataset.targets.shape == (64, 8)
     assert trainer.eval_dataset.targets is None  # validation: majority labels
     assert trainer.state.log_history[-1]["train_loss"] > 0
-    from fer_hf.results import read_run_record
+    from fer_hf.evaluation.results import read_run_record
 
     record = read_run_record(tmp_path / "run")
     assert record.labels == list(FERPLUS_LABELS)
@@ -342,7 +344,7 @@ def test_a_seven_class_model_on_ferplus_is_scored_on_its_classes(tmp_path, valid
 
     save_tiny_cnn(tmp_path / "m7", FER_LABELS)
     assert main([str(tmp_path / "m7"), "--data", str(valid_only), "--output", str(tmp_path / "ev")]) == 0
-    from fer_hf.results import read_record
+    from fer_hf.evaluation.results import read_record
 
     report = read_record(tmp_path / "ev")
     contempt = load_fer_dataset(valid_only)["validation"]["label"].count(FERPLUS_LABELS.index("contempt"))
@@ -355,7 +357,7 @@ def test_an_eight_class_model_on_fer2013_reads_its_seven_outputs(tmp_path, bundl
     from helpers import save_tiny_cnn
 
     from fer_hf.evaluate import main
-    from fer_hf.results import read_record
+    from fer_hf.evaluation.results import read_record
 
     save_tiny_cnn(tmp_path / "m8", FERPLUS_LABELS)
     assert main([str(tmp_path / "m8"), "--data", "bundled", "--output", str(tmp_path / "ev")]) == 0

@@ -32,12 +32,12 @@ from transformers import (
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN
 
 from fer_hf.configs import ModelArgs
+from fer_hf.data.transforms import BatchTransform
 from fer_hf.labels import FER_LABELS
 from fer_hf.models import MODEL_FAMILIES, BuiltModel, build_model
 from fer_hf.models.heads import BatchNormHead, check_head_sizes
 from fer_hf.models.hub_code import PRESETS
 from fer_hf.models.lora import merge_lora
-from fer_hf.transforms import BatchTransform
 
 FAMILIES = ("cnn", "vit", "resnet")
 TINY_VIT = dict(

@@ -308,8 +308,8 @@ def test_space_dry_run_stages_the_app_configured_for_the_models(tmp_path, monkey
 
 
 def test_card_augmentation_row_lists_what_was_on():
+    from fer_hf.evaluation.results import RunRecord
     from fer_hf.hub.card import RunInfo, training_rows
-    from fer_hf.results import RunRecord
 
     def row(augment: dict) -> str:
         record = RunRecord(model_family="cnn", labels=["a"], parameters=1, epochs=1)

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
+from fer_hf.data.transforms import FerTensorDataset
 from fer_hf.importers import reference as ref
-from fer_hf.transforms import FerTensorDataset
 
 
 # ---------------------------------------------------------------------------------------------- a tiny Keras model

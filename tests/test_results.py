@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from fer_hf.loading import BUNDLED_MODELS
-from fer_hf.results import (
+from fer_hf.evaluation.results import (
     FORMAT_VERSION,
     CVRecord,
     EvalRecord,
@@ -24,6 +23,7 @@ from fer_hf.results import (
     to_json,
     write_record,
 )
+from fer_hf.loading import BUNDLED_MODELS
 
 BUNDLED = {name: Path(model.path) for name, model in BUNDLED_MODELS.items()}
 

@@ -12,9 +12,9 @@ import torch
 from test_train import TINY_CNN, _path_and_overrides, tiny_args
 from transformers import TrainerCallback
 
-from fer_hf.callbacks import BATCH_NORMS, StopAfterEpochsCallback, WeightAveragingCallback, parameter_digest
 from fer_hf.configs import RecipeError, load_recipe
 from fer_hf.train import train_from_recipe
+from fer_hf.training.callbacks import BATCH_NORMS, StopAfterEpochsCallback, WeightAveragingCallback, parameter_digest
 
 EPOCHS = ("--training.num_train_epochs", "3", "--training.save_strategy", "epoch", "--training.eval_strategy", "epoch")
 SWA = ("--run.swa_from_epoch", "2", "--training.load_best_model_at_end", "false")

@@ -21,11 +21,11 @@ import torch.nn.functional as F
 from PIL import Image
 from transformers import Trainer, TrainerCallback
 
-from fer_hf.callbacks import StopAfterEpochsCallback, parameter_digest
 from fer_hf.configs import RecipeError, load_recipe
-from fer_hf.losses import FocalLoss, WeightedCrossEntropy
 from fer_hf.train import main, train_from_recipe
-from fer_hf.trainer import EpochWeightedSampler, balanced_sample_weights, recipe_loss
+from fer_hf.training.callbacks import StopAfterEpochsCallback, parameter_digest
+from fer_hf.training.losses import FocalLoss, WeightedCrossEntropy
+from fer_hf.training.trainer import EpochWeightedSampler, balanced_sample_weights, recipe_loss
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "recipes" / "smoke.yaml"
@@ -325,9 +325,9 @@ def test_mixed_batches_weigh_both_labels_and_evaluation_is_never_mixed(tmp_path,
     from transformers import TrainingArguments
 
     from fer_hf.configs import ModelArgs
+    from fer_hf.data.transforms import Augment, BatchMixer, BatchTransform, FerCollator, FerTensorDataset
     from fer_hf.models import build_model
-    from fer_hf.trainer import FerTrainer
-    from fer_hf.transforms import Augment, BatchMixer, BatchTransform, FerCollator, FerTensorDataset
+    from fer_hf.training.trainer import FerTrainer
 
     torch.manual_seed(0)
     model = build_model(ModelArgs(family="cnn", preset="report-c-baseline"), [str(i) for i in range(7)]).model

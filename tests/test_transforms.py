@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fer_hf.transforms import Augment, BatchMixer, BatchTransform, FerCollator, FerTensorDataset, decode_images
+from fer_hf.data.transforms import Augment, BatchMixer, BatchTransform, FerCollator, FerTensorDataset, decode_images
 
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 
@@ -25,7 +25,7 @@ def unnormalise(x: torch.Tensor, mean=MEAN, std=STD) -> torch.Tensor:
 def test_decode_images_matches_pil(bundled_dd, monkeypatch):
     from PIL import Image
 
-    monkeypatch.setattr("fer_hf.transforms.DECODE_BLOCK", 5)  # 12 rows in 3 blocks on the decode threads
+    monkeypatch.setattr("fer_hf.data.transforms.DECODE_BLOCK", 5)  # 12 rows in 3 blocks on the decode threads
     ds = bundled_dd["train"].select(range(12))
     images = decode_images(ds)
     assert images.dtype == torch.uint8 and images.shape == (12, 48, 48)
@@ -241,8 +241,8 @@ def test_mixing_off_and_mix_prob(model_batch):
 def _trainer(model, tmp_path, augment):
     from transformers import TrainingArguments
 
-    from fer_hf.losses import WeightedCrossEntropy
-    from fer_hf.trainer import FerTrainer
+    from fer_hf.training.losses import WeightedCrossEntropy
+    from fer_hf.training.trainer import FerTrainer
 
     args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[], per_device_eval_batch_size=32)
     args.remove_unused_columns = False

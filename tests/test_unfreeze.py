@@ -15,12 +15,12 @@ import torch
 from torch import nn
 from transformers import TrainerCallback
 
-from fer_hf.callbacks import GradualUnfreezeCallback, build_callbacks, group_of, unfreeze_epochs
 from fer_hf.configs import RecipeError, UnfreezeArgs, load_recipe
-from fer_hf.data import class_weights
+from fer_hf.data.splits import class_weights
 from fer_hf.models import build_model
 from fer_hf.train import prepare_datasets
-from fer_hf.trainer import build_trainer
+from fer_hf.training.callbacks import GradualUnfreezeCallback, build_callbacks, group_of, unfreeze_epochs
+from fer_hf.training.trainer import build_trainer
 
 SMOKE = Path(__file__).resolve().parents[1] / "recipes" / "smoke.yaml"
 # Three BN conv blocks (4, 8, 8 channels) + global average pool + a Linear head: ~1.3k parameters.

@@ -11,10 +11,10 @@ import argparse
 
 import numpy as np
 
+from fer_hf.data.transforms import FerTensorDataset
 from fer_hf.evaluate import align_labels, load_split, run_inference
+from fer_hf.evaluation.metrics import compute_fer_metrics, softmax
 from fer_hf.loading import load_classifier
-from fer_hf.metrics import compute_fer_metrics, softmax
-from fer_hf.transforms import FerTensorDataset
 
 parser = argparse.ArgumentParser()
 parser.add_argument("member")

@@ -41,9 +41,9 @@ from transformers import Trainer, TrainerCallback, TrainingArguments, get_schedu
 
 from fer_hf.bench import at_least
 from fer_hf.cli import positive_int
-from fer_hf.data import load_fer_dataset
-from fer_hf.losses import WeightedCrossEntropy
-from fer_hf.transforms import Augment, BatchTransform, FerCollator, FerTensorDataset, apply_transform
+from fer_hf.data.dataset import load_fer_dataset
+from fer_hf.data.transforms import Augment, BatchTransform, FerCollator, FerTensorDataset, apply_transform
+from fer_hf.training.losses import WeightedCrossEntropy
 
 FAMILIES = ("cnn", "vit", "resnet", "timm")
 LITE0_SIZE = 96  # the lite0 recipes' input side
@@ -128,7 +128,7 @@ def training_args(args: argparse.Namespace, device: str, output_dir: str) -> Tra
 def time_trainer(
     bm: BenchModel, data: FerTensorDataset, transform: BatchTransform, args: argparse.Namespace, device: str
 ) -> tuple[list[float], list[float]]:
-    from fer_hf.trainer import FerTrainer
+    from fer_hf.training.trainer import FerTrainer
 
     clock = StepClock()
     with tempfile.TemporaryDirectory() as out:

@@ -14,8 +14,8 @@ import datasets
 import evaluate
 import numpy as np
 
+from fer_hf.evaluation.metrics import compute_fer_metrics
 from fer_hf.labels import FER_LABELS
-from fer_hf.metrics import compute_fer_metrics
 
 _CITATION = """\
 @misc{fer2013,

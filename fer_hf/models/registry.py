@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from torch import nn
 from transformers import BaseImageProcessor
 
-from fer_hf.transforms import Augment, BatchTransform
+from fer_hf.data.transforms import Augment, BatchTransform
 
 
 @dataclass

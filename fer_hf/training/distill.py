@@ -21,9 +21,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
+from fer_hf.data.transforms import FerTensorDataset
 from fer_hf.evaluate import eval_transform_for
 from fer_hf.loading import LoadedModel, load_classifier
-from fer_hf.transforms import FerTensorDataset
 
 CACHE_VERSION = 1
 

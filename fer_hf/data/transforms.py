@@ -30,8 +30,8 @@ from datasets import Dataset, Image
 from PIL import Image as PILImage
 from tqdm.auto import tqdm
 
-from fer_hf.data import IMAGE_SIZE, FerDataError, labels_of
-from fer_hf.images import as_displayed
+from fer_hf.data.images import as_displayed
+from fer_hf.data.sources import IMAGE_SIZE, FerDataError, labels_of
 
 
 @dataclass

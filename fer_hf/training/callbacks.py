@@ -34,7 +34,7 @@ from transformers import EarlyStoppingCallback, TrainerCallback
 from transformers.trainer_callback import ExportableState
 
 from fer_hf.configs import RecipeError
-from fer_hf.transforms import BatchTransform, apply_transform
+from fer_hf.data.transforms import BatchTransform, apply_transform
 
 LayerGroups = Sequence[tuple[str, Sequence[str]]]  # (group, parameter-name prefixes), head first
 REST_GROUP = "rest"  # parameters that no group's prefixes cover (e.g. embeddings); frozen with the backbone

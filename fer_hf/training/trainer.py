@@ -12,7 +12,12 @@ from collections.abc import Sequence
 import torch
 from transformers import Trainer, TrainerCallback
 
-from fer_hf.callbacks import (
+from fer_hf.configs import Recipe, RecipeError
+from fer_hf.data.transforms import BatchMixer, BatchTransform, FerCollator, apply_transform
+from fer_hf.evaluation.metrics import compute_fer_metrics, trainer_compute_metrics
+from fer_hf.evaluation.results import TrainerEval
+from fer_hf.models import BuiltModel
+from fer_hf.training.callbacks import (
     BATCH_NORMS,
     GradualUnfreezeCallback,
     LayerGroups,
@@ -21,13 +26,8 @@ from fer_hf.callbacks import (
     group_of,
     layerwise_lrs,
 )
-from fer_hf.configs import Recipe, RecipeError
-from fer_hf.distill import DistillationLoss
-from fer_hf.losses import build_loss
-from fer_hf.metrics import compute_fer_metrics, trainer_compute_metrics
-from fer_hf.models import BuiltModel
-from fer_hf.results import TrainerEval
-from fer_hf.transforms import BatchMixer, BatchTransform, FerCollator, apply_transform
+from fer_hf.training.distill import DistillationLoss
+from fer_hf.training.losses import build_loss
 
 
 class EpochWeightedSampler(torch.utils.data.WeightedRandomSampler):

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
 
-METRIC_PATH = str(Path(__file__).parent / "fer_metric" / "fer_metric.py")
+METRIC_PATH = str(Path(__file__).parents[1] / "fer_metric" / "fer_metric.py")
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
