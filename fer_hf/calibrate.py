@@ -29,9 +29,10 @@ import torch
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax
 
+from fer_hf.data.dataset import load_split
+from fer_hf.data.decode import FerTensorDataset
 from fer_hf.data.sources import raters_of
-from fer_hf.data.transforms import FerTensorDataset
-from fer_hf.evaluate import align_labels, load_split, run_inference
+from fer_hf.evaluation.evaluator import align_labels, run_inference
 from fer_hf.evaluation.metrics import calibration_metrics, rater_metrics, softmax
 from fer_hf.loading import MODEL_HELP, ModelLoadError, load_classifier, resolve_model_path
 from fer_hf.runtime import is_export

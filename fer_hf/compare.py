@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fer_hf.evaluate import EvaluationError, atomic_output_dir
+from fer_hf.evaluation.evaluator import EvaluationError
 from fer_hf.evaluation.report import plot_curves, plt, run_log_history
 from fer_hf.evaluation.results import (
     CV_FILE,
@@ -39,6 +39,7 @@ from fer_hf.evaluation.results import (
     find_record_file,
     read_record,
 )
+from fer_hf.outputs import atomic_output_dir
 
 OUTPUT_STEM = "comparison"
 

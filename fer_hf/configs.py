@@ -23,7 +23,6 @@ import yaml
 from transformers import TrainingArguments
 
 from fer_hf.data.ferplus import MODES as FERPLUS_MODES
-from fer_hf.data.transforms import Augment
 
 
 class RecipeError(ValueError):
@@ -31,10 +30,51 @@ class RecipeError(ValueError):
 
 
 @dataclass
+class Augment:
+    """Training-time augmentation, applied per batch (each image draws its own random parameters)."""
+
+    hflip: float = field(default=0.5, metadata={"help": "probability of a horizontal flip"})
+    rotation: float = field(default=0.0, metadata={"help": "max rotation in degrees (uniform in +-rotation)"})
+    translate: float = field(default=0.0, metadata={"help": "max shift as a fraction of the image side"})
+    scale: tuple[float, float] = field(default=(1.0, 1.0), metadata={"help": "zoom range (min, max); >1 zooms in"})
+    brightness: float = field(default=0.0, metadata={"help": "brightness factor uniform in [1-b, 1+b]"})
+    contrast: float = field(default=0.0, metadata={"help": "contrast factor uniform in [1-c, 1+c]"})
+    sharpness: tuple[float, float] = field(
+        default=(1.0, 1.0), metadata={"help": "sharpness factor range as torchvision's adjust_sharpness (1 = off)"}
+    )
+    random_erasing: float = field(default=0.0, metadata={"help": "probability of erasing one random rectangle"})
+    mixup_alpha: float = field(
+        default=0.0, metadata={"help": "mixup: blend each face with another, weight ~ Beta(a, a); 0 = off"}
+    )
+    cutmix_alpha: float = field(
+        default=0.0, metadata={"help": "CutMix: paste a box of another face, kept area ~ Beta(a, a); 0 = off"}
+    )
+    mix_prob: float = field(
+        default=1.0, metadata={"help": "share of training batches mixed when mixup/CutMix is on (both on: 50/50)"}
+    )
+
+    def __post_init__(self) -> None:
+        self.scale, self.sharpness = tuple(self.scale), tuple(self.sharpness)
+        for name in ("hflip", "random_erasing", "mix_prob"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"augment.{name} is a probability in [0, 1], got {getattr(self, name)}")
+        for name in ("rotation", "translate", "brightness", "contrast", "mixup_alpha", "cutmix_alpha"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"augment.{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("scale", "sharpness"):
+            lo, hi = getattr(self, name)
+            if not 0 <= lo <= hi:
+                raise ValueError(f"augment.{name} must be a range (min, max) with 0 <= min <= max, got {(lo, hi)}")
+
+
+@dataclass
 class DataArgs:
-    source: str = field(
-        default="../shared/fer2013",
-        metadata={"help": "FER2013 source: parquet folder/file, Kaggle CSV, ImageFolder root, 'bundled' or Hub id"},
+    source: str | None = field(
+        default=None,
+        metadata={
+            "help": "your copy of FER2013 or FER+ (required): parquet folder/file, Kaggle CSV, ImageFolder root, "
+            "FER+ layout folder, a Hub dataset id, or 'bundled' (the package's small real sample)"
+        },
     )
     classes: str | list[str] | None = field(
         default=None, metadata={"help": "class subset: a name from fer_hf.labels.CLASS_SUBSETS or class names"}
@@ -449,6 +489,12 @@ def _unknown_message(what: str, unknown: set[str], known, path: str | None) -> s
 
 
 def _validate(recipe: Recipe) -> None:
+    if not recipe.data.source:
+        raise RecipeError(
+            f"{recipe.path or 'recipe'}: data.source is not set: name your copy of FER2013 or FER+ (a parquet folder, "
+            "Kaggle CSV, ImageFolder root, FER+ folder or Hub id), e.g. --data.source path/to/fer2013, or "
+            "--data.source bundled for the package's small sample"
+        )
     if recipe.loss.name not in ("ce", "weighted_ce", "focal"):
         raise RecipeError(f"loss.name {recipe.loss.name!r}: choose ce, weighted_ce or focal")
     if recipe.data.ferplus_mode not in FERPLUS_MODES:

@@ -3,7 +3,7 @@
     python -m fer_hf.cv recipes/cnn.yaml --folds 5 --output runs/cnn-cv5 --training.num_train_epochs 60
 
 Training is split into k stratified folds (seeded); each fold is the validation split of one run of the
-recipe, trained on the other k-1 folds by `fer_hf.train.train_from_recipe` (same data preparation, model,
+recipe, trained on the other k-1 folds by `fer_hf.training.run.train_from_recipe` (same data preparation, model,
 loss, callbacks and metric code as a normal run). PublicTest/PrivateTest are never looked at. The folder gets
 one run folder per fold, `cv_metrics.json` (per-fold metrics, mean and sample std, pooled confusion matrix;
 readable by `fer_hf.compare`) and `cv_table.md`. cv_metrics.json is written last: its presence means complete.
@@ -25,7 +25,7 @@ from fer_hf.configs import Recipe, RecipeError, load_recipe
 from fer_hf.data.dataset import load_fer_dataset
 from fer_hf.data.sources import FerDataError, labels_of
 from fer_hf.evaluation.results import CV_FILE, METRICS_FILE, CVRecord, RunRecord, read_record, write_record
-from fer_hf.train import train_from_recipe
+from fer_hf.training.run import train_from_recipe
 
 SCALARS = ("accuracy", "macro_f1", "weighted_f1", "top2_accuracy")
 

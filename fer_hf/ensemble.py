@@ -19,7 +19,7 @@ import json
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -29,27 +29,25 @@ from tqdm.auto import tqdm
 from transformers import ViTImageProcessor
 
 from fer_hf.cli import positive_int
+from fer_hf.data.dataset import load_split
+from fer_hf.data.decode import FerTensorDataset
 from fer_hf.data.sources import raters_of
-from fer_hf.data.transforms import FerTensorDataset
-from fer_hf.evaluate import (
-    atomic_output_dir,
-    build_report,
-    check_labels,
-    input_spec,
-    load_split,
-    write_outputs,
-)
+from fer_hf.evaluation.evaluator import build_report, check_labels, write_outputs
 from fer_hf.evaluation.metrics import compute_fer_metrics
-from fer_hf.evaluation.report import describe_hardware
-from fer_hf.evaluation.results import METRICS_FILE, RunRecord, read_record, write_record
-from fer_hf.hub.card import LIMITATIONS, RunInfo, card_data, split_label, usage_code
+from fer_hf.evaluation.report import describe_hardware, member_markdown_table
+from fer_hf.evaluation.results import (
+    MEMBERS_FILE,
+    METRICS_FILE,
+    MemberRow,
+    RunRecord,
+    write_record,
+)
+from fer_hf.hub.card import write_ensemble_card
 from fer_hf.loading import MODEL_HELP, LoadedModel, OnnxImageClassifier, load_classifier, resolve_model_path
 from fer_hf.models.hub_code import FerEnsembleConfig, FerEnsembleForImageClassification
 from fer_hf.models.hub_code.configuration_fer_ensemble import MEMBER_TYPES
-from fer_hf.outputs import check_apart
-
-MEMBERS_FILE = "members.json"
-ENSEMBLE_FILES = (MEMBERS_FILE, "members.md", METRICS_FILE)  # what publishing stages next to the model
+from fer_hf.models.inputs import input_spec
+from fer_hf.outputs import atomic_output_dir, check_apart
 
 
 class EnsembleError(ValueError):
@@ -121,16 +119,6 @@ def load_members(refs: Sequence[str], trust_remote_code: bool = False) -> list[L
 
 
 # ---------------------------------------------------------------------------------------------- the member table
-@dataclass
-class MemberRow:
-    """One line of the member table: a member alone, the ensemble, or the ensemble without one member."""
-
-    model: str
-    n: int  # faces in the split
-    accuracy: float
-    macro_f1: float
-    accuracy_hflip: float
-    macro_f1_hflip: float
 
 
 def weighted_mean(probs: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -158,18 +146,6 @@ def member_table(
     if len(names) > 2:  # without one of two members is that other member alone: already a row
         rows += [row(f"ensemble without {name}", [j for j in everyone if j != i]) for i, name in enumerate(names)]
     return rows
-
-
-def markdown_table(rows: Sequence[MemberRow], split: str) -> str:
-    lines = [
-        "| model | accuracy | macro-F1 | accuracy, hflip TTA | macro-F1, hflip TTA |",
-        "|---|---|---|---|---|",
-    ]
-    lines += [
-        f"| {r.model} | {r.accuracy:.2%} | {r.macro_f1:.3f} | {r.accuracy_hflip:.2%} | {r.macro_f1_hflip:.3f} |"
-        for r in rows
-    ]
-    return f"{split} ({rows[0].n:,} faces):\n\n" + "\n".join(lines)
 
 
 def evaluate_members(
@@ -227,7 +203,7 @@ def write_evaluation(
     rows = member_table(probs, labels, names, loaded.label_names, config.member_weights)
     about = {"split": split, "data": data, "members": names, "weights": config.member_weights, "command": command}
     (out / MEMBERS_FILE).write_text(json.dumps({**about, "rows": [asdict(r) for r in rows]}, indent=2) + "\n")
-    (out / "members.md").write_text(markdown_table(rows, split) + "\n")
+    (out / "members.md").write_text(member_markdown_table(rows, split) + "\n")
     reports, wall = {}, time.perf_counter() - start
     for tta, folder in (("none", "evaluation"), ("hflip", "evaluation_hflip")):
         # The ensemble's logits are the weighted mean of the member probabilities above: no second inference pass.
@@ -247,47 +223,6 @@ def write_evaluation(
     )
     write_record(metrics, out / METRICS_FILE)
     return rows
-
-
-def write_card(folder: Path, where: str) -> Path:
-    """README.md of an ensemble folder from its config.json, members.json and metrics.json (when it was evaluated):
-    members and weights, the member table with the command that made it, usage with `where` as the model id, limits.
-    `fer_hf.hub.publish` calls it again with the repository id."""
-    config = json.loads((folder / "config.json").read_text())
-    ensemble = FerEnsembleConfig(**{k: config[k] for k in ("members", "image_size", "num_channels")})
-    members = "\n".join(
-        f"| {m['name']} | `{m['config']['model_type']}` | {w:.3f} | {m['input']['size']} px, "
-        f"{m['input']['channels']} channel(s) |"
-        for m, w in zip(ensemble.members, ensemble.member_weights, strict=True)
-    )
-    front = "---\nlibrary_name: transformers\nlicense: apache-2.0\npipeline_tag: image-classification\n---\n"
-    results = "Not evaluated: the folder was written without `--data`."
-    if (folder / METRICS_FILE).is_file():
-        metrics = read_record(folder / METRICS_FILE, RunRecord)
-        table = json.loads((folder / MEMBERS_FILE).read_text())
-        split, rows = table["split"], [MemberRow(**r) for r in table["rows"]]
-        info = RunInfo(folder, metrics, {"data": {"source": metrics.data}}, config)
-        front = f"---\n{card_data(info, Path(where).name).to_yaml()}\n---\n"
-        single = metrics.splits[split]
-        results = (
-            f"{markdown_table(rows, split_label(info, split))}\n\nThe ensemble, single view: accuracy "
-            f"{single.accuracy:.4f}, macro-F1 {single.macro_f1:.4f} (`evaluation/`). Made on "
-            f"{metrics.hardware} by\n\n```bash\n{table['command']}\n```\n\nSingle view unless the column says "
-            "hflip TTA (the average with the mirrored face). The weights were not fitted on this split; the members "
-            "were selected on it as `fer_hf.train` selects checkpoints."
-        )
-    usage = "\n".join(f"```python\n{code}```\n" for code in usage_code(where, trust_remote_code=True))
-    card = folder / "README.md"
-    card.write_text(
-        f"{front}\n# FER2013 ensemble: {' + '.join(m['name'] for m in ensemble.members)}\n\n"
-        "The weighted average of the probabilities of models trained by fer_hf on FER2013 Training (7 classes). Each "
-        "member keeps its own preprocessing inside the ensemble's forward: the ensemble takes a gray face at "
-        f"{ensemble.image_size}x{ensemble.image_size} (pixel values in [0, 1]; RGB is averaged to gray), like "
-        "FER2013's own faces. One forward runs every member: its cost is the sum of theirs.\n\n"
-        f"## Members\n\n| member | model type | weight | input |\n|---|---|---|---|\n{members}\n\n"
-        f"## Results\n\n{results}\n\n## How to use\n\n{usage}\n{LIMITATIONS}"
-    )
-    return card
 
 
 def distinct_members(refs: Sequence[str]) -> list[str]:
@@ -320,7 +255,7 @@ def make_ensemble(args: argparse.Namespace) -> tuple[Path, list[MemberRow]]:
         command = " ".join(["python -m fer_hf.ensemble", *args.models, "--output", str(out), *command_options(args)])
         if args.data:
             rows = write_evaluation(tmp, args.data, args.split, args.batch_size, command, name=str(out))
-        write_card(tmp, str(out))
+        write_ensemble_card(tmp, str(out))
     return out, rows
 
 
@@ -335,7 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out, rows = make_ensemble(args)
     print(f"ensemble of {', '.join(args.models)} written to {out}")
     if rows:
-        print(markdown_table(rows, args.split))
+        print(member_markdown_table(rows, args.split))
     return 0
 
 

@@ -32,10 +32,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fer_hf.data.transforms import FerTensorDataset
-from fer_hf.evaluate import EvaluationError, atomic_output_dir, eval_transform_for, input_spec, load_split
+from fer_hf.data.dataset import load_split
+from fer_hf.data.decode import FerTensorDataset
+from fer_hf.evaluation.evaluator import EvaluationError, eval_transform_for
 from fer_hf.loading import MODEL_HELP, LoadedModel, ModelLoadError, load_classifier, onnx_only, resolve_model_path
-from fer_hf.outputs import check_apart
+from fer_hf.models.inputs import input_spec
+from fer_hf.outputs import atomic_output_dir, check_apart
 from fer_hf.runtime import EXPORT_KEY, ONNX_FILE, OnnxClassifier, is_export
 
 MIN_AGREEMENT = 0.999  # fp32: share of faces on which ONNX and torch must predict the same class

@@ -507,7 +507,7 @@ def re_any(words) -> object:
 
 def test_backend_file_names_match_the_commands_that_write_them():
     from fer_hf.compare import OUTPUT_STEM
-    from fer_hf.evaluate import CONFUSION_FILE
+    from fer_hf.evaluation.evaluator import CONFUSION_FILE
 
     assert backend.COMPARISON_STEM == OUTPUT_STEM and backend.CONFUSION_FILE == CONFUSION_FILE
 

@@ -83,7 +83,7 @@ def test_every_bundled_models_processor_takes_fer2013s_own_1_channel_faces(name)
     from PIL import Image
     from transformers import AutoImageProcessor
 
-    from fer_hf.evaluate import eval_transform_for
+    from fer_hf.evaluation.evaluator import eval_transform_for
     from fer_hf.loading import BUNDLED_MODELS, load_classifier
 
     folder = BUNDLED_MODELS[name].path
@@ -110,7 +110,7 @@ def test_16_bit_and_sideways_faces_in_a_dataset_decode_as_they_look(bundled_dd, 
     from PIL import Image
 
     from fer_hf.data.dataset import load_fer_dataset
-    from fer_hf.data.transforms import FerTensorDataset
+    from fer_hf.data.decode import FerTensorDataset
 
     rows = bundled_dd["validation"].select(range(0, 70, 10))  # 7 faces, one per class
     names = rows.features["label"].names
@@ -143,7 +143,7 @@ def test_a_training_folder_is_locked_checked_and_its_validation_split_too(tmp_pa
     import sys
 
     from fer_hf.runlock import LOCK_FILE, RunLockError, run_lock
-    from fer_hf.train import load_data, train_from_recipe
+    from fer_hf.training.run import load_data, train_from_recipe
 
     out = tmp_path / "run"
     out.mkdir()

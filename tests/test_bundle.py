@@ -48,7 +48,7 @@ def test_bundle_ships_the_best_checkpoint_with_matching_card(finished_run, tmp_p
     assert metrics["hardware"] in card and "best epoch of the finished run" in card
     assert not list(tmp_path.glob(".*partial"))  # the staging folder was moved into place
     assert load_classifier(out).label_names == run_metrics["labels"]
-    # Every record these commands wrote reads back (fer_hf.results) to exactly the JSON on disk.
+    # Every record these commands wrote reads back (fer_hf.evaluation.results) to exactly the JSON on disk.
     for file in (finished_run / "metrics.json", out / "metrics.json", out / "evaluation" / "metrics.json"):
         assert to_json(read_record(file)) == json.loads(file.read_text()), file
     assert isinstance(read_record(finished_run).splits["validation"], TrainerEval)

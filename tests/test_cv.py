@@ -41,7 +41,7 @@ def test_cv_summary_is_the_mean_and_std_of_its_folds(cv_run):
     assert pooled.sum(axis=1).tolist() == [POOL // 7] * 7  # every face validated exactly once
     assert "| mean ± std |" in (cv_run / "cv_table.md").read_text()
     assert "test" not in json.loads((cv_run / "fold_1" / "metrics.json").read_text())
-    record = read_record(cv_run)  # fer_hf.results reads back exactly what cv wrote
+    record = read_record(cv_run)  # fer_hf.evaluation.results reads back exactly what cv wrote
     assert isinstance(record, CVRecord) and to_json(record) == summary
 
 

@@ -10,10 +10,10 @@ import pytest
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, Value
 
 from fer_hf.data.dataset import load_fer_dataset
+from fer_hf.data.decode import decode_images
 from fer_hf.data.sources import FerDataError, _looks_like_hub_id, labels_of
 from fer_hf.data.splits import add_validation_split, class_counts, class_weights, select_classes
 from fer_hf.data.summary import main, summarize
-from fer_hf.data.transforms import decode_images
 from fer_hf.labels import FER_LABELS
 
 # ../shared/fer2013/README.md
@@ -389,7 +389,7 @@ def test_undecodable_image_names_the_file(small_dd, tmp_path):
 
 
 def test_undecodable_parquet_image_names_file_and_row(small_dd, tmp_path, monkeypatch):
-    monkeypatch.setattr("fer_hf.data.transforms.DECODE_BLOCK", 2)  # the bad row is in a later block, on another thread
+    monkeypatch.setattr("fer_hf.data.decode.DECODE_BLOCK", 2)  # the bad row is in a later block, on another thread
     ds = small_dd["validation"].select(range(5))
     images = list(ds.cast_column("image", Image(decode=False))["image"])
     images[3] = {"bytes": b"garbage", "path": None}

@@ -1,4 +1,4 @@
-"""The ensemble model (fer_hf.ensemble) and distillation (fer_hf.distill): real bundled members, real faces."""
+"""The ensemble model (fer_hf.ensemble) and distillation (fer_hf.training.distill): real bundled members, real faces."""
 
 from __future__ import annotations
 
@@ -14,9 +14,10 @@ import yaml
 from helpers import save_tiny_cnn
 
 from fer_hf import ensemble as fer_ensemble
-from fer_hf.configs import RecipeError, load_recipe
-from fer_hf.data.transforms import Augment, BatchTransform, FerCollator, FerTensorDataset
-from fer_hf.evaluate import eval_transform_for
+from fer_hf.configs import Augment, RecipeError, load_recipe
+from fer_hf.data.decode import FerTensorDataset
+from fer_hf.data.transforms import BatchTransform, FerCollator
+from fer_hf.evaluation.evaluator import eval_transform_for
 from fer_hf.evaluation.metrics import compute_fer_metrics
 from fer_hf.labels import FER_LABELS
 from fer_hf.loading import load_classifier
@@ -159,7 +160,8 @@ def test_cli_builds_evaluates_and_refuses_bad_input(evaluated_ensemble, tmp_path
         "model"
     ] == str(out)
     # the evaluation folders come from the member probabilities: fer_hf.evaluate's own pass agrees with them
-    from fer_hf.evaluate import load_split, run_inference
+    from fer_hf.data.dataset import load_split
+    from fer_hf.evaluation.evaluator import run_inference
 
     faces = FerTensorDataset.from_split(load_split("bundled", "validation")[1])
     for tta, folder in (("none", "evaluation"), ("hflip", "evaluation_hflip")):
@@ -248,7 +250,7 @@ def test_teacher_probabilities_are_cached_by_content(tmp_path, faces, monkeypatc
     torch.testing.assert_close(first[:, 1], mirror)
     import fer_hf.training.distill
 
-    monkeypatch.setattr(fer_hf.distill, "compute_teacher_logprobs", lambda *a, **k: pytest.fail("recomputed"))
+    monkeypatch.setattr(fer_hf.training.distill, "compute_teacher_logprobs", lambda *a, **k: pytest.fail("recomputed"))
     assert torch.equal(teacher_logprobs("default", few, list(FER_LABELS), tmp_path), first)
     other = FerTensorDataset(faces.images[20:40], faces.labels[20:40])
     with pytest.raises(pytest.fail.Exception, match="recomputed"):  # other faces: another cache entry
@@ -271,7 +273,7 @@ def test_distill_recipe_is_checked_before_any_data_loads(tmp_path):
 
 def test_smoke_training_with_a_teacher(tmp_path):
     """Two epochs on the bundled sample against the default model's soft targets: the run records its teacher."""
-    from fer_hf.train import train_from_recipe
+    from fer_hf.training.run import train_from_recipe
 
     recipe = yaml.safe_load((REPO / "recipes" / "smoke.yaml").read_text())
     recipe["distill"] = {"teacher": "default", "cache_dir": str(tmp_path / "cache"), "alpha": 0.9}

@@ -23,10 +23,14 @@ from sklearn.metrics import (
 from transformers import ViTImageProcessor
 
 from fer_hf import evaluate as fer_eval
-from fer_hf.data.transforms import FerTensorDataset
+from fer_hf.cli import run
+from fer_hf.data.dataset import load_split
+from fer_hf.data.decode import FerTensorDataset
+from fer_hf.evaluation.evaluator import eval_transform_for, run_inference
 from fer_hf.evaluation.metrics import METRIC_PATH, compute_fer_metrics
 from fer_hf.labels import FER_LABELS
 from fer_hf.loading import load_classifier
+from fer_hf.models.inputs import input_spec
 
 N_FACES = 200
 
@@ -57,7 +61,8 @@ def direct_logits(model_dir, parquet) -> tuple[np.ndarray, np.ndarray]:
 
 
 def run_cli(*argv) -> int:
-    return fer_eval.main([str(a) for a in argv])
+    """The command as `python -m fer_hf.evaluate` runs it: cli.run turns a user error into one line and exit 2."""
+    return run(fer_eval.main, [str(a) for a in argv])
 
 
 def test_evaluate_writes_every_output_and_matches_sklearn(tiny_model, faces_parquet, tmp_path):
@@ -100,12 +105,12 @@ def test_evaluate_writes_every_output_and_matches_sklearn(tiny_model, faces_parq
 
 def test_hflip_tta_is_the_average_of_the_face_and_its_mirror(tiny_model, faces_parquet):
     loaded = load_classifier(tiny_model)
-    _, ds = fer_eval.load_split(str(faces_parquet), None)
+    _, ds = load_split(str(faces_parquet), None)
     faces = FerTensorDataset.from_split(ds.select(range(64)))
-    plain, _ = fer_eval.run_inference(loaded, faces, "none", batch_size=128)
-    flipped, _ = fer_eval.run_inference(loaded, faces, "hflip", batch_size=128)
+    plain, _ = run_inference(loaded, faces, "none", batch_size=128)
+    flipped, _ = run_inference(loaded, faces, "hflip", batch_size=128)
     assert not np.allclose(plain, flipped)
-    x = fer_eval.eval_transform_for(loaded)(faces.images)  # (N, 1, 48, 48)
+    x = eval_transform_for(loaded)(faces.images)  # (N, 1, 48, 48)
     with torch.no_grad():
         probs = [loaded.model(pixel_values=v).logits.softmax(-1) for v in (x, x.flip(-1))]
     np.testing.assert_allclose(flipped, ((probs[0] + probs[1]) / 2).log().numpy(), rtol=1e-5, atol=1e-6)
@@ -113,10 +118,10 @@ def test_hflip_tta_is_the_average_of_the_face_and_its_mirror(tiny_model, faces_p
 
 
 def test_input_spec_follows_the_saved_processor_and_config(tiny_model):
-    spec = fer_eval.input_spec(load_classifier(tiny_model).model.config, ViTImageProcessor())
+    spec = input_spec(load_classifier(tiny_model).model.config, ViTImageProcessor())
     assert spec == {"size": 224, "channels": 1, "mean": [0.5], "std": [0.5]}
     imagenet = ViTImageProcessor(size={"height": 112, "width": 112}, image_mean=[0.485, 0.456, 0.406])
-    spec = fer_eval.input_spec(SimpleNamespace(num_channels=3), imagenet)
+    spec = input_spec(SimpleNamespace(num_channels=3), imagenet)
     assert spec["size"] == 112 and spec["channels"] == 3 and spec["mean"] == pytest.approx([0.485, 0.456, 0.406])
 
 

@@ -131,7 +131,8 @@ def test_the_app_offers_the_export_folder(exported, astronaut):
 
 def test_runtime_preprocessing_is_evaluates_transform(bundled_dd):
     """The torch-free resize and normalisation equal fer_hf.evaluate's BatchTransform (upscaled 96 px RGB input)."""
-    from fer_hf.data.transforms import BatchTransform, FerTensorDataset
+    from fer_hf.data.decode import FerTensorDataset
+    from fer_hf.data.transforms import BatchTransform
 
     faces = FerTensorDataset.from_split(bundled_dd["validation"]).images[:16]  # (16, 48, 48) uint8, real faces
     spec = {"size": 96, "channels": 3, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}

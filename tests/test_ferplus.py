@@ -269,7 +269,7 @@ def test_each_vote_mode_trains_and_validates_on_the_majority(tmp_path, ferplus_r
     from test_train import TINY_CNN
 
     from fer_hf.configs import load_recipe
-    from fer_hf.train import train_from_recipe
+    from fer_hf.training.run import train_from_recipe
 
     recipe = load_recipe(
         REPO / "recipes" / "ferplus_cnn.yaml",

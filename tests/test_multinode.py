@@ -317,7 +317,7 @@ def _entry(argv: list[str]) -> None:
     from transformers import TrainerCallback
 
     from fer_hf.configs import load_recipe
-    from fer_hf.train import train_from_recipe
+    from fer_hf.training.run import train_from_recipe
 
     class KillAtStep(TrainerCallback):
         def __init__(self, rank: int, step: int):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from fer_hf.data.transforms import FerTensorDataset
+from fer_hf.data.decode import FerTensorDataset
 from fer_hf.importers import reference as ref
 
 

@@ -1,4 +1,4 @@
-"""The run folder's typed records (fer_hf.results): the bundled models' real records read back whole, what every
+"""The run folder's typed records (fer_hf.evaluation.results): the bundled models' real records read back whole, what every
 writer writes reads back to the same JSON, and files that are not records are refused with their path and key."""
 
 from __future__ import annotations
@@ -138,7 +138,7 @@ def test_a_cv_record_round_trips():
 
 
 def test_evaluation_costs_come_from_the_run_record_and_a_foreign_one_is_named(tmp_path):
-    from fer_hf.evaluate import _training_costs
+    from fer_hf.evaluation.evaluator import _training_costs
 
     default = read_run_record(BUNDLED["default"])
     costs = _training_costs(str(BUNDLED["default"]))

@@ -13,8 +13,9 @@ from test_train import TINY_CNN, _path_and_overrides, tiny_args
 from transformers import TrainerCallback
 
 from fer_hf.configs import RecipeError, load_recipe
-from fer_hf.train import train_from_recipe
+from fer_hf.hub.card import write_model_card
 from fer_hf.training.callbacks import BATCH_NORMS, StopAfterEpochsCallback, WeightAveragingCallback, parameter_digest
+from fer_hf.training.run import train_from_recipe
 
 EPOCHS = ("--training.num_train_epochs", "3", "--training.save_strategy", "epoch", "--training.eval_strategy", "epoch")
 SWA = ("--run.swa_from_epoch", "2", "--training.load_best_model_at_end", "false")
@@ -35,7 +36,12 @@ class EpochWeights(TrainerCallback):
 
 
 def run(out, *overrides, callbacks=()):
-    return train_from_recipe(load_recipe(*_path_and_overrides(tiny_args(out, *overrides))), extra_callbacks=callbacks)
+    """What `python -m fer_hf.train` does: the run, then its card."""
+    trainer = train_from_recipe(
+        load_recipe(*_path_and_overrides(tiny_args(out, *overrides))), extra_callbacks=callbacks
+    )
+    write_model_card(out)
+    return trainer
 
 
 def test_swa_averages_the_epochs_and_recomputes_batch_norm(tmp_path):

@@ -22,9 +22,10 @@ from PIL import Image
 from transformers import Trainer, TrainerCallback
 
 from fer_hf.configs import RecipeError, load_recipe
-from fer_hf.train import main, train_from_recipe
+from fer_hf.train import main
 from fer_hf.training.callbacks import StopAfterEpochsCallback, parameter_digest
 from fer_hf.training.losses import FocalLoss, WeightedCrossEntropy
+from fer_hf.training.run import train_from_recipe
 from fer_hf.training.trainer import EpochWeightedSampler, balanced_sample_weights, recipe_loss
 
 REPO = Path(__file__).resolve().parents[1]
@@ -324,8 +325,9 @@ def test_focal_and_weighted_losses_match_a_direct_computation():
 def test_mixed_batches_weigh_both_labels_and_evaluation_is_never_mixed(tmp_path, bundled_dd):
     from transformers import TrainingArguments
 
-    from fer_hf.configs import ModelArgs
-    from fer_hf.data.transforms import Augment, BatchMixer, BatchTransform, FerCollator, FerTensorDataset
+    from fer_hf.configs import Augment, ModelArgs
+    from fer_hf.data.decode import FerTensorDataset
+    from fer_hf.data.transforms import BatchMixer, BatchTransform, FerCollator
     from fer_hf.models import build_model
     from fer_hf.training.trainer import FerTrainer
 
@@ -401,7 +403,7 @@ def test_the_trainer_module_and_the_benchmarks_import_no_hub_code():
     import sys
 
     code = (
-        "import sys, fer_hf.trainer, fer_hf.bench.train\n"
+        "import sys, fer_hf.training.trainer, fer_hf.bench.train\n"
         "hub = [m for m in ('fer_hf.hub.card', 'fer_hf.hub.publish', 'fer_hf.hub.publish_space', 'fer_hf.hub.bundle') if m in sys.modules]\n"
         "print(hub)"
     )

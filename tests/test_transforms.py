@@ -1,4 +1,4 @@
-"""fer_hf.transforms: decoding, the per-batch transform (eval and augmented) and the collator, on real faces."""
+"""fer_hf.data.transforms: decoding, the per-batch transform (eval and augmented) and the collator, on real faces."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fer_hf.data.transforms import Augment, BatchMixer, BatchTransform, FerCollator, FerTensorDataset, decode_images
+from fer_hf.configs import Augment
+from fer_hf.data.decode import FerTensorDataset, decode_images
+from fer_hf.data.transforms import BatchMixer, BatchTransform, FerCollator
 
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 
@@ -25,7 +27,7 @@ def unnormalise(x: torch.Tensor, mean=MEAN, std=STD) -> torch.Tensor:
 def test_decode_images_matches_pil(bundled_dd, monkeypatch):
     from PIL import Image
 
-    monkeypatch.setattr("fer_hf.data.transforms.DECODE_BLOCK", 5)  # 12 rows in 3 blocks on the decode threads
+    monkeypatch.setattr("fer_hf.data.decode.DECODE_BLOCK", 5)  # 12 rows in 3 blocks on the decode threads
     ds = bundled_dd["train"].select(range(12))
     images = decode_images(ds)
     assert images.dtype == torch.uint8 and images.shape == (12, 48, 48)

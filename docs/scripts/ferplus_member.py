@@ -11,8 +11,9 @@ import argparse
 
 import numpy as np
 
-from fer_hf.data.transforms import FerTensorDataset
-from fer_hf.evaluate import align_labels, load_split, run_inference
+from fer_hf.data.dataset import load_split
+from fer_hf.data.decode import FerTensorDataset
+from fer_hf.evaluation.evaluator import align_labels, run_inference
 from fer_hf.evaluation.metrics import compute_fer_metrics, softmax
 from fer_hf.loading import load_classifier
 

@@ -27,8 +27,10 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from fer_hf.cli import positive_int
+from fer_hf.configs import Augment
 from fer_hf.data.dataset import load_fer_dataset
-from fer_hf.data.transforms import Augment, BatchTransform, FerCollator, FerTensorDataset, keep_freed_batch_memory
+from fer_hf.data.decode import FerTensorDataset
+from fer_hf.data.transforms import BatchTransform, FerCollator, keep_freed_batch_memory
 
 SHARED_TRAIN = Path(__file__).resolve().parents[3] / "shared" / "fer2013" / "train.parquet"
 IMAGENET_MEAN = [0.485, 0.456, 0.406]  # ResNet's image processor (microsoft/resnet-*)

@@ -41,8 +41,10 @@ from transformers import Trainer, TrainerCallback, TrainingArguments, get_schedu
 
 from fer_hf.bench import at_least
 from fer_hf.cli import positive_int
+from fer_hf.configs import Augment
 from fer_hf.data.dataset import load_fer_dataset
-from fer_hf.data.transforms import Augment, BatchTransform, FerCollator, FerTensorDataset, apply_transform
+from fer_hf.data.decode import FerTensorDataset
+from fer_hf.data.transforms import BatchTransform, FerCollator, apply_transform
 from fer_hf.training.losses import WeightedCrossEntropy
 
 FAMILIES = ("cnn", "vit", "resnet", "timm")

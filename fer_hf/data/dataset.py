@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from datasets import DatasetDict
+import pyarrow.parquet as pq
+from datasets import Dataset, DatasetDict
 
 from fer_hf.data.sources import FerDataError, has_votes, read_source
 from fer_hf.data.splits import add_validation_split, apply_ferplus_mode, select_classes
@@ -31,7 +32,7 @@ def load_fer_dataset(
         validation_fraction: share of train carved out (stratified) when the source has no validation split.
         seed: seed of that split.
         revision: Hub revision, for Hub ids only.
-        ferplus_mode: for a source with votes, the training mode whose faces `train` keeps (`fer_hf.ferplus.MODES`);
+        ferplus_mode: for a source with votes, the training mode whose faces `train` keeps (`fer_hf.data.ferplus.MODES`);
             validation and test always keep the majority protocol's (the paper's test protocol). `label` is the
             mode's top emotion. None keeps every face, `label` -1 where the majority protocol has none (the raw
             votes, as `python -m fer_hf.data --save` writes them).
@@ -60,3 +61,22 @@ def prepare_splits(
     if classes is not None:
         dd = select_classes(dd, classes)
     return dd
+
+
+def load_split(source: str, split: str | None, classes: str | None = None) -> tuple[str, Dataset]:
+    """One split of SOURCE (default: validation, or the only split). A single file is used whole."""
+    file = Path(source).expanduser()
+    if file.is_file():
+        if file.suffix == ".parquet" and pq.read_metadata(file).num_rows == 0:
+            raise FerDataError(f"{file}: the parquet file is empty; nothing to evaluate")
+        dd = read_source(str(file), None)  # used whole: no validation split carved out of a single file
+        dd = select_classes(dd, classes) if classes else dd
+    else:
+        dd = load_fer_dataset(source, classes=classes)
+    name = split or ("validation" if "validation" in dd or len(dd) > 1 else next(iter(dd)))
+    if name not in dd:
+        raise FerDataError(f"{source}: no split {name!r}; it has {list(dd)} (choose one with --split)")
+    ds = dd[name]
+    if len(ds) == 0:
+        raise FerDataError(f"{source}: split {name!r} is empty; nothing to evaluate")
+    return name, ds

@@ -1,7 +1,7 @@
 """Decoded images as a person sees them: the EXIF orientation applied, 16-bit grayscale scaled to 8 bits.
 
 Every reader of user images goes through `as_displayed`: photos (`fer_hf.faces.load_image`: predict, explain, the
-app, the runtime) and dataset faces (`fer_hf.transforms`). PIL alone ignores the orientation tag (a phone photo
+app, the runtime) and dataset faces (`fer_hf.data.transforms`). PIL alone ignores the orientation tag (a phone photo
 stored sideways stays sideways) and clips 16-bit values when converting to 8 bits (a 16-bit face turns white).
 
 An animated image (GIF, APNG, animated WebP, multi-page TIFF) is refused by `as_displayed` with a sentence: PIL hands

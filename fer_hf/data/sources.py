@@ -6,7 +6,7 @@
 - the original Kaggle CSV (`emotion,pixels,Usage`; Training/PublicTest/PrivateTest -> train/validation/test),
 - an ImageFolder copy (`train/<class>/*.png`, `test/<class>/*.jpg`; class folders are mapped by *name*),
 - a Hub dataset id (`owner/name`, loaded with `datasets.load_dataset`; needs network),
-- FER+ (`fer_hf.ferplus`): its layout folder (`FER2013Train/label.csv` + PNGs, ...), a Kaggle CSV with
+- FER+ (`fer_hf.data.ferplus`): its layout folder (`FER2013Train/label.csv` + PNGs, ...), a Kaggle CSV with
   `fer2013new.csv` beside it (or `votes=`), or any of the above with a `votes` column (what `--save` writes).
 
 Every result has the features `image` (`datasets.Image`) and `label` (`ClassLabel` with the canonical

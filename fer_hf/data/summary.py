@@ -108,7 +108,7 @@ def dataset_card(raw: DatasetDict, source: str) -> str:
         "faces, each labelled by 10 crowd taggers. `votes` holds the 10 raw counts in FER+'s order ("
         f"{', '.join(ferplus.VOTE_NAMES)}); `label` is the majority label of the paper's protocol (votes of 1 "
         "removed, more than half of the rest on one of the 8 emotions), -1 where there is none. "
-        "`fer_hf.ferplus` derives the four training modes' targets from `votes`."
+        "`fer_hf.data.ferplus` derives the four training modes' targets from `votes`."
         if votes
         else "FER2013 (Goodfellow et al. 2013, ICML 2013 representation-learning challenge): 48x48 gray faces, "
         "one label each."

@@ -4,7 +4,7 @@ calibration error over 15 confidence bins, negative log-likelihood of the labels
 agreement with the raters' distribution (mean KL divergence from it to the model's, NLL of the votes).
 
 `fer_hf/fer_metric/fer_metric.py` wraps the same function as an `evaluate` module that loads offline
-(`evaluate.load(fer_hf.metrics.METRIC_PATH)`); `compute_fer_metrics` is what everything calls.
+(`evaluate.load(fer_hf.evaluation.metrics.METRIC_PATH)`); `compute_fer_metrics` is what everything calls.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def calibration_metrics(probs: np.ndarray, labels: np.ndarray, bins: int = ECE_B
 
 
 def rater_metrics(probs: np.ndarray, raters: np.ndarray) -> dict[str, float]:
-    """probs (N, K) against the raters' distributions (N, K) (`fer_hf.ferplus.raters_distribution`), over faces
+    """probs (N, K) against the raters' distributions (N, K) (`fer_hf.data.ferplus.raters_distribution`), over faces
     whose raters chose at least one of the K classes: kl_raters = mean KL(raters || model), nll_raters = mean
     cross-entropy of the votes under the model (= KL + the raters' own entropy)."""
     rows = raters.sum(axis=-1) > 0

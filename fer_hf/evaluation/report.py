@@ -7,12 +7,16 @@ import os
 import platform
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+if TYPE_CHECKING:
+    from fer_hf.evaluation.results import MemberRow
 
 
 def plot_confusion_matrix(matrix: Sequence[Sequence[int]], names: Sequence[str], path: str | Path, title: str) -> None:
@@ -134,3 +138,17 @@ def describe_hardware(device: str = "cpu") -> str:
         pass
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return f"{cpu}, {cores} CPU cores"
+
+
+def member_markdown_table(rows: Sequence[MemberRow], split: str) -> str:
+    """An ensemble's member table (`fer_hf.ensemble`) as markdown: each row's accuracy and macro-F1, single view and
+    with hflip TTA."""
+    lines = [
+        "| model | accuracy | macro-F1 | accuracy, hflip TTA | macro-F1, hflip TTA |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r.model} | {r.accuracy:.2%} | {r.macro_f1:.3f} | {r.accuracy_hflip:.2%} | {r.macro_f1_hflip:.3f} |"
+        for r in rows
+    ]
+    return f"{split} ({rows[0].n:,} faces):\n\n" + "\n".join(lines)

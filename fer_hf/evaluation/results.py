@@ -38,7 +38,7 @@ class RecordError(ValueError):
 # ------------------------------------------------------------------------------------------------- the parts
 @dataclass
 class Metrics:
-    """One split's scores (`fer_hf.metrics.compute_fer_metrics`): confusion_matrix is (K, K), rows true labels."""
+    """One split's scores (`fer_hf.evaluation.metrics.compute_fer_metrics`): confusion_matrix is (K, K), rows true labels."""
 
     accuracy: float
     macro_f1: float
@@ -57,7 +57,7 @@ class Metrics:
 
 @dataclass
 class TrainerEval(Metrics):
-    """A run's final evaluation by `Trainer.predict` (fer_hf.trainer.evaluate_splits)."""
+    """A run's final evaluation by `Trainer.predict` (fer_hf.training.trainer.evaluate_splits)."""
 
     split: str = "validation"
     seconds: float | None = None  # Trainer.predict's time for the split: the run's only throughput figure
@@ -363,3 +363,21 @@ def write_record(record: Record, path: str | Path) -> Path:
     tmp.write_text(json.dumps(to_json(record), indent=2) + "\n")
     os.replace(tmp, path)
     return path
+
+
+MEMBERS_FILE = "members.json"
+
+
+ENSEMBLE_FILES = (MEMBERS_FILE, "members.md", METRICS_FILE)  # what publishing stages next to the model
+
+
+@dataclass
+class MemberRow:
+    """One line of the member table: a member alone, the ensemble, or the ensemble without one member."""
+
+    model: str
+    n: int  # faces in the split
+    accuracy: float
+    macro_f1: float
+    accuracy_hflip: float
+    macro_f1_hflip: float

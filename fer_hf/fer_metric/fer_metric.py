@@ -1,6 +1,6 @@
-"""FER metrics as an `evaluate` module that loads offline: `evaluate.load(fer_hf.metrics.METRIC_PATH)`.
+"""FER metrics as an `evaluate` module that loads offline: `evaluate.load(fer_hf.evaluation.metrics.METRIC_PATH)`.
 
-It is a thin wrapper: the numbers come from `fer_hf.metrics.compute_fer_metrics`, the one metric function
+It is a thin wrapper: the numbers come from `fer_hf.evaluation.metrics.compute_fer_metrics`, the one metric function
 that training, evaluation and comparison all call. `predictions` are logits (one row of K scores per image),
 because top-2 accuracy needs the scores and not only the argmax.
 

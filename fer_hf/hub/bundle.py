@@ -28,10 +28,12 @@ from pathlib import Path
 
 from safetensors.torch import load_file, save_file
 
-from fer_hf import evaluate as fer_evaluate
 from fer_hf.configs import load_recipe
+from fer_hf.data.dataset import load_split
+from fer_hf.data.decode import FerTensorDataset
 from fer_hf.data.sources import raters_of
-from fer_hf.data.transforms import FerTensorDataset
+from fer_hf.evaluation.evaluator import check_labels, run_inference, write_outputs
+from fer_hf.evaluation.evaluator import evaluate as evaluate_one
 from fer_hf.evaluation.metrics import compute_fer_metrics
 from fer_hf.evaluation.report import checkpoint_states, describe_hardware, plot_confusion_matrix, plot_curves
 from fer_hf.evaluation.results import METRICS_FILE, RunRecord, Scores, read_record, read_run_record, write_record
@@ -99,7 +101,7 @@ def bundle(
         optional = [name for name in OPTIONAL_FILES if (weights_dir / name).is_file()]
         for file in (*MODEL_FILES, *optional, *(p.name for p in weights_dir.glob("*.py"))):  # + the model's own code
             shutil.copy2(weights_dir / file, staging / file)
-        split, ds = fer_evaluate.load_split(data, "validation")
+        split, ds = load_split(data, "validation")
         faces = FerTensorDataset.from_split(ds, desc=f"decode {split}")
         full_precision = None
         if half:  # measured in float32 first: --half is refused if PublicTest moves by HALF_TOLERANCE or more
@@ -113,15 +115,13 @@ def bundle(
             recipe.save(staging / "recipe.yaml")
         where = f"fer_hf/assets/{out.name}"  # the model is named by where it lives, not by the staging folder
         loaded = load_classifier(staging)
-        fer_evaluate.check_labels(loaded.label_names, ds.features["label"].names, str(model_dir))
+        check_labels(loaded.label_names, ds.features["label"].names, str(model_dir))
         reports = {}
         raters = raters_of(ds)  # FER+: the raters' vote shares, for KL and NLL of the votes
         for tta, folder in (("none", "evaluation"), ("hflip", "evaluation_hflip")):
-            reports[tta] = fer_evaluate.evaluate(
-                loaded, faces, data=data, split=split, tta=tta, name=where, raters=raters
-            )
+            reports[tta] = evaluate_one(loaded, faces, data=data, split=split, tta=tta, name=where, raters=raters)
             (staging / folder).mkdir()
-            fer_evaluate.write_outputs(staging / folder, reports[tta], faces.images)
+            write_outputs(staging / folder, reports[tta], faces.images)
         single = reports["none"]
         if full_precision is not None:
             moved = abs(single.accuracy - full_precision.accuracy)
@@ -186,7 +186,7 @@ HALF_TOLERANCE = 0.001  # accuracy: 0.1 point of PublicTest
 
 def single_view_scores(loaded, faces: FerTensorDataset) -> Scores:
     """Accuracy and macro-F1 of a loaded model on decoded faces (no files written)."""
-    logits, _ = fer_evaluate.run_inference(loaded, faces)
+    logits, _ = run_inference(loaded, faces)
     m = compute_fer_metrics(logits, faces.labels.numpy(), loaded.label_names)
     return Scores(m["accuracy"], m["macro_f1"])
 
@@ -216,7 +216,7 @@ def split_title(labels: Sequence[str]) -> str:
     return "FER2013Valid (FER+ majority protocol)" if "contempt" in labels else "PublicTest"
 
 
-def status_section(metrics: RunRecord, name: str, recipe_path: str, data: str = "../shared/fer2013") -> str:
+def status_section(metrics: RunRecord, name: str, recipe_path: str, data: str) -> str:
     tta = metrics.summaries["validation_tta_hflip"]
     ferplus = "contempt" in metrics.labels
     trained = "FER2013Train's FER+ votes" if ferplus else "FER2013 Training"
@@ -281,7 +281,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     trained = [name for name, model in BUNDLED_MODELS.items() if model.recipe]  # the ensemble is written otherwise
     parser.add_argument("--name", choices=trained, default=DEFAULT_MODEL, help="which bundled model")
     parser.add_argument("--recipe", help="the recipe the run was trained with (default: the bundled model's)")
-    parser.add_argument("--data", default="../shared/fer2013", help="FER2013 source with the validation split")
+    parser.add_argument("--data", required=True, help="your FER2013 copy with the validation split it is scored on")
     parser.add_argument("--out", help="where the bundled model goes (default: its folder in fer_hf/assets)")
     parser.add_argument("--comparison", help="a fer_hf.compare comparison.md to include in the model card")
     parser.add_argument("--half", action="store_true", help="store the weights in float16 if accuracy moves < 0.1 pt")

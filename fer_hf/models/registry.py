@@ -1,5 +1,6 @@
 """The family registry: what a family builder returns (`BuiltModel`) and `register_family`. The families import
-this module, and fer_hf.models imports them: one direction, no import loop."""
+this module, and fer_hf.models imports them: one direction, no import loop. Models import no data code: the batch
+transform of a built model is `fer_hf.data.transforms.BatchTransform.for_model(built, augment)`."""
 
 from __future__ import annotations
 
@@ -8,8 +9,6 @@ from dataclasses import dataclass, field
 
 from torch import nn
 from transformers import BaseImageProcessor
-
-from fer_hf.data.transforms import Augment, BatchTransform
 
 
 @dataclass
@@ -21,12 +20,6 @@ class BuiltModel:
     mean: list[float]
     std: list[float]
     layer_groups: list[tuple[str, list[str]]] = field(default_factory=list)  # (group, parameter-name prefixes)
-
-    def batch_transform(self, augment: Augment | None = None) -> BatchTransform:
-        """uint8 faces (B, 48, 48) -> this model's input (B, C, S, S): augmented when `augment` is given (training),
-        else resized and normalised only (evaluation)."""
-        spec = dict(size=self.image_size, channels=self.channels, mean=self.mean, std=self.std)
-        return BatchTransform(**spec, augment=augment, train=augment is not None)
 
 
 Builder = Callable[..., BuiltModel]

@@ -353,7 +353,7 @@ def build_callbacks(recipe, built) -> list[TrainerCallback]:
         callbacks.append(GradualUnfreezeCallback(built.layer_groups, u))
     if recipe.run.swa_from_epoch:
         callbacks.append(
-            WeightAveragingCallback(recipe.run.swa_from_epoch, built.batch_transform(recipe.data.augment))
+            WeightAveragingCallback(recipe.run.swa_from_epoch, BatchTransform.for_model(built, recipe.data.augment))
         )
     return callbacks
 

@@ -21,8 +21,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from fer_hf.data.transforms import FerTensorDataset
-from fer_hf.evaluate import eval_transform_for
+from fer_hf.data.decode import FerTensorDataset
+from fer_hf.evaluation.evaluator import eval_transform_for
 from fer_hf.loading import LoadedModel, load_classifier
 
 CACHE_VERSION = 1

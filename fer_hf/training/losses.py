@@ -59,7 +59,7 @@ class WeightedCrossEntropy(nn.Module):
 
 class MultiTargetLoss(nn.Module):
     """FER+'s multi_target loss (FERPlus `src/train.py`): -log max_k(t_k p_k), where t marks every emotion that
-    has at least 30% of the votes (`fer_hf.ferplus.training_targets`): the model is right when its most likely
+    has at least 30% of the votes (`fer_hf.data.ferplus.training_targets`): the model is right when its most likely
     class is any of them. Class weights weigh each face by its top class; smoothing mixes t with uniform."""
 
     def __init__(self, weight: Sequence[float] | None = None, label_smoothing: float = 0.0):
