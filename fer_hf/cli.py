@@ -12,6 +12,7 @@ pickle's errors. Anything else is a bug and keeps its traceback. Imports nothing
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import pickle
 import sys
@@ -49,6 +50,9 @@ def run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] 
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get(DEBUG_ENV, "") not in ("", "0")
     argv = [arg for arg in argv if arg != "--debug"]
+    from fer_hf.logs import setup_logging  # light: the runtime's light install uses cli.run too
+
+    setup_logging(logging.DEBUG if debug else logging.INFO)  # the library's lines; training refines it per process
     try:
         return main(argv) or 0
     except KeyboardInterrupt:
@@ -59,4 +63,4 @@ def run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] 
             raise
         message = " ".join(str(err).split()) or type(err).__name__  # one line, whatever the message held
         print(f"error: {message} (run with --debug for the traceback)", file=sys.stderr)
-        return 2
+        return getattr(err, "exit_code", 2)  # 2, or an error's own (a failed export parity check: 1)

@@ -25,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 
-from fer_hf.evaluation.evaluator import EvaluationError
 from fer_hf.evaluation.report import plot_curves, plt, run_log_history
 from fer_hf.evaluation.results import (
     CV_FILE,
@@ -359,11 +358,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        rows = compare(args.inputs, args.output, args.split, args.allow_mismatch, args.per_class)
-    except (ComparisonError, EvaluationError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    rows = compare(args.inputs, args.output, args.split, args.allow_mismatch, args.per_class)
     print(markdown_table(rows, args.per_class))
     curves = " and curves.png" if (Path(args.output) / "curves.png").is_file() else ""
     print(f"written to {args.output}/{OUTPUT_STEM}.{{md,csv,json,png}}{curves}")

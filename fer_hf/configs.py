@@ -11,22 +11,24 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import re
 import sys
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
-from transformers import TrainingArguments
+from transformers import HfArgumentParser, TrainingArguments
 
 from fer_hf.data.ferplus import MODES as FERPLUS_MODES
-
-
-class RecipeError(ValueError):
-    """A recipe that cannot run; the message says which key and how to fix it."""
+from fer_hf.launch_check import check_launch
+from fer_hf.recipe_values import (
+    RecipeError,
+    field_types,
+    plain,
+    read_yaml,
+    typed_value,
+    unknown_message,
+)
 
 
 @dataclass
@@ -209,6 +211,28 @@ SECTIONS["distill"] = DistillArgs
 
 
 @dataclass
+class FerTrainingArguments(TrainingArguments):
+    """transformers' `TrainingArguments` with fer_hf's defaults: a recipe's `training:` section. Every Trainer flag
+    works in it, nested (`--training.weight_decay 0.05`) or flat as in the Hugging Face examples (`--weight_decay
+    0.05 --warmup_steps 100 --report_to tensorboard --push_to_hub`)."""
+
+    output_dir: str | None = field(
+        default="runs/default",
+        metadata={"help": "the run folder: checkpoints, then the model, recipe.yaml, metrics.json, plots and card"},
+    )
+    restore_callback_states_from_checkpoint: bool = field(
+        default=True,
+        metadata={
+            "help": "a resumed run carries on its training clock and early-stopping patience (fer_hf's default)"
+        },
+    )
+    remove_unused_columns: bool = field(
+        default=False,
+        metadata={"help": "stays false: fer_hf's collator reads the decoded faces by name, not the forward signature"},
+    )
+
+
+@dataclass
 class Recipe:
     data: DataArgs
     model: ModelArgs
@@ -216,92 +240,28 @@ class Recipe:
     unfreeze: UnfreezeArgs
     run: RunArgs
     distill: DistillArgs
-    training: dict[str, Any]  # every TrainingArguments input (training_inputs): what runs, and what is saved
+    training: FerTrainingArguments  # resolved once, when the recipe is read; what the Trainer gets
+    training_inputs: dict[str, Any]  # every FerTrainingArguments input that made `training`: saved as recipe.yaml's
     path: str | None = None
 
-    def training_args(self) -> TrainingArguments:
-        try:
-            return TrainingArguments(**self.training)
-        except (TypeError, ValueError) as err:
-            raise RecipeError(f"training: {err}") from None
+    def with_training(self, **changes: Any) -> Recipe:
+        """This recipe with some training inputs changed and resolved again (fer_hf.cv: each fold's output_dir)."""
+        inputs = {**self.training_inputs, **changes}
+        return dataclasses.replace(self, training=resolve_training(inputs, self.path), training_inputs=inputs)
 
     def to_dict(self) -> dict[str, Any]:
         out = {name: dataclasses.asdict(getattr(self, name)) for name in SECTIONS}
-        out["training"] = dict(self.training)
+        out["training"] = dict(self.training_inputs)
         return out
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(yaml.safe_dump(_plain(self.to_dict()), sort_keys=False))
+        Path(path).write_text(yaml.safe_dump(plain(self.to_dict()), sort_keys=False))
 
 
-def _plain(value: Any) -> Any:
-    """Tuples -> lists so that the YAML stays plain (safe_load-able)."""
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
-
-
-class _RecipeLoader(yaml.SafeLoader):
-    """YAML 1.2 booleans: only true/false. YAML 1.1 would read `eval_strategy: no` as False."""
-
-
-_RecipeLoader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_RecipeLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
-)
-
-# PyYAML reads 1e-4 (no dot) as a string; recipes write learning rates that way.
-_RecipeLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9]+(?:\.[0-9]*)?[eE][-+]?[0-9]+$"), list("-+0123456789")
-)
-
-
-def read_yaml(text: str, source: str = "recipe") -> Any:
-    """YAML text -> value; malformed YAML raises RecipeError naming `source` (the recipe file, or the override flag
-    with its value) and the line and column, not PyYAML's '"<unicode string>", line 3' with its own layout."""
-    try:
-        return yaml.load(text, Loader=_RecipeLoader)
-    except yaml.YAMLError as err:
-        raise RecipeError(f"{source}: not valid YAML {_yaml_problem(err)}") from None
-
-
-def _yaml_problem(err: yaml.YAMLError) -> str:
-    """`at line L, column C: <what PyYAML expected> (<the construct it was reading>, from line K)` in one line."""
-    mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
-    where = f"at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-    problem = " ".join(str(getattr(err, "problem", None) or err).split())
-    context, context_mark = getattr(err, "context", None), getattr(err, "context_mark", None)
-    if context:
-        since = f", from line {context_mark.line + 1}" if context_mark is not None else ""
-        problem += f" ({' '.join(context.split())}{since})"
-    return f"{where}: {problem}"
-
-
-TRAINING_FIELDS = {f.name for f in dataclasses.fields(TrainingArguments) if f.init}
-# The flags every Hugging Face example script takes: aliases of --training.<flag> (also with dashes).
-FLAT_TRAINING_FLAGS = {
-    "output_dir",
-    "learning_rate",
-    "num_train_epochs",
-    "per_device_train_batch_size",
-    "per_device_eval_batch_size",
-    "seed",
-    "push_to_hub",
-    "hub_model_id",
-}
+TRAINING_FIELDS = {f.name for f in dataclasses.fields(FerTrainingArguments) if f.init}
 # The flags the other commands take, as switches (no value, or true/false after them): aliases of recipe keys.
 FLAT_SWITCHES = {"trust_remote_code": "model.trust_remote_code"}
 SECRET_KEYS = {"hub_token", "token"}
-# fer_hf's own defaults, under the recipe's keys.
-PACKAGE_TRAINING = {
-    "output_dir": "runs/default",
-    "restore_callback_states_from_checkpoint": True,  # a resumed run carries on its clock and early-stopping patience
-}
 FIXED_TRAINING = {"remove_unused_columns": False}  # the collator reads the faces column ("pixels") by name
 
 
@@ -310,16 +270,30 @@ def _field_default(f: dataclasses.Field) -> Any:
 
 
 def training_inputs(training: dict[str, Any]) -> dict[str, Any]:
-    """Every TrainingArguments input a run uses: this transformers version's defaults, fer_hf's, then the recipe's
-    keys. It is what a run folder's recipe.yaml saves, so re-running that file reproduces the run even where library
-    defaults change. Derived settings (greater_is_better, ...) keep their unset default, so that TrainingArguments
-    derives them again from an overridden key. Tokens are never part of it."""
-    library = {
+    """Every FerTrainingArguments input a run uses: this transformers version's defaults, fer_hf's, then the
+    recipe's keys. It is what a run folder's recipe.yaml saves, so re-running that file reproduces the run even where
+    library defaults change. Derived settings (greater_is_better, ...) keep their unset default, so that
+    TrainingArguments derives them again from an overridden key. Tokens are never part of it."""
+    defaults = {
         f.name: _field_default(f)
-        for f in dataclasses.fields(TrainingArguments)
+        for f in dataclasses.fields(FerTrainingArguments)
         if f.init and f.name not in SECRET_KEYS
     }
-    return {**library, **PACKAGE_TRAINING, **training, **FIXED_TRAINING}
+    return {**defaults, **training, **FIXED_TRAINING}
+
+
+def resolve_training(inputs: dict[str, Any], path: str | None = None) -> FerTrainingArguments:
+    """The inputs as FerTrainingArguments, or a RecipeError naming what transformers refused. TrainingArguments
+    sets up the process's device when it is made (under `accelerate launch`: joins the process group), so a launch
+    whose machines or ranks do not add up is refused first, with the field named, instead of waiting for peers."""
+    check_launch()
+    try:
+        return FerTrainingArguments(**inputs)
+    except (TypeError, ValueError) as err:
+        hint = ""
+        if "use_cpu" in str(err) or "GPU" in str(err):  # bf16/tf32 recipes are written for GPUs
+            hint = " (a GPU recipe: add --use_cpu true to run it on this machine's CPU)"
+        raise RecipeError(f"{path or 'recipe'}: training: {' '.join(str(err).split())}{hint}") from None
 
 
 def load_recipe(path: str | Path | None = None, overrides: list[str] | None = None) -> Recipe:
@@ -337,17 +311,11 @@ def load_recipe(path: str | Path | None = None, overrides: list[str] | None = No
             raise RecipeError(f"{path}: a recipe is a mapping of sections {sorted([*SECTIONS, 'training'])}")
     given: dict[str, str] = {}  # recipe key -> the flag that set it
     for flag, value in _parse_overrides(overrides or []):
-        key = flag.replace("-", "_")
-        key = f"training.{key}" if key in FLAT_TRAINING_FLAGS else FLAT_SWITCHES.get(key, flag)
+        key = _recipe_key(flag)
         if key in given and given[key] != flag:  # the same flag twice: the last wins, as usual
             raise RecipeError(f"--{flag}: {key} is already given by --{given[key]}; give it once")
         given[key] = flag
         *parents, name = key.split(".")
-        if not parents:
-            raise RecipeError(
-                f"--{key}: overrides are --section.key value, e.g. --training.learning_rate 1e-4 (these Trainer "
-                f"flags also work without training.: {', '.join('--' + f for f in sorted(FLAT_TRAINING_FLAGS))})"
-            )
         node = raw
         for part in parents:  # --data.augment.hflip 0 sets data: {augment: {hflip: 0}}, keeping its other keys
             node[part] = node.get(part) or {}
@@ -358,21 +326,50 @@ def load_recipe(path: str | Path | None = None, overrides: list[str] | None = No
     return _build(raw, str(path) if path else None)
 
 
+def _recipe_key(flag: str) -> str:
+    """A flag -> its recipe key: `--section.key` as it is, a flat Trainer flag (dashes or underscores) under
+    training, a switch of the other commands under its section. Anything else is refused with a suggestion."""
+    if "." in flag:
+        return flag
+    key = flag.replace("-", "_")
+    if key in TRAINING_FIELDS:
+        return f"training.{key}"
+    if key in FLAT_SWITCHES:
+        return FLAT_SWITCHES[key]
+    close = difflib.get_close_matches(key, [*TRAINING_FIELDS, *FLAT_SWITCHES], n=1)
+    hint = f"did you mean --{close[0]}? " if close else ""
+    raise RecipeError(
+        f"--{flag}: not a TrainingArguments flag; {hint}recipe keys are --section.key value, e.g. "
+        "--data.source bundled or --training.learning_rate 1e-4 (--help lists them)"
+    )
+
+
+def _is_switch(flag: str) -> bool:
+    """A boolean key, which may stand alone on the command line (`--push_to_hub`, `--run.resume`)."""
+    try:
+        *parents, name = _recipe_key(flag).split(".")
+    except RecipeError:
+        return False
+    cls = {"training": FerTrainingArguments, **SECTIONS, "augment": Augment}.get(parents[-1] if parents else "")
+    hint = field_types(cls).get(name) if cls else None
+    return hint is bool or hint == bool | None
+
+
 def _parse_overrides(argv: list[str]) -> list[tuple[str, Any]]:
     pairs, i = [], 0
     while i < len(argv):
         arg = argv[i]
         if not arg.startswith("--"):
             raise RecipeError(f"unexpected argument {arg!r}; overrides look like --training.num_train_epochs 3")
+        nxt = argv[i + 1] if i + 1 < len(argv) else None
         if "=" in arg:
             key, value = arg[2:].split("=", 1)
             i += 1
-        elif arg[2:].replace("-", "_") in FLAT_SWITCHES:  # --trust-remote-code [true|false]
-            given = i + 1 < len(argv) and str(argv[i + 1]).strip().lower() in BOOL_WORDS
-            key, value = arg[2:], argv[i + 1] if given else "true"
-            i += 2 if given else 1
-        elif i + 1 < len(argv):
-            key, value = arg[2:], argv[i + 1]
+        elif _is_switch(arg[2:]) and (nxt is None or str(nxt).startswith("--")):  # a bare boolean: true
+            key, value = arg[2:], "true"
+            i += 1
+        elif nxt is not None:
+            key, value = arg[2:], nxt
             i += 2
         else:
             raise RecipeError(f"{arg}: missing its value")
@@ -383,19 +380,19 @@ def _parse_overrides(argv: list[str]) -> list[tuple[str, Any]]:
 def _build(raw: dict[str, Any], path: str | None) -> Recipe:
     unknown = set(raw) - {*SECTIONS, "training"}
     if unknown:
-        raise RecipeError(_unknown_message("section", unknown, [*SECTIONS, "training"], path))
+        raise RecipeError(unknown_message("section", unknown, [*SECTIONS, "training"], path))
     sections = {name: _section(cls, raw.get(name) or {}, name, path) for name, cls in SECTIONS.items()}
     training = dict(raw.get("training") or {})
     bad = set(training) - TRAINING_FIELDS
     if bad:
-        raise RecipeError(_unknown_message("training key", bad, TRAINING_FIELDS, path))
+        raise RecipeError(unknown_message("training key", bad, TRAINING_FIELDS, path))
     leaked = SECRET_KEYS & set(training)
     if leaked:
         raise RecipeError(
             f"training.{sorted(leaked)[0]}: never put tokens in recipes; use `hf auth login` or HF_TOKEN"
         )
-    hints = _field_types(TrainingArguments)
-    training = {key: _typed(value, hints.get(key), f"training.{key}", path) for key, value in training.items()}
+    hints = field_types(FerTrainingArguments)
+    training = {key: typed_value(value, hints.get(key), f"training.{key}", path) for key, value in training.items()}
     for key in POSITIVE_TRAINING_KEYS & set(training):
         if training[key] is not None and training[key] <= 0:
             raise RecipeError(f"{path or 'recipe'}: training.{key} must be positive, got {training[key]!r}")
@@ -403,7 +400,8 @@ def _build(raw: dict[str, Any], path: str | None) -> Recipe:
     for key, value in FIXED_TRAINING.items():
         if key in training and training[key] != value:
             raise RecipeError(f"{path or 'recipe'}: training.{key} must stay {value} (fer_hf's collator needs it)")
-    recipe = Recipe(**sections, training=training_inputs(training), path=path)
+    inputs = training_inputs(training)
+    recipe = Recipe(**sections, training=resolve_training(inputs, path), training_inputs=inputs, path=path)
     _validate(recipe)
     return recipe
 
@@ -429,9 +427,9 @@ def _section(cls: type, values: dict[str, Any], name: str, path: str | None) -> 
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = set(values) - names
     if unknown:
-        raise RecipeError(_unknown_message(f"{name} key", unknown, names, path))
-    hints = _field_types(cls)
-    values = {key: _typed(value, hints.get(key), f"{name}.{key}", path) for key, value in values.items()}
+        raise RecipeError(unknown_message(f"{name} key", unknown, names, path))
+    hints = field_types(cls)
+    values = {key: typed_value(value, hints.get(key), f"{name}.{key}", path) for key, value in values.items()}
     try:
         if cls is DataArgs and isinstance(values.get("augment"), dict):
             values["augment"] = _section(Augment, values["augment"], "data.augment", path)
@@ -442,50 +440,9 @@ def _section(cls: type, values: dict[str, Any], name: str, path: str | None) -> 
         raise RecipeError(f"{path or 'recipe'}: {name}: {err}") from None
 
 
-BOOL_WORDS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
 POSITIVE_TRAINING_KEYS = {
     "num_train_epochs", "per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
 }  # fmt: skip
-
-
-def _field_types(cls: type) -> dict[str, Any]:
-    """Field name -> resolved annotation; {} when the annotations cannot be resolved (then nothing is checked)."""
-    try:
-        return typing.get_type_hints(cls)
-    except Exception:  # noqa: BLE001  (a forward reference of another library: skip the type check)
-        return {}
-
-
-def _typed(value: Any, hint: Any, key: str, path: str | None) -> Any:
-    """Check (and for booleans, read) `value` against a simple annotation: bool, int, float, or those | None.
-    Booleans take true/false, yes/no, on/off, 1/0; ints take ints; floats take numbers. Sizes, epochs and batch
-    sizes must be positive. Other annotations are left to the dataclass."""
-    args = (
-        typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union else ()
-    )
-    optional = type(None) in args
-    base = next((a for a in args if a is not type(None)), None) if len(args) == 2 and optional else hint
-    if value is None and optional or base not in (bool, int, float):
-        return value
-    where = f"{path or 'recipe'}: {key}"
-    if base is bool:
-        word = str(value).strip().lower() if isinstance(value, str | int) else None
-        if isinstance(value, bool) or word in BOOL_WORDS:
-            return value if isinstance(value, bool) else BOOL_WORDS[word]
-        raise RecipeError(f"{where}: expected true or false (yes/no, 1/0), got {value!r}")
-    if isinstance(value, bool) or not isinstance(value, int | float) or (base is int and not isinstance(value, int)):
-        raise RecipeError(f"{where}: expected {'an integer' if base is int else 'a number'}, got {value!r}")
-    name = key.rsplit(".", 1)[-1]
-    if any(part in name for part in ("size", "epochs", "batch")) and value <= 0:
-        raise RecipeError(f"{where}: must be positive, got {value!r}")
-    return value  # an int is a valid float: kept as written (recipe.yaml shows what the user typed)
-
-
-def _unknown_message(what: str, unknown: set[str], known, path: str | None) -> str:
-    key = sorted(unknown)[0]
-    close = difflib.get_close_matches(key, list(known), n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else f" Known: {sorted(known)}"
-    return f"{path or 'recipe'}: unknown {what} {key!r}.{hint}"
 
 
 def _validate(recipe: Recipe) -> None:
@@ -508,7 +465,7 @@ def _validate(recipe: Recipe) -> None:
     if recipe.run.swa_from_epoch is not None:
         if not isinstance(recipe.run.swa_from_epoch, int) or recipe.run.swa_from_epoch < 1:
             raise RecipeError(f"run.swa_from_epoch must be an integer >= 1, got {recipe.run.swa_from_epoch!r}")
-        if recipe.training.get("load_best_model_at_end"):
+        if recipe.training.load_best_model_at_end:
             raise RecipeError(
                 "run.swa_from_epoch: the averaged weights replace the model at the end of training, so "
                 "training.load_best_model_at_end must be false (the best checkpoint would be overwritten)"
@@ -530,12 +487,17 @@ def _validate(recipe: Recipe) -> None:
 
 
 def recipe_help() -> str:
+    """Every recipe key with its default and help; then the Trainer's flags (HfArgumentParser's help, defaults
+    shown), which work nested under training. or flat."""
     lines = []
     for name, cls in {**SECTIONS, "data.augment": Augment}.items():
         lines.append(f"{name}:")
         for f in dataclasses.fields(cls):
-            lines.append(f"  {f.name:<24} {f.metadata.get('help', '')}")
-    lines.append("training:\n  any transformers.TrainingArguments field (output_dir, learning_rate, bf16, ...)")
+            default = _field_default(f)
+            lines.append(f"  --{name}.{f.name} (default: {default!r})\n      {f.metadata.get('help', '')}")
+    trainer = HfArgumentParser(FerTrainingArguments, prog="training").format_help()
+    flags = trainer[trainer.index("options:") :] if "options:" in trainer else trainer
+    lines.append(f"\ntraining: every TrainingArguments flag, --training.KEY or flat --KEY\n{flags}")
     return "\n".join(lines)
 
 

@@ -23,11 +23,14 @@ from sklearn.model_selection import StratifiedKFold, train_test_split
 
 from fer_hf.configs import Recipe, RecipeError, load_recipe
 from fer_hf.data.dataset import load_fer_dataset
-from fer_hf.data.sources import FerDataError, labels_of
+from fer_hf.data.sources import labels_of
 from fer_hf.evaluation.results import CV_FILE, METRICS_FILE, CVRecord, RunRecord, read_record, write_record
+from fer_hf.logs import get_logger
 from fer_hf.training.run import train_from_recipe
 
 SCALARS = ("accuracy", "macro_f1", "weighted_f1", "top2_accuracy")
+
+logger = get_logger(__name__)
 
 
 def make_folds(labels: np.ndarray, k: int, seed: int, names: Sequence[str]) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -54,21 +57,20 @@ def cv_pool(recipe: Recipe, max_samples: int | None) -> Dataset:
 
 
 def _seed(recipe: Recipe) -> int:
-    return int(recipe.training["seed"])
+    return int(recipe.training.seed)
 
 
 def fold_recipe(recipe: Recipe, out: Path, fold: int) -> Recipe:
     """The recipe of one fold: its own output folder, no test evaluation, no resuming."""
     run = dataclasses.replace(recipe.run, resume=False, evaluate_test=False)
-    training = {**recipe.training, "output_dir": str(out / f"fold_{fold}")}
-    return dataclasses.replace(recipe, run=run, training=training)
+    return dataclasses.replace(recipe, run=run).with_training(output_dir=str(out / f"fold_{fold}"))
 
 
 def run_fold(recipe: Recipe, pool: Dataset, train_idx: np.ndarray, val_idx: np.ndarray) -> RunRecord:
     """Train one fold and return the record its run folder's metrics.json holds."""
     dd = DatasetDict({"train": pool.select(train_idx), "validation": pool.select(val_idx)})
     train_from_recipe(recipe, dd=dd)
-    return read_record(Path(recipe.training["output_dir"]) / METRICS_FILE, RunRecord)
+    return read_record(Path(recipe.training.output_dir) / METRICS_FILE, RunRecord)
 
 
 def fold_row(fold: int, run: RunRecord, train_size: int) -> dict:
@@ -154,11 +156,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str
 
 def main(argv: Sequence[str] | None = None) -> int:
     args, overrides = parse_args(argv)
-    try:
-        summary, out = cross_validate(load_recipe(args.recipe, overrides), args)
-    except (RecipeError, FerDataError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    summary, out = cross_validate(load_recipe(args.recipe, overrides), args)
     print(cv_table(summary))
     print(f"written to {out / CV_FILE}")
     return 0
@@ -166,7 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def cross_validate(recipe: Recipe, args: argparse.Namespace) -> tuple[CVRecord, Path]:
     """Train every fold, then write the summary. Returns (summary, folder)."""
-    out = Path(args.output or f"{recipe.training['output_dir']}-cv{args.folds}")
+    out = Path(args.output or f"{recipe.training.output_dir}-cv{args.folds}")
     out.mkdir(parents=True, exist_ok=True)
     (out / CV_FILE).unlink(missing_ok=True)  # an earlier, now stale summary must not look like this run's
     recipe.save(out / "recipe.yaml")
@@ -174,7 +172,7 @@ def cross_validate(recipe: Recipe, args: argparse.Namespace) -> tuple[CVRecord, 
     folds = make_folds(labels_of(pool), args.folds, _seed(recipe), pool.features["label"].names)
     rows, runs = [], []
     for fold, (train_idx, val_idx) in enumerate(folds, start=1):
-        print(f"fold {fold}/{args.folds}: train {len(train_idx)}, validation {len(val_idx)}")
+        logger.info("fold %d/%d: train %d, validation %d", fold, args.folds, len(train_idx), len(val_idx))
         runs.append(run_fold(fold_recipe(recipe, out, fold), pool, train_idx, val_idx))
         rows.append(fold_row(fold, runs[-1], len(train_idx)))
     summary = summarize(rows, runs, recipe, args.folds, len(pool))

@@ -34,8 +34,8 @@ import torch
 
 from fer_hf.data.dataset import load_split
 from fer_hf.data.decode import FerTensorDataset
-from fer_hf.evaluation.evaluator import EvaluationError, eval_transform_for
-from fer_hf.loading import MODEL_HELP, LoadedModel, ModelLoadError, load_classifier, onnx_only, resolve_model_path
+from fer_hf.evaluation.evaluator import eval_transform_for
+from fer_hf.loading import MODEL_HELP, LoadedModel, load_classifier, onnx_only, resolve_model_path
 from fer_hf.models.inputs import input_spec
 from fer_hf.outputs import atomic_output_dir, check_apart
 from fer_hf.runtime import EXPORT_KEY, ONNX_FILE, OnnxClassifier, is_export
@@ -48,7 +48,13 @@ MIN_OPSET = 17
 
 
 class ExportError(ValueError):
-    """A model that cannot be exported, or an export that failed its parity check; the message says which."""
+    """A model that cannot be exported; the message says why."""
+
+
+class ParityError(ExportError):
+    """An export whose predictions differ from the torch model's: nothing was written, and the command exits 1."""
+
+    exit_code = 1
 
 
 @dataclass
@@ -241,7 +247,7 @@ def export(args: argparse.Namespace) -> tuple[Path, Parity, bool, str]:
         write_folder(loaded, tmp, args, Parity(0.0, 0), "not checked yet")  # OnnxClassifier reads config.json
         parity = check_parity(loaded, tmp, args.check_data, args.split)
         if not args.int8 and parity.agreement is not None and parity.agreement < MIN_AGREEMENT:
-            raise ExportError(
+            raise ParityError(
                 f"parity check failed: onnx and torch predict the same class on {parity.agreement:.2%} of the "
                 f"{parity.split} faces (at least {MIN_AGREEMENT:.1%} needed); nothing was written"
             )
@@ -270,11 +276,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        out, _, recommended, note = export(args)
-    except (ExportError, EvaluationError, ModelLoadError, OSError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2 if not isinstance(err, ExportError) or "parity" not in str(err) else 1
+    out, _, recommended, note = export(args)  # a failed parity check ends with exit code 1 (ExportError.exit_code)
     print(f"{out}/{ONNX_FILE}: {note}{'' if recommended else ' (int8 NOT recommended)'}")
     return 0
 

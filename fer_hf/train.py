@@ -15,20 +15,25 @@ if int(os.environ.get("LOCAL_RANK", "0")) > 0:
 
 import sys
 
-from fer_hf.configs import parse_recipe
+from fer_hf.configs import Recipe, parse_recipe
 from fer_hf.hub.card import write_model_card
 from fer_hf.training.run import train_from_recipe
+from fer_hf.training.trainer import FerTrainer
 
 
 def main(argv: list[str] | None = None) -> int:
     """The command: recipe -> trained run folder with its card (train_from_recipe) -> the Hub (training.push_to_hub)."""
+    recipe = parse_recipe(argv)
+    return finish_run(recipe, train_from_recipe(recipe))
+
+
+def finish_run(recipe: Recipe, trainer: FerTrainer) -> int:
+    """After training, on the main process: the model card in the run folder, then the Hub (training.push_to_hub)."""
     from fer_hf.hub.publish import push_trained_run  # the Hub client only where the command pushes
 
-    recipe = parse_recipe(argv)
-    trainer = train_from_recipe(recipe)
     if not trainer.is_world_process_zero():
         return 0
-    write_model_card(recipe.training["output_dir"])  # README.md, written again by fer_hf.hub.publish on upload
+    write_model_card(recipe.training.output_dir)  # README.md, written again by fer_hf.hub.publish on upload
     return push_trained_run(recipe)
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from fer_hf import evaluate, export, predict
+from fer_hf.cli import run
 from fer_hf.configs import RecipeError, load_recipe
 from fer_hf.hub import publish
 
@@ -61,7 +62,7 @@ def test_outputs_that_overlap_their_input_are_refused_and_nothing_is_lost(tmp_pa
         (publish.main, [str(model), "--repo-id", "user/x", "--dry-run", str(model), "--overwrite"]),
     ]
     for command, argv in cases:
-        assert command(argv) == 2, argv
+        assert run(command, argv) == 2, argv
         err = capsys.readouterr().err
         assert "overlaps the input" in err and err.count("error:") == 1, err
         assert sorted(p.name for p in model.iterdir()) == before  # the model folder is as it was

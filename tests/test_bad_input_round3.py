@@ -234,7 +234,7 @@ def test_trust_remote_code_is_a_recipe_key_and_the_flat_flag_of_the_other_comman
 
     monkeypatch.setattr(pretrained.AutoConfig, "from_pretrained", fake)
     for overrides, value in [([], False), (["--trust-remote-code"], True)]:
-        args = load_recipe(REPO / "recipes/vit_unfreeze.yaml", overrides).model
+        args = load_recipe(REPO / "recipes/vit_unfreeze.yaml", [*overrides, "--use_cpu"]).model  # a bf16 recipe
         with pytest.raises(ValueError, match="cannot read a model config"):
             build_vit(args, ("a", "b"), {0: "a", 1: "b"}, {"a": 0, "b": 1}, None)
         assert seen.pop() == {"trust_remote_code": value}  # always said, never left to a prompt

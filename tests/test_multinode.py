@@ -317,6 +317,7 @@ def _entry(argv: list[str]) -> None:
     from transformers import TrainerCallback
 
     from fer_hf.configs import load_recipe
+    from fer_hf.train import finish_run
     from fer_hf.training.run import train_from_recipe
 
     class KillAtStep(TrainerCallback):
@@ -331,7 +332,8 @@ def _entry(argv: list[str]) -> None:
     if os.environ.get(KILL_ENV):
         rank, step = map(int, os.environ[KILL_ENV].split(":"))
         callbacks.append(KillAtStep(rank, step))
-    train_from_recipe(load_recipe(argv[0], argv[1:]), extra_callbacks=callbacks)
+    recipe = load_recipe(argv[0], argv[1:])
+    finish_run(recipe, train_from_recipe(recipe, extra_callbacks=callbacks))  # as python -m fer_hf.train ends
 
 
 if __name__ == "__main__":

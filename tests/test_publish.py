@@ -22,6 +22,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 import fer_hf.hub.publish as publish
+from fer_hf.cli import run as run_command
 from fer_hf.hub.card import build_model_card
 from fer_hf.hub.publish import UploadError, build_repository, load_run_model, run_logits
 from fer_hf.loading import load_classifier
@@ -300,10 +301,15 @@ def test_space_dry_run_stages_the_app_configured_for_the_models(tmp_path, monkey
     assert not list(out.rglob("__pycache__"))
     variables = json.loads((out / publish_space.VARIABLES_FILE).read_text())
     assert variables[publish_space.MODELS_ENV] == "me/fer-cnn,me/fer-vit"
-    assert publish_space.main(["--repo-id", "me/x", "--models", str(tmp_path), "--dry-run", str(tmp_path / "b")]) == 2
+    assert (
+        run_command(
+            publish_space.main, ["--repo-id", "me/x", "--models", str(tmp_path), "--dry-run", str(tmp_path / "b")]
+        )
+        == 2
+    )
     # An unreachable Hub: exit 1, the staged Space is kept and its path printed.
     unreachable_hub(monkeypatch, tmp_path)
-    assert publish_space.main(["--repo-id", "me/fer-demo"]) == 1
+    assert run_command(publish_space.main, ["--repo-id", "me/fer-demo"]) == 1
     assert [p for p in tmp_path.glob("fer_hf_space_*") if (p / "app.py").is_file()]
 
 

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from PIL import Image
 from transformers import Trainer, TrainerCallback
 
-from fer_hf.configs import RecipeError, load_recipe
+from fer_hf.configs import FerTrainingArguments, RecipeError, load_recipe, parse_recipe
 from fer_hf.train import main
 from fer_hf.training.callbacks import StopAfterEpochsCallback, parameter_digest
 from fer_hf.training.losses import FocalLoss, WeightedCrossEntropy
@@ -82,9 +82,9 @@ def test_smoke_recipe_trains_and_writes_artefacts(tmp_path):
     init_fields = {f.name for f in dataclasses.fields(TrainingArguments) if f.init}
     assert set(training) == init_fields - {"hub_token", "token"} and training["remove_unused_columns"] is False
     ran = TrainingArguments(**training)
-    assert ran.to_dict() == saved.training_args().to_dict() and ran.num_train_epochs == 1
+    assert ran.to_dict() == saved.training.to_dict() and ran.num_train_epochs == 1
     assert training["greater_is_better"] is None
-    loss_first = load_recipe(out / "recipe.yaml", ["--training.metric_for_best_model", "loss"]).training_args()
+    loss_first = load_recipe(out / "recipe.yaml", ["--training.metric_for_best_model", "loss"]).training
     assert loss_first.greater_is_better is False
 
 
@@ -221,30 +221,65 @@ def test_flat_trainer_flags_are_aliases_of_training_keys():
     recipe = load_recipe(
         REPO / "recipes" / "cnn.yaml",
         [
-            "--output_dir",
-            "runs/elsewhere",
-            "--learning-rate",
-            "0.02",
-            "--num_train_epochs=3",
-            "--push_to_hub",
-            "false",
+            *("--output_dir", "runs/elsewhere", "--learning-rate", "0.02", "--num_train_epochs=3"),
+            *("--push_to_hub", "false", "--weight_decay", "0.05", "--warmup_steps", "100"),
+            *("--report_to", "tensorboard"),
         ],
     )
-    assert recipe.training["output_dir"] == "runs/elsewhere" and recipe.training["learning_rate"] == 0.02
-    assert recipe.training["num_train_epochs"] == 3 and recipe.training["push_to_hub"] is False
-    assert recipe.training["per_device_train_batch_size"] == 64  # untouched keys keep the recipe's values
+    training = recipe.training  # FerTrainingArguments, read as attributes
+    assert isinstance(training, FerTrainingArguments)
+    assert training.output_dir == "runs/elsewhere" and training.learning_rate == 0.02
+    assert training.num_train_epochs == 3 and training.push_to_hub is False
+    assert (training.weight_decay, training.warmup_steps, training.report_to) == (0.05, 100, ["tensorboard"])
+    assert training.per_device_train_batch_size == 64  # untouched keys keep the recipe's values
+    assert recipe.training_inputs["weight_decay"] == 0.05  # what recipe.yaml saves: the inputs as given
     with pytest.raises(RecipeError, match="training.seed is already given by --seed; give it once"):
         load_recipe(REPO / "recipes" / "cnn.yaml", ["--seed", "1", "--training.seed", "2"])
     with pytest.raises(RecipeError, match="training.num_train_epochs: must be positive"):
         load_recipe(REPO / "recipes" / "cnn.yaml", ["--num_train_epochs", "0"])  # checked as the long form is
-    with pytest.raises(RecipeError, match="these Trainer flags also work without training."):
-        load_recipe(REPO / "recipes" / "cnn.yaml", ["--warmup_steps", "3"])  # not an alias: say which are
+    with pytest.raises(RecipeError, match="--weight_decy: not a TrainingArguments flag; did you mean --weight_decay?"):
+        load_recipe(REPO / "recipes" / "cnn.yaml", ["--weight_decy", "0.1"])
+
+
+def test_bare_booleans_stand_alone_and_take_a_value_when_given_one():
+    recipe = load_recipe(
+        REPO / "recipes" / "cnn.yaml", ["--push_to_hub", "--run.resume", "--data.augment.hflip", "0.2", "--use_cpu"]
+    )
+    assert recipe.training.push_to_hub is True and recipe.run.resume is True and recipe.training.use_cpu is True
+    assert recipe.data.augment.hflip == 0.2  # a float key still takes its value
+    recipe = load_recipe(REPO / "recipes" / "cnn.yaml", ["--push_to_hub", "false", "--run.resume", "no"])
+    assert recipe.training.push_to_hub is False and recipe.run.resume is False
+    with pytest.raises(RecipeError, match="--learning_rate: missing its value"):
+        load_recipe(REPO / "recipes" / "cnn.yaml", ["--learning_rate"])
+    with pytest.raises(RecipeError, match="training.push_to_hub: expected true or false"):
+        load_recipe(REPO / "recipes" / "cnn.yaml", ["--push_to_hub", "maybe"])
+
+
+def test_help_lists_every_key_with_its_default_and_the_trainer_flags(capsys):
+    with pytest.raises(SystemExit) as stop:
+        parse_recipe(["--help"])
+    assert stop.value.code == 0
+    text = capsys.readouterr().out
+    assert "--data.source (default: None)" in text and "--run.resume (default: False)" in text
+    assert "--weight_decay WEIGHT_DECAY" in text and "--output_dir OUTPUT_DIR" in text
+    assert "runs/default" in text  # fer_hf's own default, shown by HfArgumentParser
+
+
+def test_gpu_recipes_say_how_to_run_on_the_cpu():
+    """vit_unfreeze.yaml asks for bf16; on a machine without a bf16 GPU the recipe is refused with the fix."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is here: the recipe runs as written")
+    with pytest.raises(RecipeError, match="training: .*bf16.*add --use_cpu true"):
+        load_recipe(REPO / "recipes" / "vit_unfreeze.yaml")
+    assert load_recipe(REPO / "recipes" / "vit_unfreeze.yaml", ["--use_cpu"]).training.use_cpu is True
 
 
 def test_default_recipes_train_with_sgd_nesterov():
     """The shipped optimizer settings reach torch.optim.SGD through the Trainer's optim/optim_args."""
     for name in ("cnn.yaml", "cnn_swa.yaml"):
-        args = load_recipe(REPO / "recipes" / name).training_args()
+        args = load_recipe(REPO / "recipes" / name).training
         cls, kwargs = Trainer.get_optimizer_cls_and_kwargs(args)
         assert cls is torch.optim.SGD and kwargs["momentum"] == 0.9 and kwargs["nesterov"] is True
         assert args.weight_decay == 0.0005 and args.max_grad_norm == 5.0
@@ -286,11 +321,10 @@ def schedule_groups(recipe) -> list[str]:
 
 @pytest.mark.parametrize("path", sorted((REPO / "recipes").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_recipe_is_valid(path):
-    recipe = load_recipe(path)
+    gpu = "bf16: true" in path.read_text() and "use_cpu: true" not in path.read_text()
+    recipe = load_recipe(path, ["--use_cpu"] if gpu else [])  # bf16 recipes are for GPUs: checked here on the CPU
     assert f"fer_hf.train recipes/{path.name}" in (REPO / "recipes" / "README.md").read_text()
-    if recipe.training.get("bf16"):  # bf16 recipes are for GPUs; on this CPU machine check them with use_cpu
-        recipe.training["use_cpu"] = True
-    recipe.training_args()
+    assert recipe.training.output_dir  # resolved: FerTrainingArguments accepted every training key
     if recipe.unfreeze.schedule and recipe.model.family in ("vit", "resnet", "cnn"):
         named = {g for groups in recipe.unfreeze.schedule.values() for g in groups}
         assert named <= set(schedule_groups(recipe)), path.name

@@ -146,7 +146,7 @@ def bundle(
             train_seconds=run.train_seconds if run else None,  # None for an interim checkpoint: the run has not ended
             checkpoint=run.checkpoint
             if state is None
-            else checkpoint_name(weights_dir, model_dir, run, epoch, recipe.training["num_train_epochs"]),
+            else checkpoint_name(weights_dir, model_dir, run, epoch, recipe.training.num_train_epochs),
             init_from=run.init_from if run else None,  # a second stage: the card says so
             weight_average=run.weight_average if run else None,
             # A bundled folder bundled again without --half keeps what it stored, and what that was measured against.

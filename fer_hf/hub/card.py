@@ -490,31 +490,6 @@ def write_model_card(run_dir: str | Path, path: str | Path | None = None, extra:
     return path
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fer_hf.hub.card", description=__doc__.split("\n\n")[0])
-    parser.add_argument("run_dir", help="a finished fer_hf.train run folder")
-    parser.add_argument("--repo-id", help="Hub id used in the usage code (default: hub_model_id or the folder)")
-    parser.add_argument("--comparison", help="Markdown file with a comparison table to include")
-    parser.add_argument("--license", default=DEFAULT_LICENSE, help="license identifier for the metadata")
-    parser.add_argument("--out", help="where to write the card (default: RUN_DIR/README.md)")
-    args = parser.parse_args(argv)
-    try:
-        path = write_model_card(
-            args.run_dir, args.out, repo_id=args.repo_id, comparison=args.comparison, license=args.license
-        )
-    except CardError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(path)
-    return 0
-
-
-if __name__ == "__main__":
-    from fer_hf.cli import run
-
-    sys.exit(run(main))
-
-
 def write_ensemble_card(folder: Path, where: str) -> Path:
     """README.md of an ensemble folder from its config.json, members.json and metrics.json (when it was evaluated):
     members and weights, the member table with the command that made it, usage with `where` as the model id, limits.
@@ -554,3 +529,24 @@ def write_ensemble_card(folder: Path, where: str) -> Path:
         f"## Results\n\n{results}\n\n## How to use\n\n{usage}\n{LIMITATIONS}"
     )
     return card
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fer_hf.hub.card", description=__doc__.split("\n\n")[0])
+    parser.add_argument("run_dir", help="a finished fer_hf.train run folder")
+    parser.add_argument("--repo-id", help="Hub id used in the usage code (default: hub_model_id or the folder)")
+    parser.add_argument("--comparison", help="Markdown file with a comparison table to include")
+    parser.add_argument("--license", default=DEFAULT_LICENSE, help="license identifier for the metadata")
+    parser.add_argument("--out", help="where to write the card (default: RUN_DIR/README.md)")
+    args = parser.parse_args(argv)
+    path = write_model_card(
+        args.run_dir, args.out, repo_id=args.repo_id, comparison=args.comparison, license=args.license
+    )
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    from fer_hf.cli import run
+
+    sys.exit(run(main))

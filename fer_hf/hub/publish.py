@@ -37,7 +37,7 @@ from fer_hf.evaluation.results import ENSEMBLE_FILES, METRICS_FILE, RunRecord, r
 from fer_hf.hub.card import DEFAULT_LICENSE, build_model_card, read_run, usage_code, write_ensemble_card
 from fer_hf.loading import LoadedModel, load_classifier
 from fer_hf.models.hub_code import OWN_MODEL_TYPES
-from fer_hf.outputs import OutputOverlapError, check_apart
+from fer_hf.outputs import check_apart
 
 # Files of a run folder that go into the repository as they are (the model itself is re-saved, see stage_run).
 RUN_FILES = ("recipe.yaml", "metrics.json", "confusion_matrix_*.png", "training_curves.png", "per_class_*.md")
@@ -45,12 +45,14 @@ TOKEN_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
 LOGIT_ATOL = 1e-4  # float32 logits of the same weights in two processes; a merged LoRA adds rounding
 
 
-class PublishError(RuntimeError):
+class PublishError(ValueError):
     """Staging or validation failed; the message says what and where."""
 
 
-class UploadError(RuntimeError):
-    """The Hub refused or could not be reached; the staged folder stays on disk."""
+class UploadError(OSError):
+    """The Hub refused or could not be reached; the staged folder stays on disk. The command exits 1."""
+
+    exit_code = 1
 
 
 # ---------------------------------------------------------------------------------------------------- tokens
@@ -407,14 +409,11 @@ def publish_run(
     license: str = DEFAULT_LICENSE,
     overwrite: bool = False,
 ) -> int:
-    """Stage, validate and (unless dry_run) upload a run; returns an exit code and prints what happened."""
+    """Stage, validate and (unless dry_run) upload a run; returns 0 and says what happened, or raises PublishError
+    (nothing staged is left behind) or UploadError (the staged folder is kept, and named)."""
     if dry_run:
         stage_dir = Path(dry_run)
-        try:
-            check_apart(stage_dir, run_dir, comparison, flag="--dry-run")
-        except OutputOverlapError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
+        check_apart(stage_dir, run_dir, comparison, flag="--dry-run")
     else:
         stage_dir = Path(tempfile.mkdtemp(prefix=f"fer_hf_publish_{Path(run_dir).name}_"))
     ours = not dry_run or not stage_dir.exists() or not any(stage_dir.iterdir())  # a folder this run may remove
@@ -424,8 +423,7 @@ def publish_run(
         )
     except (PublishError, ValueError, OSError, subprocess.SubprocessError) as err:
         left = remove_refused_stage(stage_dir, ours or overwrite)
-        print(f"error: {scrub(str(err))}{left}", file=sys.stderr)
-        return 2
+        raise PublishError(f"{scrub(str(err))}{left}") from None
     except BaseException:  # Ctrl-C, or a bug (its traceback follows): no half-staged repository stays behind
         remove_refused_stage(stage_dir, ours or overwrite)
         raise
@@ -436,8 +434,7 @@ def publish_run(
     try:
         url = upload_stage(stage_dir, repo_id, private=private, revision=revision)
     except UploadError as err:
-        print(f"error: upload to {repo_id} failed: {err}\nstaged folder kept: {stage_dir}", file=sys.stderr)
-        return 1
+        raise UploadError(f"upload to {repo_id} failed: {err}; staged folder kept: {stage_dir}") from None
     print(f"uploaded {stage_dir} to {url}")
     shutil.rmtree(stage_dir, ignore_errors=True)  # a temporary staging folder; the run folder is untouched
     return 0
@@ -504,8 +501,8 @@ def push_trained_run(recipe) -> int:
     """A recipe's `training.push_to_hub: true`: publish the finished run folder exactly as the CLI does (the
     Trainer's own push is switched off in fer_hf.train, since it uploads another layout: checkpoints, no card)."""
     training = recipe.training
-    if not training.get("push_to_hub"):
+    if not training.push_to_hub:
         return 0
-    out = Path(training["output_dir"])
-    repo_id = training.get("hub_model_id") or out.resolve().name  # the Trainer's default: the folder's name
-    return publish_run(out, repo_id, private=training.get("hub_private_repo"), revision=training.get("hub_revision"))
+    out = Path(training.output_dir)
+    repo_id = training.hub_model_id or out.resolve().name  # the Trainer's default: the folder's name
+    return publish_run(out, repo_id, private=training.hub_private_repo, revision=training.hub_revision)

@@ -160,9 +160,8 @@ def main(argv: list[str] | None = None) -> int:
         models = parse_models(args.models)
         prepare_stage_dir(stage_dir, args.overwrite)
         stage_space(stage_dir, models, license=args.license)
-    except (PublishError, OSError) as err:
-        print(f"error: {scrub(str(err))}", file=sys.stderr)
-        return 2
+    except (PublishError, OSError) as err:  # scrubbed: a message may quote a URL with a token in it
+        raise PublishError(scrub(str(err))) from None
     variables = space_variables(models)
     print(f"staged Space in {stage_dir}: {', '.join(sorted(p.name for p in stage_dir.iterdir()))}")
     if args.dry_run:
@@ -172,8 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         url = upload_space(stage_dir, args.repo_id, variables, private=args.private)
     except UploadError as err:
-        print(f"error: upload of Space {args.repo_id} failed: {err}\nstaged folder kept: {stage_dir}", file=sys.stderr)
-        return 1
+        raise UploadError(f"upload of Space {args.repo_id} failed: {err}; staged folder kept: {stage_dir}") from None
     print(f"uploaded {stage_dir} to {url} with variables {sorted(variables)}")
     shutil.rmtree(stage_dir, ignore_errors=True)
     return 0

@@ -51,7 +51,6 @@ from tqdm.auto import tqdm
 from fer_hf.cli import positive_int
 from fer_hf.data.dataset import load_split
 from fer_hf.data.decode import FerTensorDataset
-from fer_hf.data.sources import FerDataError
 from fer_hf.evaluate import default_output
 from fer_hf.evaluation.evaluator import EvaluationError, check_labels, confident_mistakes, write_outputs
 from fer_hf.evaluation.metrics import compute_fer_metrics
@@ -490,11 +489,7 @@ def evaluate_reference(args: argparse.Namespace) -> tuple[EvalRecord, Path]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        report, out = evaluate_reference(args)
-    except (EvaluationError, FerDataError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    report, out = evaluate_reference(args)
     print_summary(report, out)
     return 0
 

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from fer_hf.data.decode import FerTensorDataset
 from fer_hf.evaluation.evaluator import eval_transform_for
 from fer_hf.loading import LoadedModel, load_classifier
+from fer_hf.logs import get_logger
 
 CACHE_VERSION = 1
 
@@ -57,6 +58,9 @@ class DistillationLoss(nn.Module):
             log_target=True,
         )
         return (1.0 - self.alpha) * hard + self.alpha * (t * t) * soft
+
+
+logger = get_logger(__name__)
 
 
 def _fingerprint(loaded: LoadedModel, faces: FerTensorDataset) -> str:
@@ -96,7 +100,7 @@ def teacher_logprobs(
     if path.is_file():
         cached = load_file(str(path))["logprobs"]
         if cached.shape == (len(faces), 2, len(label_names)):
-            print(f"distill: teacher probabilities read from {path}")
+            logger.info("distill: teacher probabilities read from %s", path)
             return cached
     logprobs = compute_teacher_logprobs(loaded, faces, batch_size)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -109,7 +113,7 @@ def teacher_logprobs(
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
-    print(f"distill: teacher probabilities cached in {path}")
+    logger.info("distill: teacher probabilities cached in %s", path)
     return logprobs
 
 

@@ -5,7 +5,6 @@ artefacts (weights, image processor, recipe.yaml, metrics.json, the Trainer's *_
 from __future__ import annotations
 
 import dataclasses
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,8 +24,8 @@ from fer_hf.data.transforms import keep_freed_batch_memory
 from fer_hf.evaluation.report import describe_hardware, per_class_table, plot_confusion_matrix, plot_curves
 from fer_hf.evaluation.results import METRICS_FILE, RunRecord, TrainerEval, read_run_record, write_record
 from fer_hf.labels import FERPLUS_LABELS, canonical_id
-from fer_hf.launch_check import check_launch
 from fer_hf.loading import BUNDLED_MODELS, resolve_model_path
+from fer_hf.logs import get_logger, setup_process_logging
 from fer_hf.models import build_model, load_trained_weights
 from fer_hf.models.lora import merge_lora
 from fer_hf.runlock import LOCK_FILE, run_lock
@@ -40,10 +39,12 @@ from fer_hf.training.callbacks import (
 from fer_hf.training.distill import teacher_accuracy, teacher_logprobs
 from fer_hf.training.trainer import FerTrainer, build_trainer, evaluate_splits
 
+logger = get_logger(__name__)
+
 
 def prepare_output_dir(recipe: Recipe) -> str | None:
     """Refuse to mix runs in one folder; return the checkpoint to resume from (or None)."""
-    out = Path(recipe.training["output_dir"])
+    out = Path(recipe.training.output_dir)
     last = get_last_checkpoint(str(out)) if out.is_dir() else None
     if recipe.run.resume:
         if last is None:
@@ -123,14 +124,14 @@ def check_validation(dd: DatasetDict, names: list[str]) -> None:
         )
     missing = [n for n, count in zip(names, class_counts(dd["validation"]), strict=True) if count == 0]
     if missing:
-        print(f"warning: no validation faces of {missing} ({sizes} faces): their recall will read 0", file=sys.stderr)
+        logger.warning("no validation faces of %s (%s faces): their recall will read 0", missing, sizes)
 
 
 def prepare_datasets(recipe: Recipe, dd) -> dict[str, FerTensorDataset]:
     """Decode each split once to uint8 tensors; apply the recipe's row limit and oversampling to train."""
     train = dd["train"]
     if recipe.data.max_train_samples and recipe.data.max_train_samples < len(train):
-        seed = recipe.training["seed"]
+        seed = recipe.training.seed
         n = recipe.data.max_train_samples
         train = train.train_test_split(train_size=n, stratify_by_column="label", seed=seed)["train"]
     out = {"train": FerTensorDataset.from_split(train, desc="decode train")}
@@ -144,12 +145,13 @@ def prepare_datasets(recipe: Recipe, dd) -> dict[str, FerTensorDataset]:
         faces = out["train"]
         teacher = teacher_logprobs(recipe.distill.teacher, faces, names, recipe.distill.cache_dir)
         out["train"] = FerTensorDataset(faces.images, faces.labels, teacher, targets=faces.targets)
-        print(f"distill: the teacher agrees with {teacher_accuracy(teacher, faces.labels):.1%} of the training labels")
+        agree = teacher_accuracy(teacher, faces.labels)
+        logger.info("distill: the teacher agrees with %.1f%% of the training labels", 100 * agree)
     for cls_name, factor in recipe.data.oversample.items():
         if cls_name not in names:
             raise RecipeError(f"data.oversample: class {cls_name!r} is not in this run's classes {names}")
         canonical_id(cls_name)  # raises on a misspelt class
-        out["train"] = oversample(out["train"], names.index(cls_name), factor, recipe.training["seed"])
+        out["train"] = oversample(out["train"], names.index(cls_name), factor, recipe.training.seed)
     for split in ("validation", "test"):
         if split in dd:
             out[split] = FerTensorDataset.from_split(dd[split], desc=f"decode {split}")
@@ -183,7 +185,7 @@ def save_artifacts(
     trainer: FerTrainer, recipe: Recipe, metrics: dict[str, TrainerEval], names, clock: TrainingClockCallback
 ) -> None:
     """Model + image processor (safetensors), resolved recipe, metrics.json, confusion matrix, curves, table."""
-    out = Path(recipe.training["output_dir"])
+    out = Path(recipe.training.output_dir)
     model = trainer.model
     parameters = sum(p.numel() for p in model.parameters())
     unfreeze = find_callback(trainer.callback_handler.callbacks, GradualUnfreezeCallback)
@@ -263,10 +265,10 @@ def stage_summary(recipe: Recipe, trainer: FerTrainer) -> dict:
     return out
 
 
-def print_summary(metrics: dict[str, TrainerEval]) -> None:
+def log_summary(metrics: dict[str, TrainerEval]) -> None:
     for split, m in metrics.items():
         raters = f"  KL(raters||model) {m.kl_raters:.4f}" if m.kl_raters is not None else ""
-        print(
+        logger.info(
             f"{split}: accuracy {m.accuracy:.4f}  macro-F1 {m.macro_f1:.4f}  top-2 {m.top2_accuracy:.4f}  "
             f"ECE {m.ece:.4f}{raters}"
         )
@@ -279,11 +281,11 @@ def train_from_recipe(
 
     `dd` replaces the recipe's data source with given train/validation splits (fer_hf.cv passes each fold).
     """
-    check_launch()  # a distributed launch whose machines, ranks or address do not add up stops here, named
-    set_seed(recipe.training["seed"])
+    setup_process_logging(recipe.training)  # main process: info; replicas: warnings (no rank checks below)
+    set_seed(recipe.training.seed)
     keep_freed_batch_memory()  # large batches reuse freed memory instead of page-faulting fresh mmaps
     resume_from = prepare_output_dir(recipe)
-    with run_lock(recipe.training["output_dir"]):  # checked writable, and no second training writes into it
+    with run_lock(recipe.training.output_dir):  # checked writable, and no second training writes into it
         return _train_locked(recipe, extra_callbacks, dd, resume_from)
 
 
@@ -294,7 +296,9 @@ def _train_locked(recipe: Recipe, extra_callbacks, dd: DatasetDict | None, resum
     if recipe.model.init_from:
         new = load_trained_weights(built.model, init_folder(recipe.model.init_from), names)
         if new:
-            print(f"model.init_from {recipe.model.init_from}: output rows copied by class name; {new} start fresh")
+            logger.info(
+                "model.init_from %s: output rows copied by class name; %s start fresh", recipe.model.init_from, new
+            )
     callbacks = [*build_callbacks(recipe, built), *extra_callbacks]  # validates the unfreeze schedule early
     datasets = prepare_datasets(recipe, dd)
     trainer = build_trainer(recipe, built, datasets, names, class_weights(dd["train"]), callbacks)
@@ -305,5 +309,5 @@ def _train_locked(recipe: Recipe, extra_callbacks, dd: DatasetDict | None, resum
     if trainer.is_world_process_zero():
         save_artifacts(trainer, recipe, metrics, names, clock)
         save_hf_results(trainer, train_result.metrics, metrics, len(datasets["train"]))
-        print_summary(metrics)
+    log_summary(metrics)
     return trainer

@@ -6,6 +6,7 @@ push around it, and the benchmarks use this module alone.
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Sequence
 
@@ -214,9 +215,10 @@ def check_last_batch(n_train: int, args, model: torch.nn.Module) -> None:
 def build_trainer(
     recipe: Recipe, built: BuiltModel, datasets: dict, names, weights, callbacks: Sequence[TrainerCallback] = ()
 ) -> FerTrainer:
-    args = recipe.training_args()  # every input resolved once in the recipe (configs.training_inputs)
     # training.push_to_hub is carried out by fer_hf.train after training, through fer_hf.hub.publish (the same repo
-    # layout as its CLI); the Trainer's own push would upload checkpoints without the card.
+    # layout as its CLI); the Trainer's own push would upload checkpoints without the card. A copy: the recipe keeps
+    # the user's setting for the command to read.
+    args = copy.copy(recipe.training)  # FerTrainingArguments, resolved once when the recipe was read
     args.push_to_hub = False
     check_last_batch(len(datasets["train"]), args, built.model)
     sample_weights = None
