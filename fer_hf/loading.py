@@ -312,7 +312,7 @@ def export_for(loaded: LoadedModel) -> Path:
     try:
         import onnxruntime  # noqa: F401
     except ImportError as err:
-        raise ImportError("onnxruntime is not installed (pip install onnxruntime)") from err
+        raise ImportError("onnxruntime is not installed: pip install onnxruntime") from err
     fingerprint = model_fingerprint(loaded)
     found = find_export(loaded, fingerprint)
     if found is not None:
