@@ -190,8 +190,10 @@ def backend_rows(photo: Path, repeats: int, int8: bool) -> dict:
             with contextlib.redirect_stdout(sys.stderr):
                 export(export_args([DEFAULT_MODEL, "--output", f"{tmp}/int8", "--int8"]))
             rows["onnx int8"] = (Predictor(f"{tmp}/int8", batch_size=256), None)
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
         print(f"backends: default model; photo = 640x480 end to end with YuNet, faces/s = classifier alone on 256 "
-              f"real faces in one batch; {cores} usable core(s)")  # fmt: skip
+              f"real faces in one batch; {cores} usable core(s), load average {load:.1f} before the bench's own "
+              "competitor (above 0: the machine is shared, 'idle' means without it)")  # fmt: skip
         for condition in ("idle", "busy"):
             with BusyProcess() if condition == "busy" else contextlib.nullcontext():
                 for name, (predictor, threads) in rows.items():
