@@ -269,12 +269,13 @@ def inference_model(
     for a GPU that only torch can use (torch there beats onnxruntime on the CPU). onnx: the same, but a model that
     cannot run through onnxruntime is a BackendError. torch: the torch model as loaded. Where torch runs on the CPU
     its threads are fitted to the cores (`fer_hf.devices.fit_torch_threads`). `loaded.model` stays the torch model
-    either way: explanations and training need it."""
+    either way: explanations and training need it. None: $FER_HF_BACKEND, else auto (an export folder then runs as
+    the export it is, where an explicit torch is refused)."""
     name = (backend or default_backend()).strip().lower()
     if name not in BACKENDS:
         raise BackendError(f"--backend {backend!r} is not a backend; expected one of {', '.join(BACKENDS)}")
     if hasattr(loaded.model, "runtime"):  # a fer_hf.export folder: there is no torch model to run
-        if name == "torch":
+        if backend is not None and name == "torch":  # asked for; $FER_HF_BACKEND only prefers where there is a choice
             raise BackendError(
                 f"--backend torch: {loaded.source} is an ONNX export, run only by onnxruntime; give the torch model "
                 "it was exported from, or --backend auto"

@@ -54,7 +54,6 @@ from fer_hf.loading import (
     MODEL_HELP,
     BackendError,
     LoadedModel,
-    default_backend,
     inference_model,
     load_classifier,
     resolve_model_path,
@@ -463,7 +462,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--batch-size", type=positive_int, default=64, help="faces per forward pass")
     parser.add_argument("--device", default="auto", help=DEVICE_HELP)
-    parser.add_argument("--backend", default=default_backend(), choices=BACKENDS, help=BACKEND_HELP)
+    parser.add_argument("--backend", choices=BACKENDS, help=f"{BACKEND_HELP} (default: $FER_HF_BACKEND, else auto)")
     parser.add_argument("--trust-remote-code", action="store_true", help="allow custom code from a Hub model")
     add_detector_args(parser)
     from fer_hf import sharding  # --data, --resume, --shard-size: `accelerate launch -m fer_hf.predict`
