@@ -209,6 +209,8 @@ class Analyzer:
 
     model: 'default', 'lite0', 'ferplus' (8 classes), 'ensemble', a run/model folder, a Hub id or a LoadedModel.
     device: 'auto' (cuda, then mps, then cpu) or a torch device name (a missing one is a DeviceError sentence).
+    backend: 'auto' (onnxruntime through the model's ONNX export, shipped or exported once and cached, else torch),
+    'onnx' or 'torch'; None: $FER_HF_BACKEND, else auto.
     detector: 'yunet', 'haar', 'none' (every image is one face) or a fer_hf.faces.DetectorConfig."""
 
     def __init__(
@@ -221,13 +223,15 @@ class Analyzer:
         batch_size: int = 32,
         tracking: TrackingConfig | None = None,
         trust_remote_code: bool = False,
+        backend: str | None = None,
     ):
         from fer_hf.devices import resolve_device
         from fer_hf.predict import Predictor
 
         config = detector if isinstance(detector, DetectorConfig) else DetectorConfig(detector=detector)
         self.predictor = Predictor(model, tta=tta, detector=config, batch_size=batch_size,
-                                   device=resolve_device(device), trust_remote_code=trust_remote_code)  # fmt: skip
+                                   device=resolve_device(device), trust_remote_code=trust_remote_code,
+                                   backend=backend)  # fmt: skip
         self.tracking = tracking or TrackingConfig()
         self.labels = list(self.predictor.label_names)
 
@@ -314,7 +318,7 @@ def _is_video(path: str | Path) -> bool:
 
 def analyze(x: Any, model: str | Path | LoadedModel | Analyzer = DEFAULT_MODEL, **options) -> Analysis:
     """Faces and their expressions in `x` (see `Analyzer.__call__`). `options`: channels, crop_mode, fps, seconds,
-    and Analyzer's device, detector, tta, batch_size, tracking. Loads the model on each call: for many calls, build
+    and Analyzer's device, backend, detector, tta, batch_size, tracking. Loads the model on each call: for many calls, build
     an `Analyzer` once."""
     call_keys = {"channels", "crop_mode", "fps", "seconds"}
     call = {k: v for k, v in options.items() if k in call_keys}

@@ -46,3 +46,49 @@ def _mps_available() -> bool:
 
     backend = getattr(torch.backends, "mps", None)
     return bool(backend is not None and backend.is_available())
+
+
+# ---------------------------------------------------------------- CPU threads for inference
+THREADS_ENV = "FER_HF_THREADS"  # a positive integer overrides the fitted count below
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity: a container's or taskset's limit), not the machine's."""
+    import os
+
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # macOS and Windows have no sched_getaffinity
+        return max(1, os.cpu_count() or 1)
+
+
+def inference_threads(cores: int | None = None) -> int:
+    """Intra-op threads for inference (torch's and onnxruntime's): the usable cores less one, at least one.
+
+    Why one less: an OpenMP thread pool as large as the cores stalls at every barrier as soon as any other process
+    takes a core (measured on 2 shared cores: a photo through torch took 450-830 ms with 2 threads beside one busy
+    process, 40-77 ms with 1), and the spare core also runs the face detector and the app's other requests.
+    `FER_HF_THREADS` overrides it (DeviceError when it is not a positive integer)."""
+    import os
+
+    text = os.environ.get(THREADS_ENV, "").strip()
+    if text:
+        if not text.isdigit() or int(text) < 1:
+            raise DeviceError(f"{THREADS_ENV}={text!r} is not a thread count; expected a positive integer, e.g. 1")
+        return int(text)
+    cores = usable_cores() if cores is None else cores
+    return max(1, cores - 1)
+
+
+def fit_torch_threads() -> int:
+    """Lower (never raise) torch's intra-op threads to `inference_threads()`; returns the count now in use.
+    Called where torch runs inference on the CPU; training keeps torch's own choice."""
+    import os
+
+    import torch
+
+    wanted = inference_threads()
+    threads = wanted if os.environ.get(THREADS_ENV, "").strip() else min(torch.get_num_threads(), wanted)
+    if threads != torch.get_num_threads():
+        torch.set_num_threads(threads)
+    return threads

@@ -276,7 +276,8 @@ def explain(
     """Run one method on the largest face of `image` and write its PNG(s) under `output`."""
     if method not in METHODS:
         raise ExplainError(f"unknown method {method!r}; choose from {METHODS}")
-    predictor = loaded if isinstance(loaded, Predictor) else Predictor(loaded)
+    # Explanations read torch's gradients and layers: never export for them (an export folder stays one, refused below).
+    predictor = loaded if isinstance(loaded, Predictor) else Predictor(loaded, backend=_backend_for(loaded))
     refuse_export(predictor.loaded, str(predictor.loaded.source))
     model = predictor.loaded.model
     face, pixels = face_input(predictor, image, crop_mode)
@@ -332,7 +333,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DetectorError as err:
         raise DetectorError(f"face detector: {err}") from None
     try:
-        predictor = Predictor(args.model, detector=detector, trust_remote_code=args.trust_remote_code)
+        predictor = Predictor(args.model, detector=detector, trust_remote_code=args.trust_remote_code,
+                              backend=_backend_for(args.model))  # fmt: skip
     except (OSError, ValueError) as err:
         raise ExplainError(f"could not load --model {args.model}: {err}") from None
     refuse_export(predictor.loaded, args.model)
@@ -356,6 +358,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     for line in skipped:
         print(line.replace(": ", ": skipped: ", 1), file=sys.stderr)
     return 0 if "all" in args.method or not skipped else 1
+
+
+def _backend_for(model) -> str:
+    """torch, unless the model is only an ONNX export (then `refuse_export` says why it cannot be explained)."""
+    from fer_hf.loading import is_onnx_model
+
+    return "onnx" if is_onnx_model(model) else "torch"
 
 
 def refuse_export(loaded: LoadedModel, ref: str) -> None:

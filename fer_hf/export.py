@@ -20,11 +20,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import json
+import os
 import re
+import shutil
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -35,7 +39,15 @@ import torch
 from fer_hf.data.dataset import load_split
 from fer_hf.data.decode import FerTensorDataset
 from fer_hf.evaluation.evaluator import eval_transform_for
-from fer_hf.loading import MODEL_HELP, LoadedModel, load_classifier, onnx_only, resolve_model_path
+from fer_hf.loading import (
+    MODEL_HELP,
+    LoadedModel,
+    export_fingerprint,
+    load_classifier,
+    model_fingerprint,
+    onnx_only,
+    resolve_model_path,
+)
 from fer_hf.models.inputs import input_spec
 from fer_hf.outputs import atomic_output_dir, check_apart
 from fer_hf.runtime import EXPORT_KEY, ONNX_FILE, OnnxClassifier, is_export
@@ -91,6 +103,8 @@ def export_onnx(loaded: LoadedModel, path: Path, opset: int) -> None:
                 output_names=["logits"], dynamic_shapes=({0: batch},), opset_version=opset, dynamo=True,
                 external_data=False,
             )  # fmt: skip
+    except ImportError:  # onnx or onnxscript missing: an install to fix, not a model the exporter refuses
+        raise
     except Exception as err:  # noqa: BLE001  (the exporter raises many types; the user needs one line)
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         reason = re.sub(r"\x1b\[[0-9;]*m", "", reason)  # torch colours its messages for a terminal
@@ -203,6 +217,7 @@ def write_folder(loaded: LoadedModel, folder: Path, args: argparse.Namespace, pa
         "int8": args.int8,
         "exported_from": str(args.model),
         "parity": asdict(parity),
+        "fingerprint": model_fingerprint(loaded),  # which weights: `fer_hf.loading.find_export` compares it
     }
     (folder / "config.json").write_text(json.dumps(config, indent=2))
     kind = "int8 (static, QDQ, per channel, calibrated on 512 Training faces)" if args.int8 else "fp32"
@@ -236,25 +251,101 @@ def export(args: argparse.Namespace) -> tuple[Path, Parity, bool, str]:
         )
     loaded = load_classifier(args.model, trust_remote_code=args.trust_remote_code)
     with atomic_output_dir(out, args.overwrite) as tmp:
-        start = time.perf_counter()
-        with tempfile.TemporaryDirectory() as scratch:
-            fp32 = Path(scratch) / "fp32.onnx"
-            export_onnx(loaded, fp32, args.opset)
-            if args.int8:
-                quantize_int8(fp32, tmp / ONNX_FILE, calibration_faces(loaded, args.check_data))
-            else:
-                fp32.replace(tmp / ONNX_FILE)
-        write_folder(loaded, tmp, args, Parity(0.0, 0), "not checked yet")  # OnnxClassifier reads config.json
-        parity = check_parity(loaded, tmp, args.check_data, args.split)
-        if not args.int8 and parity.agreement is not None and parity.agreement < MIN_AGREEMENT:
-            raise ParityError(
-                f"parity check failed: onnx and torch predict the same class on {parity.agreement:.2%} of the "
-                f"{parity.split} faces (at least {MIN_AGREEMENT:.1%} needed); nothing was written"
-            )
-        recommended, note = verdict(parity, args.int8)
-        write_folder(loaded, tmp, args, parity, note)
-        print(f"exported in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+        parity, recommended, note = write_export(loaded, tmp, args)
     return out, parity, recommended, note
+
+
+def write_export(loaded: LoadedModel, folder: Path, args: argparse.Namespace) -> tuple[Parity, bool, str]:
+    """Export `loaded` into the empty `folder` (+ int8), check its parity, write its config and README."""
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as scratch:
+        fp32 = Path(scratch) / "fp32.onnx"
+        export_onnx(loaded, fp32, args.opset)
+        if args.int8:
+            quantize_int8(fp32, folder / ONNX_FILE, calibration_faces(loaded, args.check_data))
+        else:
+            fp32.replace(folder / ONNX_FILE)
+    write_folder(loaded, folder, args, Parity(0.0, 0), "not checked yet")  # OnnxClassifier reads config.json
+    parity = check_parity(loaded, folder, args.check_data, args.split)
+    if not args.int8 and parity.agreement is not None and parity.agreement < MIN_AGREEMENT:
+        raise ParityError(
+            f"parity check failed: onnx and torch predict the same class on {parity.agreement:.2%} of the "
+            f"{parity.split} faces (at least {MIN_AGREEMENT:.1%} needed); nothing was written"
+        )
+    recommended, note = verdict(parity, args.int8)
+    write_folder(loaded, folder, args, parity, note)
+    print(f"exported in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+    return parity, recommended, note
+
+
+# ---------------------------------------------------------------- exported once on first use, then cached
+# fp32 exports agree with torch to ~1e-5 (3.3e-06 measured for the default model): far above that is a wrong graph.
+MAX_CACHED_LOGIT_DIFF = 1e-3
+STALE_PARTIAL_S = 3600  # a .partial folder this old belongs to a process that died exporting
+
+
+def cached_export(loaded: LoadedModel, fingerprint: str, root: Path) -> Path:
+    """Export `loaded` (fp32) into root/<fingerprint[:32]> and return that folder.
+
+    The export is written into a private `.partial` folder and renamed into place only after its parity check
+    passed, so a folder under the final name is always complete; concurrent processes each write their own and the
+    first rename wins (the others discard theirs). A model the exporter refuses, or whose export disagrees with
+    torch, is remembered (`<key>.refused-torch<version>`) so later runs fall back at once instead of retrying."""
+    key = fingerprint[:32]
+    final = root / key
+    refused = root / f"{key}.refused-torch{torch.__version__}"
+    if refused.is_file():
+        raise ExportError(refused.read_text().strip())
+    root.mkdir(parents=True, exist_ok=True)
+    _remove_stale_partials(root)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", suffix=".partial", dir=root))
+    print(f"{loaded.source}: exporting to ONNX once for onnxruntime (kept in {final})", file=sys.stderr)
+    try:
+        args = parse_args([str(loaded.source), "--output", str(final)])
+        with contextlib.redirect_stderr(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the exporter's progress and warnings: the line above says it all
+            parity, _, _ = write_export(loaded, tmp, args)
+        if not parity.max_logit_diff <= MAX_CACHED_LOGIT_DIFF:
+            raise ExportError(
+                f"parity check failed: its logits differ from torch's by up to {parity.max_logit_diff:.2e} on "
+                f"{parity.faces} real faces (at most {MAX_CACHED_LOGIT_DIFF:.0e} expected)"
+            )
+    except ExportError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        _write_atomically(refused, str(err))
+        raise
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    tmp.chmod(0o755)  # mkdtemp's 0700 would hide a shared cache's export from other users
+    for _ in range(2):
+        try:
+            os.rename(tmp, final)  # atomic; fails when a non-empty folder is there (another process's export)
+            return final
+        except OSError:
+            if is_export(final) and export_fingerprint(final) == fingerprint:  # another process won: use its copy
+                shutil.rmtree(tmp, ignore_errors=True)
+                return final
+            # Something else under the name (a folder left by hand, an interrupted copy): set it aside, then retry.
+            aside = Path(tempfile.mkdtemp(prefix=f".{key}.", suffix=".partial", dir=root))
+            with contextlib.suppress(OSError):
+                os.rename(final, aside / key)
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise ExportError(f"{final}: another folder is in the way of the exported model and could not be moved aside")
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _remove_stale_partials(root: Path) -> None:
+    now = time.time()
+    for partial in root.glob(".*.partial"):
+        with contextlib.suppress(OSError):
+            if now - partial.stat().st_mtime > STALE_PARTIAL_S:
+                shutil.rmtree(partial) if partial.is_dir() else partial.unlink()
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -48,7 +48,17 @@ from fer_hf.faces import (
     detector_config,
     load_image,
 )
-from fer_hf.loading import DEFAULT_MODEL, MODEL_HELP, LoadedModel, load_classifier, resolve_model_path
+from fer_hf.loading import (
+    BACKEND_HELP,
+    BACKENDS,
+    DEFAULT_MODEL,
+    MODEL_HELP,
+    BackendError,
+    LoadedModel,
+    inference_model,
+    load_classifier,
+    resolve_model_path,
+)
 from fer_hf.outputs import OutputOverlapError, check_apart
 from fer_hf.predictions import (  # noqa: F401  (re-exported: the app and the tests import them from predict)
     FacePrediction,
@@ -98,7 +108,10 @@ class Predictor:
         batch_size: int = 64,
         device: str = "cpu",
         trust_remote_code: bool = False,
+        backend: str | None = None,
     ):
+        """backend: 'auto' (None: $FER_HF_BACKEND, else auto), 'onnx' or 'torch' (`fer_hf.loading.inference_model`).
+        `loaded.model` stays the torch model whichever runs the faces: explanations need it."""
         if tta not in TTA_MODES:
             raise ValueError(f"unknown TTA mode {tta!r}; choose one of {TTA_MODES}")
         self.detector = FaceDetector(detector)  # first: a missing detector file is reported before a model loads
@@ -108,6 +121,8 @@ class Predictor:
             self.loaded = load_classifier(model, trust_remote_code=trust_remote_code, device=device)
         self.tta, self.batch_size = tta, batch_size
         self.label_names = self.loaded.label_names
+        device = str(next(self.loaded.model.parameters(), torch.zeros(0)).device)  # where the model was put
+        self.backend, self.model = inference_model(self.loaded, backend, device)
 
     def pixel_values(self, crops: Sequence[np.ndarray]) -> torch.Tensor:
         """Gray (S, S) uint8 crops -> (N, C, H, W) through the model's own image processor. The gray face is
@@ -122,7 +137,7 @@ class Predictor:
         chunks = []
         for start in range(0, len(crops), self.batch_size):
             pixels = self.pixel_values(crops[start : start + self.batch_size])
-            chunks.append(tta_logits(self.loaded.model, pixels, self.tta, self.batch_size).softmax(-1).numpy())
+            chunks.append(tta_logits(self.model, pixels, self.tta, self.batch_size).softmax(-1).numpy())
         return np.concatenate(chunks)
 
     def predict_faces(
@@ -447,6 +462,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--batch-size", type=positive_int, default=64, help="faces per forward pass")
     parser.add_argument("--device", default="auto", help=DEVICE_HELP)
+    parser.add_argument("--backend", choices=BACKENDS, help=f"{BACKEND_HELP} (default: $FER_HF_BACKEND, else auto)")
     parser.add_argument("--trust-remote-code", action="store_true", help="allow custom code from a Hub model")
     add_detector_args(parser)
     from fer_hf import sharding  # --data, --resume, --shard-size: `accelerate launch -m fer_hf.predict`
@@ -512,9 +528,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             batch_size=args.batch_size,
             device=device,
             trust_remote_code=args.trust_remote_code,
+            backend=args.backend,
         )
     except DetectorError as err:
         print(f"error: face detector: {err}", file=sys.stderr)
+        return 2
+    except BackendError as err:  # the model loaded; the backend asked for cannot run it
+        print(f"error: {err}", file=sys.stderr)
         return 2
     except (OSError, ValueError) as err:  # ModelLoadError is a ValueError; transformers raises OSError/ValueError
         print(f"error: could not load --model {args.model}: {err}", file=sys.stderr)

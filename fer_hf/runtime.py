@@ -21,6 +21,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from fer_hf.devices import inference_threads  # torch-free: it imports torch only to resolve a device
+
 EXPORT_KEY = "fer_hf_onnx"  # the block of config.json that `fer_hf.export` writes
 ONNX_FILE = "model.onnx"
 # `make dist` exports the bundled models here (git-ignored), so the wheel ships them: <name>/ per bundled model.
@@ -71,7 +73,10 @@ class OnnxClassifier:
     Everything about the folder is checked when it is opened (the config block's keys, the graph's input and output
     against them), so a bad or foreign export is one sentence naming the file, not an onnxruntime traceback later."""
 
-    def __init__(self, folder: str | Path, threads: int = 0):
+    def __init__(self, folder: str | Path, threads: int | None = None, device: str = "cpu"):
+        """threads: onnxruntime's intra-op threads (None: fitted to the usable cores, `fer_hf.devices`; 0:
+        onnxruntime's own default, one per core). device: 'cuda[:N]' runs on CUDAExecutionProvider when this
+        onnxruntime has it (else the CPU), anything else on the CPU."""
         try:
             import onnxruntime as ort
         except ImportError as err:
@@ -81,18 +86,19 @@ class OnnxClassifier:
         self.spec = read_spec(self.folder / "config.json")  # {"size", "channels", "mean", "std", "labels", ...}
         self.label_names = list(self.spec["labels"])
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
+        options.intra_op_num_threads = inference_threads() if threads is None else threads
         # Idle onnxruntime threads spin by default, taking the cores from the face detector that runs next.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         model = self.folder / ONNX_FILE
         try:
-            self.session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(str(model), options, providers=session_providers(device))
         except Exception as err:  # noqa: BLE001  (onnxruntime's pybind errors share no base class but Exception)
             raise ExportFolderError(
                 f"{model}: onnxruntime cannot load it ({_reason(err)}); expected an ONNX model written by "
                 "python -m fer_hf.export (export the model again)"
             ) from None
         self.input_name = check_graph(model, self.session, self.spec)
+        self.provider = self.session.get_providers()[0]  # what runs it: CUDAExecutionProvider or CPUExecutionProvider
 
     def preprocess(self, faces: Sequence[np.ndarray]) -> np.ndarray:
         """Gray (S0, S0) uint8 faces -> (N, C, S, S) float32, normalised like `fer_hf.evaluate`'s transform."""
@@ -133,6 +139,24 @@ class OnnxClassifier:
         pixels = self.preprocess(faces)
         probs = softmax(self.logits(pixels))
         return (probs + softmax(self.logits(pixels[..., ::-1].copy()))) / 2 if hflip else probs
+
+
+def session_providers(device: str = "cpu") -> list:
+    """onnxruntime's providers for a resolved device: CUDA first (the CPU after it, for the operators CUDA lacks)
+    when the device is a CUDA GPU and this onnxruntime build has the CUDA provider; the CPU otherwise."""
+    if str(device).startswith("cuda") and has_cuda_provider():
+        index = str(device).partition(":")[2]
+        return [("CUDAExecutionProvider", {"device_id": int(index or 0)}), "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+def has_cuda_provider() -> bool:
+    """onnxruntime is installed with its CUDA provider (the onnxruntime-gpu package)."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return False
+    return "CUDAExecutionProvider" in ort.get_available_providers()
 
 
 # ---------------------------------------------------------------- checks of an export folder

@@ -368,6 +368,7 @@ def main(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         device=device,
         trust_remote_code=args.trust_remote_code,
+        backend=getattr(args, "backend", None),
     )
     if folder is None:
         results = _predict_here(job, predictor, args.shard_size)

@@ -83,7 +83,11 @@ class ModelEntry:
         if hasattr(model, "runtime"):  # a fer_hf.export folder: onnxruntime, no torch parameters to count
             return f"- **{self.title}** (`{self.ref}`): {kind} exported to ONNX, run by onnxruntime"
         labels = ", ".join(self.predictor.label_names)
-        return f"- **{self.title}** (`{self.ref}`): {kind}, {params / 1e6:.2f}M parameters; classes: {labels}"
+        runs = "onnxruntime (its ONNX export)" if self.predictor.backend == "onnx" else "torch"
+        return (
+            f"- **{self.title}** (`{self.ref}`): {kind}, {params / 1e6:.2f}M parameters, run by {runs}; "
+            f"classes: {labels}"
+        )
 
 
 @dataclass
@@ -124,11 +128,13 @@ class ModelCatalogue:
         return "\n".join(f"- **{entry.title}** could not be loaded: {entry.error}" for entry in failed)
 
 
-def load_entry(ref: str) -> ModelEntry:
+def load_entry(ref: str, backend: str | None = None) -> ModelEntry:
+    """backend: auto, onnx or torch; None: $FER_HF_BACKEND, else auto (onnxruntime, the torch model kept beside it
+    for the explanations)."""
     if ref in BUNDLED_MODELS and not is_installed(BUNDLED_MODELS[ref]):
         return ModelEntry(ref, error=f"not bundled in this install ({BUNDLED_MODELS[ref].path} is missing)")
     try:
-        return ModelEntry(ref, predictor=Predictor(ref))
+        return ModelEntry(ref, predictor=Predictor(ref, backend=backend))
     except Exception as err:  # noqa: BLE001  (any failure, from a typo to a broken checkpoint, must not stop the app)
         return ModelEntry(ref, error=f"{type(err).__name__}: {err}")
 
@@ -551,7 +557,7 @@ def _to_uint8(frame: np.ndarray) -> np.ndarray:
     if frame.dtype.kind == "f" and values.max(initial=0) <= 1.0:
         values = values * 255.0  # fractions, as float images usually are
     elif values.max(initial=0) > 255:
-        values = values / 257.0  # 16-bit data, as `fer_hf.images.to_8bit` scales uploads
+        values = values / 257.0  # 16-bit data, as `fer_hf.data.images.to_8bit` scales uploads
     return np.clip(np.rint(values), 0, 255).astype(np.uint8)
 
 

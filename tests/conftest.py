@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,11 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+# --backend auto exports each model to ONNX on first use (seconds each): every tiny model a test saves would be
+# exported once. The suite runs torch unless a test asks for a backend (tests/test_backend.py covers auto and onnx);
+# exports made on first use go to a temporary cache, never the user's ~/.cache.
+os.environ.setdefault("FER_HF_BACKEND", "torch")
+os.environ.setdefault("FER_HF_CACHE", tempfile.mkdtemp(prefix="fer_hf_test_cache_"))
 
 REPO = Path(__file__).resolve().parents[1]
 # The real FER2013 splits: ../shared/fer2013 beside the clone, or the folder FER_HF_SHARED_FER names.
