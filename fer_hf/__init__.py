@@ -7,7 +7,7 @@ result = fer_hf.analyze("photo.jpg")                   # photos, arrays, lists, 
 result.to_pandas()                                     # one row per face
 
 The light install (`pip install fer_hf`, no torch) has the ONNX runtime and the exports shipped in the wheel:
-from fer_hf.runtime import OnnxClassifier, resolve_export
+from fer_hf.exports.runtime import OnnxClassifier, resolve_export
 probs = OnnxClassifier(resolve_export("default")).classify(gray_48x48_faces)   # or: python -m fer_hf.runtime photo.jpg
 """
 
@@ -20,12 +20,12 @@ __version__ = "0.1.0"
 _LAZY = {
     "load_fer_dataset": "fer_hf.data.dataset",
     "FER_LABELS": "fer_hf.labels",
-    "load_classifier": "fer_hf.loading",
-    "load_default_model": "fer_hf.loading",
+    "load_classifier": "fer_hf.models.loading",
+    "load_default_model": "fer_hf.models.loading",
     "build_model": "fer_hf.models",
-    "analyze": "fer_hf.analysis",
-    "Analyzer": "fer_hf.analysis",
-    "Analysis": "fer_hf.analysis",
+    "analyze": "fer_hf.inference.analysis",
+    "Analyzer": "fer_hf.inference.analysis",
+    "Analysis": "fer_hf.inference.analysis",
     "resolve_device": "fer_hf.devices",
     "OnnxClassifier": "fer_hf.runtime",  # torch-free
 }

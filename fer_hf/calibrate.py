@@ -34,8 +34,8 @@ from fer_hf.data.decode import FerTensorDataset
 from fer_hf.data.sources import raters_of
 from fer_hf.evaluation.evaluator import align_labels, run_inference
 from fer_hf.evaluation.metrics import calibration_metrics, rater_metrics, softmax
-from fer_hf.loading import MODEL_HELP, ModelLoadError, load_classifier, resolve_model_path
-from fer_hf.runtime import is_export
+from fer_hf.exports.runtime import is_export
+from fer_hf.models.loading import MODEL_HELP, ModelLoadError, load_classifier, resolve_model_path
 
 TEMPERATURE_KEY = "logit_temperature"
 FIT_TARGETS = ("auto", "votes", "labels")

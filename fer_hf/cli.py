@@ -38,7 +38,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from fer_hf.runlock import RunLockError  # light, and imported here so that cli stays first to load
 
     errors.append(RunLockError)
-    for module, name in (("fer_hf.faces", "DetectorError"), ("safetensors", "SafetensorError")):
+    for module, name in (("fer_hf.inference.faces", "DetectorError"), ("safetensors", "SafetensorError")):
         found = sys.modules.get(module)  # only types of modules the command has imported can have been raised
         if found is not None and hasattr(found, name):
             errors.append(getattr(found, name))

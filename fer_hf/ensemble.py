@@ -43,10 +43,10 @@ from fer_hf.evaluation.results import (
     write_record,
 )
 from fer_hf.hub.card import write_ensemble_card
-from fer_hf.loading import MODEL_HELP, LoadedModel, OnnxImageClassifier, load_classifier, resolve_model_path
 from fer_hf.models.hub_code import FerEnsembleConfig, FerEnsembleForImageClassification
 from fer_hf.models.hub_code.configuration_fer_ensemble import MEMBER_TYPES
 from fer_hf.models.inputs import input_spec
+from fer_hf.models.loading import MODEL_HELP, LoadedModel, OnnxImageClassifier, load_classifier, resolve_model_path
 from fer_hf.outputs import atomic_output_dir, check_apart
 
 

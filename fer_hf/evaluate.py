@@ -21,12 +21,12 @@ from fer_hf.data.dataset import load_split
 from fer_hf.data.decode import FerTensorDataset
 from fer_hf.data.sources import raters_of
 from fer_hf.devices import DEVICE_HELP, DeviceError, resolve_device
-from fer_hf.evaluation.evaluator import align_labels, evaluate, write_outputs
+from fer_hf.evaluation.evaluator import align_labels, default_output, evaluate, write_outputs
 from fer_hf.evaluation.report import per_class_table
 from fer_hf.evaluation.results import EvalRecord
 from fer_hf.evaluation.tta import TTA_MODES
 from fer_hf.labels import resolve_classes
-from fer_hf.loading import MODEL_HELP, load_classifier, resolve_model_path
+from fer_hf.models.loading import MODEL_HELP, load_classifier, resolve_model_path
 from fer_hf.outputs import atomic_output_dir, check_apart
 
 
@@ -48,8 +48,6 @@ def print_summary(report: EvalRecord, out: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- CLI
-def default_output(model: str, split: str | None, tta: str) -> Path:
-    return Path("runs") / "eval" / f"{Path(model.rstrip('/')).name}-{split or 'validation'}-{tta}"
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -268,7 +268,7 @@ def predict_tab(catalogue: be.ModelCatalogue, model: gr.Dropdown) -> None:
                 gr.Image(
                     label="Photo or face",
                     type="filepath",
-                    image_mode=None,  # keep the upload as it is: fer_hf.faces decodes and downsizes it
+                    image_mode=None,  # keep the upload as it is: fer_hf.inference.faces decodes and downsizes it
                     sources=["upload", "webcam", "clipboard"],
                     height=360,
                 )

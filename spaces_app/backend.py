@@ -27,14 +27,16 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from fer_hf.annotate import draw_faces
 from fer_hf.data.images import as_displayed
-from fer_hf.explain import ExplainError, attention_rollout, gradcam_map, overlay, saliency_map
-from fer_hf.faces import load_image
-from fer_hf.loading import BUNDLED_MODELS, DEFAULT_MODEL, is_installed
-from fer_hf.predict import ImageResult, Predictor, VideoFaces, VideoFrames, VideoLoadError
-from fer_hf.tracking import TrackingConfig
-from fer_hf.writers import commit, csv_columns, frame_rows, staging_path
+from fer_hf.inference.annotate import draw_faces
+from fer_hf.inference.explanations import ExplainError, attention_rollout, gradcam_map, overlay, saliency_map
+from fer_hf.inference.faces import load_image
+from fer_hf.inference.predictions import ImageResult, VideoFaces
+from fer_hf.inference.predictor import Predictor
+from fer_hf.inference.tracking import TrackingConfig
+from fer_hf.inference.video_io import VideoFrames, VideoLoadError
+from fer_hf.inference.writers import commit, csv_columns, frame_rows, staging_path
+from fer_hf.models.loading import BUNDLED_MODELS, DEFAULT_MODEL, is_installed
 
 APP_DIR = Path(__file__).resolve().parent
 EXAMPLES_DIR = APP_DIR / "examples"

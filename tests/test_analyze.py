@@ -18,8 +18,8 @@ from PIL import Image
 from skimage import data as skdata
 
 import fer_hf
-from fer_hf.analysis import Analyzer, InputError
 from fer_hf.bench.video import group_photo, make_clip
+from fer_hf.inference.analysis import Analyzer, InputError
 from fer_hf.labels import FERPLUS_LABELS
 
 BLANK = (12, 13, 14)
@@ -151,7 +151,7 @@ def test_top_level_names_stay_lazy_and_callable():
 
 
 def test_the_loaders_point_to_analyze_for_photos():
-    from fer_hf.loading import load_classifier, load_default_model
+    from fer_hf.models.loading import load_classifier, load_default_model
 
     for loader in (load_classifier, load_default_model):
         assert "face crop" in loader.__doc__ and "fer_hf.analyze" in loader.__doc__

@@ -26,9 +26,9 @@ import pytest
 from PIL import Image
 from skimage import data
 
-from fer_hf import loading
+from fer_hf.inference.writers import csv_columns
 from fer_hf.labels import FER_LABELS
-from fer_hf.writers import csv_columns
+from fer_hf.models import loading
 
 REPO = Path(__file__).resolve().parents[1]
 APP = REPO / "spaces_app" / "app.py"
@@ -529,7 +529,7 @@ def test_comparison_view_reads_table_charts_and_confusion_matrices(comparison, t
 def test_the_default_compare_tab_reads_the_one_copy_bundled_with_the_default_model():
     """The comparison folders live once, with the bundled models whose cards show them; the app reads the default
     model's (every compared row and its confusion matrix), and spaces_app/ keeps no copy of its own."""
-    from fer_hf.loading import BUNDLED_MODELS
+    from fer_hf.models.loading import BUNDLED_MODELS
 
     folder = backend.comparison_folder({})
     assert folder == BUNDLED_MODELS["default"].path / "comparison"

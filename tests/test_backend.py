@@ -17,9 +17,10 @@ import torch
 from PIL import Image
 from skimage import data as skdata
 
-from fer_hf import devices, export, loading, predict, runtime
-from fer_hf.analysis import Analyzer
-from fer_hf.predict import Predictor
+from fer_hf import devices, export, predict, runtime
+from fer_hf.inference.analysis import Analyzer
+from fer_hf.inference.predictor import Predictor
+from fer_hf.models import loading
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -155,7 +156,7 @@ def test_backend_onnx_that_cannot_run_is_one_sentence_and_auto_falls_back_once(
     err = _error_lines(capsys.readouterr().err)
     assert len(err) == 1 and err[0].startswith("error: --backend onnx: ") and "onnxruntime is not installed" in err[0]
     loading._warned.clear()
-    with caplog.at_level(logging.WARNING, logger="fer_hf.loading"):
+    with caplog.at_level(logging.WARNING, logger="fer_hf.models.loading"):
         first, second = Predictor("default", backend="auto"), Predictor("default", backend="auto")
     assert first.backend == second.backend == "torch"
     assert len([r for r in caplog.records if "runs through torch, not onnxruntime" in r.message]) == 1
@@ -174,7 +175,7 @@ def test_a_model_the_exporter_refuses_falls_back_and_is_not_retried(monkeypatch,
 
     monkeypatch.setattr(export, "export_onnx", refuse)
     loading._warned.clear()
-    with caplog.at_level(logging.WARNING, logger="fer_hf.loading"):
+    with caplog.at_level(logging.WARNING, logger="fer_hf.models.loading"):
         assert Predictor(str(tiny), backend="auto").backend == "torch"
         assert Predictor(str(tiny), backend="auto").backend == "torch"
     assert len(tries) == 1  # the refusal is remembered beside the cache

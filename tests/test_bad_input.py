@@ -84,8 +84,8 @@ def test_every_bundled_models_processor_takes_fer2013s_own_1_channel_faces(name)
     from PIL import Image
     from transformers import AutoImageProcessor
 
-    from fer_hf.evaluation.evaluator import eval_transform_for
-    from fer_hf.loading import BUNDLED_MODELS, load_classifier
+    from fer_hf.evaluation.inputs import eval_transform_for
+    from fer_hf.models.loading import BUNDLED_MODELS, load_classifier
 
     folder = BUNDLED_MODELS[name].path
     processor = AutoImageProcessor.from_pretrained(folder)

@@ -81,7 +81,7 @@ def test_a_recipe_that_is_not_text_is_one_sentence(tmp_path):
 
 
 def test_a_model_given_twice_is_not_an_ensemble(tmp_path, capsys):
-    from fer_hf.loading import DEFAULT_MODEL_DIR
+    from fer_hf.models.loading import DEFAULT_MODEL_DIR
 
     link = tmp_path / "link_to_default"
     link.symlink_to(DEFAULT_MODEL_DIR)
@@ -534,7 +534,7 @@ def test_a_metrics_value_of_the_wrong_type_names_the_file_and_key(case, tmp_path
 
     from fer_hf import compare
     from fer_hf.evaluation.results import RecordError, read_record
-    from fer_hf.loading import DEFAULT_MODEL_DIR
+    from fer_hf.models.loading import DEFAULT_MODEL_DIR
 
     edit, fragment = RECORD_CASES[case]
     doc = json.loads((DEFAULT_MODEL_DIR / "metrics.json").read_text())
@@ -571,7 +571,7 @@ def test_an_animated_gif_is_refused_as_one_photo_and_predict_reads_it_as_a_clip(
     import json
 
     from fer_hf import predict
-    from fer_hf.faces import ImageLoadError, load_image
+    from fer_hf.inference.faces import ImageLoadError, load_image
 
     with pytest.raises(ImageLoadError) as caught:
         load_image(animated_gif)
@@ -589,7 +589,7 @@ def test_animation_frames_reads_every_frame_with_its_time_as_opencv_does(animate
     import cv2
 
     from fer_hf.data.images import animation_frames, is_animated
-    from fer_hf.faces import FaceDetector
+    from fer_hf.inference.faces import FaceDetector
 
     assert is_animated(animated_gif) and not is_animated(REPO / "spaces_app/examples/fer_happy.png")
     frames = list(animation_frames(animated_gif))
@@ -605,7 +605,7 @@ def test_animation_frames_reads_every_frame_with_its_time_as_opencv_does(animate
 def test_a_torch_model_with_a_stray_model_onnx_still_loads_as_torch(tmp_path):
     from helpers import save_tiny_cnn
 
-    from fer_hf.loading import OnnxImageClassifier, load_classifier
+    from fer_hf.models.loading import OnnxImageClassifier, load_classifier
 
     folder = save_tiny_cnn(tmp_path / "model")
     _foreign_onnx(folder / "model.onnx", ["N", 10])  # a Hub repo may ship an ONNX file beside its weights
@@ -648,7 +648,7 @@ def test_video_batches_hold_a_bounded_number_of_pixels():
     pixel budget, never below one frame, and keep every frame in order."""
     import numpy as np
 
-    from fer_hf.predictions import frame_chunks
+    from fer_hf.inference.predictions import frame_chunks
 
     frames = [(i, i / 10, np.zeros((40, 30, 3), dtype=np.uint8)) for i in range(7)]  # 3,600 bytes each
     chunks = list(frame_chunks(frames, 64, max_bytes=8_000))

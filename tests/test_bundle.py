@@ -15,7 +15,7 @@ from fer_hf.compare import compare
 from fer_hf.evaluation.results import EvalRecord, TrainerEval, read_record, to_json
 from fer_hf.hub.bundle import best_checkpoint, bundle
 from fer_hf.hub.bundle import main as bundle_main
-from fer_hf.loading import load_classifier
+from fer_hf.models.loading import load_classifier
 from fer_hf.train import main
 
 

@@ -10,9 +10,9 @@ import pytest
 import torch
 from transformers import pipeline
 
+from fer_hf.inference.predictor import Predictor
 from fer_hf.labels import FER_LABELS, FERPLUS_LABELS
-from fer_hf.loading import BUNDLED_MODELS, DEFAULT_MODEL, is_installed, load_classifier, load_default_model
-from fer_hf.predict import Predictor
+from fer_hf.models.loading import BUNDLED_MODELS, DEFAULT_MODEL, is_installed, load_classifier, load_default_model
 
 MODEL_TYPES = {"default": "fer_cnn", "lite0": "fer_timm", "ensemble": "fer_ensemble", "ferplus": "fer_cnn"}
 HUB_CODE = Path(__file__).resolve().parents[1] / "fer_hf" / "models" / "hub_code"

@@ -13,7 +13,7 @@ import torch
 
 from fer_hf.calibrate import TEMPERATURE_KEY, fit_temperature, main, scores, write_temperature
 from fer_hf.evaluation.metrics import calibration_metrics, softmax
-from fer_hf.loading import load_classifier
+from fer_hf.models.loading import load_classifier
 
 
 def test_the_fitted_temperature_undoes_an_overconfident_scale():
@@ -60,7 +60,7 @@ def test_calibrate_writes_only_the_config_and_every_consumer_applies_it(tmp_path
         scaled = loaded.model(pixel_values=x).logits
     torch.testing.assert_close(scaled, raw / temperature)
     assert export([str(folder), "--output", str(tmp_path / "onnx"), "--check-data", "bundled"]) == 0
-    from fer_hf.runtime import OnnxClassifier
+    from fer_hf.exports.runtime import OnnxClassifier
 
     onnx = OnnxClassifier(tmp_path / "onnx").logits(x.numpy())
     np.testing.assert_allclose(onnx, scaled.numpy(), atol=1e-4)  # the export divides by the same temperature
@@ -84,7 +84,7 @@ def test_a_calibrated_member_keeps_its_temperature_in_the_ensemble(tmp_path):
 
 
 def test_calibrate_refuses_what_it_cannot_write(tmp_path):
-    from fer_hf.loading import ModelLoadError
+    from fer_hf.models.loading import ModelLoadError
 
     with pytest.raises(ModelLoadError, match="owner/name|local folder|no such folder"):
         main(["someone/model", "--data", "bundled"])

@@ -26,11 +26,12 @@ from fer_hf import evaluate as fer_eval
 from fer_hf.cli import run
 from fer_hf.data.dataset import load_split
 from fer_hf.data.decode import FerTensorDataset
-from fer_hf.evaluation.evaluator import eval_transform_for, run_inference
+from fer_hf.evaluation.evaluator import run_inference
+from fer_hf.evaluation.inputs import eval_transform_for
 from fer_hf.evaluation.metrics import METRIC_PATH, compute_fer_metrics
 from fer_hf.labels import FER_LABELS
-from fer_hf.loading import load_classifier
 from fer_hf.models.inputs import input_spec
+from fer_hf.models.loading import load_classifier
 
 N_FACES = 200
 
@@ -168,11 +169,11 @@ def test_bad_inputs_fail_clearly_and_leave_nothing(tiny_model, faces_parquet, tm
 
 @pytest.mark.parametrize("name", ["default", "lite0"])
 def test_bundled_models_resolve_to_their_folders(name, tiny_model, monkeypatch, tmp_path, capsys):
-    import fer_hf.loading
+    import fer_hf.models.loading
 
     def bundle_as(path):
-        bundled = dataclasses.replace(fer_hf.loading.BUNDLED_MODELS[name], path=path)
-        monkeypatch.setitem(fer_hf.loading.BUNDLED_MODELS, name, bundled)
+        bundled = dataclasses.replace(fer_hf.models.loading.BUNDLED_MODELS[name], path=path)
+        monkeypatch.setitem(fer_hf.models.loading.BUNDLED_MODELS, name, bundled)
 
     bundle_as(tmp_path / "missing")
     assert run_cli(name, "--data", "bundled", "--output", tmp_path / "a") == 2

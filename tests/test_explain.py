@@ -10,19 +10,19 @@ from PIL import Image
 from skimage import data as skdata
 
 from fer_hf.cli import run
-from fer_hf.explain import (
+from fer_hf.explain import main
+from fer_hf.inference.explanations import (
     GRADCAM_LAYERS,
     ExplainError,
     attention_rollout,
     explain,
     gradcam_layer,
     gradcam_map,
-    main,
     saliency_map,
 )
+from fer_hf.inference.predictor import Predictor
 from fer_hf.labels import FER_LABELS
-from fer_hf.loading import load_classifier
-from fer_hf.predict import Predictor
+from fer_hf.models.loading import load_classifier
 
 SUPPORTED = {
     "cnn": ("saliency", "gradcam", "activations", "filters"),

@@ -17,8 +17,8 @@ from skimage import data as skdata
 
 from fer_hf import evaluate
 from fer_hf.export import main
-from fer_hf.predict import Predictor
-from fer_hf.runtime import OnnxClassifier
+from fer_hf.exports.runtime import OnnxClassifier
+from fer_hf.inference.predictor import Predictor
 
 REPO = Path(__file__).resolve().parents[1]
 

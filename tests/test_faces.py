@@ -1,4 +1,4 @@
-"""fer_hf.faces on real photos from registry packages: YuNet finds every face of a six-person photo (insightface's
+"""fer_hf.inference.faces on real photos from registry packages: YuNet finds every face of a six-person photo (insightface's
 t1.jpg) with scores and landmarks, the FER crop levels the eyes, the detector fallbacks and errors, and the numbered
 output of predict (CSV, JSON, annotated image, the app's panels)."""
 
@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from skimage import data as skdata
 
-from fer_hf.annotate import BOX_COLOUR, draw_faces, label_rect
 from fer_hf.bench.video import group_photo_path
-from fer_hf.faces import (
+from fer_hf.inference.annotate import BOX_COLOUR, draw_faces, label_rect
+from fer_hf.inference.faces import (
     DetectorConfig,
     DetectorError,
     FaceDetector,
@@ -25,8 +25,9 @@ from fer_hf.faces import (
     load_image,
     yunet_model_path,
 )
-from fer_hf.predict import Predictor, main
-from fer_hf.tracking import iou
+from fer_hf.inference.predictor import Predictor
+from fer_hf.inference.tracking import iou
+from fer_hf.predict import main
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "spaces_app"))

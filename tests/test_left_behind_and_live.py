@@ -73,7 +73,7 @@ def test_the_video_tab_keeps_the_plot_folders_of_the_last_clips_only(catalogue, 
 @pytest.mark.parametrize("failure", [FileNotFoundError("no such data"), KeyboardInterrupt()])
 def test_a_failed_or_interrupted_bundle_leaves_no_staging_folder(failure, tmp_path, monkeypatch):
     from fer_hf.hub import bundle as hub_bundle
-    from fer_hf.loading import DEFAULT_MODEL_DIR
+    from fer_hf.models.loading import DEFAULT_MODEL_DIR
 
     def load_split(*args, **kwargs):  # fails after the weights were copied into the staging folder
         assert (tmp_path / ".out.partial" / "model.safetensors").is_file()
@@ -89,7 +89,7 @@ def test_a_failed_or_interrupted_bundle_leaves_no_staging_folder(failure, tmp_pa
 def _run_folder(tmp_path: Path) -> Path:
     import shutil
 
-    from fer_hf.loading import DEFAULT_MODEL_DIR
+    from fer_hf.models.loading import DEFAULT_MODEL_DIR
 
     run = tmp_path / "run"
     shutil.copytree(DEFAULT_MODEL_DIR, run, ignore=shutil.ignore_patterns("evaluation*", "comparison"))

@@ -118,8 +118,8 @@ def test_the_light_venv_has_no_torch_and_stays_small(light, capsys):
 @pytest.mark.slow
 @pytest.mark.timeout(1800)  # the first one builds the venv (minutes), should a global timeout be set
 def test_the_runtime_names_the_astronauts_emotion_like_torch(light, astronaut, capsys):
+    from fer_hf.inference.predictor import Predictor
     from fer_hf.labels import FER_LABELS
-    from fer_hf.predict import Predictor
 
     start = time.perf_counter()
     done = light_run(light, "-m", "fer_hf.runtime", str(astronaut))  # no model: the shipped default export

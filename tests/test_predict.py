@@ -1,4 +1,4 @@
-"""fer_hf.faces + fer_hf.predict on real photos shipped with scikit-image, a real FER2013 face from the bundled
+"""fer_hf.inference.faces + fer_hf.predict on real photos shipped with scikit-image, a real FER2013 face from the bundled
 sample, a video written from those photos, and bad inputs. Models are tiny and random (saved to tmp)."""
 
 from __future__ import annotations
@@ -13,10 +13,11 @@ import torch
 from PIL import Image
 from skimage import data as skdata
 
-from fer_hf.faces import DetectorConfig, FaceDetector, load_image
+from fer_hf.inference.faces import DetectorConfig, FaceDetector, load_image
+from fer_hf.inference.predictor import Predictor, predict_images, predict_video
 from fer_hf.labels import FER_LABELS
-from fer_hf.loading import load_classifier
-from fer_hf.predict import Predictor, main, predict_images, predict_video
+from fer_hf.models.loading import load_classifier
+from fer_hf.predict import main
 
 # The astronaut's face in skimage.data.astronaut() (512x512), read off the image: hairline to chin, ear to ear.
 ASTRONAUT_FACE = (175, 60, 100, 110)  # (x, y, w, h)

@@ -25,7 +25,7 @@ import fer_hf.hub.publish as publish
 from fer_hf.cli import run as run_command
 from fer_hf.hub.card import build_model_card
 from fer_hf.hub.publish import UploadError, build_repository, load_run_model, run_logits
-from fer_hf.loading import load_classifier
+from fer_hf.models.loading import load_classifier
 
 REPO = Path(__file__).resolve().parents[1]
 FAKE_TOKEN = "hf_FakeTokenForTests0123456789abcdefXYZ"

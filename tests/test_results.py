@@ -23,7 +23,7 @@ from fer_hf.evaluation.results import (
     to_json,
     write_record,
 )
-from fer_hf.loading import BUNDLED_MODELS
+from fer_hf.models.loading import BUNDLED_MODELS
 
 BUNDLED = {name: Path(model.path) for name, model in BUNDLED_MODELS.items()}
 

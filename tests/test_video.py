@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 from fer_hf.bench.video import group_photo, make_clip
-from fer_hf.predict import Predictor, main
-from fer_hf.tracking import FaceTracker, Smoother, TrackingConfig
+from fer_hf.inference.predictor import Predictor
+from fer_hf.inference.tracking import FaceTracker, Smoother, TrackingConfig
+from fer_hf.predict import main
 
 BLANK = (12, 13, 14)  # frame numbers of the grey frames
 

@@ -20,8 +20,9 @@ import torch
 from fer_hf import predict as predict_mod
 from fer_hf.bench.video import group_photo, make_clip
 from fer_hf.devices import DeviceError, resolve_device
-from fer_hf.predict import Predictor, main
-from fer_hf.video_io import StreamFrames, VideoFrames, VideoLoadError
+from fer_hf.inference.predictor import Predictor
+from fer_hf.inference.video_io import StreamFrames, VideoFrames, VideoLoadError
+from fer_hf.predict import main
 
 BLANK = (12, 13, 14)
 VFR_TIMES = [0.0, 0.1, 0.2, 0.7, 0.8, 1.5, 1.6, 1.7, 2.6]  # a stall of 0.5 s, one of 0.7 s, one of 0.9 s

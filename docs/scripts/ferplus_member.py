@@ -15,7 +15,7 @@ from fer_hf.data.dataset import load_split
 from fer_hf.data.decode import FerTensorDataset
 from fer_hf.evaluation.evaluator import align_labels, run_inference
 from fer_hf.evaluation.metrics import compute_fer_metrics, softmax
-from fer_hf.loading import load_classifier
+from fer_hf.models.loading import load_classifier
 
 parser = argparse.ArgumentParser()
 parser.add_argument("member")

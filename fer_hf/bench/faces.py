@@ -37,9 +37,9 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from fer_hf.bench import bench_parser
-from fer_hf.faces import DetectorConfig, Face, FaceDetector, fer_crop
-from fer_hf.loading import DEFAULT_MODEL, MODEL_HELP
-from fer_hf.predict import Predictor
+from fer_hf.inference.faces import DetectorConfig, Face, FaceDetector, fer_crop
+from fer_hf.inference.predictor import Predictor
+from fer_hf.models.loading import DEFAULT_MODEL, MODEL_HELP
 
 SHARED_FER = Path(__file__).resolve().parents[3] / "shared" / "fer2013"
 BACKGROUNDS = ("coffee", "rocket", "chelsea", "hubble_deep_field")  # skimage photos without a human face

@@ -39,10 +39,10 @@ from PIL import Image
 
 from fer_hf.bench import at_least
 from fer_hf.devices import THREADS_ENV
-from fer_hf.faces import DetectorConfig
+from fer_hf.inference.faces import DetectorConfig
+from fer_hf.inference.predictor import Predictor
 from fer_hf.labels import FER_LABELS
-from fer_hf.loading import BUNDLED_MODELS, DEFAULT_MODEL, LoadedModel, is_installed, load_classifier
-from fer_hf.predict import Predictor
+from fer_hf.models.loading import BUNDLED_MODELS, DEFAULT_MODEL, LoadedModel, is_installed, load_classifier
 
 FAMILIES = ("cnn", "vit", "resnet")
 
@@ -174,7 +174,7 @@ def backend_rows(photo: Path, repeats: int, int8: bool) -> dict:
     before it. Returns {(condition, row): (photo ms, faces/s)}."""
     from fer_hf.devices import inference_threads, usable_cores
     from fer_hf.export import export
-    from fer_hf.export import parse_args as export_args
+    from fer_hf.inference.exporting import ExportOptions
 
     faces, cores = real_faces(), usable_cores()
     torch_side = Predictor(DEFAULT_MODEL, batch_size=256, backend="torch")
@@ -188,7 +188,7 @@ def backend_rows(photo: Path, repeats: int, int8: bool) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         if int8:
             with contextlib.redirect_stdout(sys.stderr):
-                export(export_args([DEFAULT_MODEL, "--output", f"{tmp}/int8", "--int8"]))
+                export(ExportOptions(DEFAULT_MODEL, f"{tmp}/int8", int8=True))
             rows["onnx int8"] = (Predictor(f"{tmp}/int8", batch_size=256), None)
         load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
         print(f"backends: default model; photo = 640x480 end to end with YuNet, faces/s = classifier alone on 256 "

@@ -25,9 +25,9 @@ import numpy as np
 import torch
 
 from fer_hf.bench import at_least, bench_parser
-from fer_hf.loading import DEFAULT_MODEL, MODEL_HELP
-from fer_hf.predict import Predictor
-from fer_hf.tracking import TrackingConfig
+from fer_hf.inference.predictor import Predictor
+from fer_hf.inference.tracking import TrackingConfig
+from fer_hf.models.loading import DEFAULT_MODEL, MODEL_HELP
 
 
 def group_photo_path() -> Path:

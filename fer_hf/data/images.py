@@ -1,6 +1,6 @@
 """Decoded images as a person sees them: the EXIF orientation applied, 16-bit grayscale scaled to 8 bits.
 
-Every reader of user images goes through `as_displayed`: photos (`fer_hf.faces.load_image`: predict, explain, the
+Every reader of user images goes through `as_displayed`: photos (`fer_hf.inference.faces.load_image`: predict, explain, the
 app, the runtime) and dataset faces (`fer_hf.data.transforms`). PIL alone ignores the orientation tag (a phone photo
 stored sideways stays sideways) and clips 16-bit values when converting to 8 bits (a 16-bit face turns white).
 

@@ -18,14 +18,14 @@ from tqdm.auto import tqdm
 
 from fer_hf.data.decode import FerTensorDataset
 from fer_hf.data.splits import select_classes
-from fer_hf.data.transforms import BatchTransform
+from fer_hf.evaluation.inputs import eval_transform_for
 from fer_hf.evaluation.metrics import compute_fer_metrics, softmax
 from fer_hf.evaluation.report import per_class_table, plot_confusion_matrix, plot_reliability, plt
 from fer_hf.evaluation.results import METRICS_FILE, EvalRecord, RecordError, read_run_record, write_record
 from fer_hf.evaluation.tta import tta_logits
 from fer_hf.labels import FER_LABELS
-from fer_hf.loading import LoadedModel
 from fer_hf.models.inputs import input_spec
+from fer_hf.models.loading import LoadedModel
 
 CONFUSION_FILE = "confusion_matrix.png"
 MISTAKES_FILE = "confident_mistakes.png"
@@ -34,11 +34,6 @@ RELIABILITY_FILE = "reliability.png"
 
 class EvaluationError(ValueError):
     """A model and a dataset that cannot be evaluated together; the message says why and how to fix it."""
-
-
-def eval_transform_for(loaded: LoadedModel) -> BatchTransform:
-    """uint8 faces (B, 48, 48) -> the loaded model's normalised input (B, C, S, S), no augmentation."""
-    return BatchTransform(**input_spec(loaded.model.config, loaded.image_processor), train=False)
 
 
 @dataclass(frozen=True)
@@ -258,3 +253,8 @@ def write_outputs(out: Path, report: EvalRecord, images: torch.Tensor) -> None:
     plot_mistakes(report.top_mistakes, images, out / MISTAKES_FILE, f"most confident mistakes: {title}")
     if report.reliability:
         plot_reliability(report.reliability, out / RELIABILITY_FILE, title, report.ece)
+
+
+def default_output(model: str, split: str | None, tta: str) -> Path:
+    """Where an evaluation goes unless told: runs/eval/<model>-<split>-<tta>."""
+    return Path("runs") / "eval" / f"{Path(model.rstrip('/')).name}-{split or 'validation'}-{tta}"

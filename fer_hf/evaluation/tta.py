@@ -10,9 +10,15 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from fer_hf.loading import predict_logits
-
 TTA_MODES = ("none", "hflip", "tencrop")
+
+
+@torch.no_grad()
+def predict_logits(model: torch.nn.Module, pixel_values: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """(N, C, H, W) -> (N, K) logits in batches, on the model's device."""
+    device = next(model.parameters()).device
+    chunks = [model(pixel_values=chunk.to(device)).logits.float().cpu() for chunk in pixel_values.split(batch_size)]
+    return torch.cat(chunks)
 
 
 def tta_views(pixel_values: torch.Tensor, mode: str) -> list[torch.Tensor]:

@@ -38,7 +38,7 @@ from fer_hf.evaluation.metrics import compute_fer_metrics
 from fer_hf.evaluation.report import checkpoint_states, describe_hardware, plot_confusion_matrix, plot_curves
 from fer_hf.evaluation.results import METRICS_FILE, RunRecord, Scores, read_record, read_run_record, write_record
 from fer_hf.hub.card import write_model_card
-from fer_hf.loading import BUNDLED_MODELS, DEFAULT_MODEL, load_classifier
+from fer_hf.models.loading import BUNDLED_MODELS, DEFAULT_MODEL, load_classifier
 
 MODEL_FILES = ("config.json", "model.safetensors")
 # + preprocessor_config.json where the family has one (a timm model's image processor lives in its config.json)

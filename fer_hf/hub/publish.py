@@ -35,8 +35,8 @@ from PIL import Image
 from fer_hf.data.sources import BUNDLED_SAMPLE
 from fer_hf.evaluation.results import ENSEMBLE_FILES, METRICS_FILE, RunRecord, read_record
 from fer_hf.hub.card import DEFAULT_LICENSE, build_model_card, read_run, usage_code, write_ensemble_card
-from fer_hf.loading import LoadedModel, load_classifier
 from fer_hf.models.hub_code import OWN_MODEL_TYPES
+from fer_hf.models.loading import LoadedModel, load_classifier
 from fer_hf.outputs import check_apart
 
 # Files of a run folder that go into the repository as they are (the model itself is re-saved, see stage_run).

@@ -51,8 +51,13 @@ from tqdm.auto import tqdm
 from fer_hf.cli import positive_int
 from fer_hf.data.dataset import load_split
 from fer_hf.data.decode import FerTensorDataset
-from fer_hf.evaluate import default_output
-from fer_hf.evaluation.evaluator import EvaluationError, check_labels, confident_mistakes, write_outputs
+from fer_hf.evaluation.evaluator import (
+    EvaluationError,
+    check_labels,
+    confident_mistakes,
+    default_output,
+    write_outputs,
+)
 from fer_hf.evaluation.metrics import compute_fer_metrics
 from fer_hf.evaluation.results import EvalRecord
 from fer_hf.outputs import atomic_output_dir

@@ -22,9 +22,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from fer_hf.data.decode import FerTensorDataset
-from fer_hf.evaluation.evaluator import eval_transform_for
-from fer_hf.loading import LoadedModel, load_classifier
+from fer_hf.evaluation.inputs import eval_transform_for
 from fer_hf.logs import get_logger
+from fer_hf.models.loading import LoadedModel, load_classifier
 
 CACHE_VERSION = 1
 

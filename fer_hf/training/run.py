@@ -24,9 +24,9 @@ from fer_hf.data.transforms import keep_freed_batch_memory
 from fer_hf.evaluation.report import describe_hardware, per_class_table, plot_confusion_matrix, plot_curves
 from fer_hf.evaluation.results import METRICS_FILE, RunRecord, TrainerEval, read_run_record, write_record
 from fer_hf.labels import FERPLUS_LABELS, canonical_id
-from fer_hf.loading import BUNDLED_MODELS, resolve_model_path
 from fer_hf.logs import get_logger, setup_process_logging
 from fer_hf.models import build_model, load_trained_weights
+from fer_hf.models.loading import BUNDLED_MODELS, resolve_model_path
 from fer_hf.models.lora import merge_lora
 from fer_hf.runlock import LOCK_FILE, run_lock
 from fer_hf.training.callbacks import (

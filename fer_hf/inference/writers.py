@@ -18,8 +18,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from fer_hf.annotate import draw_faces
-from fer_hf.faces import LANDMARK_NAMES
+from fer_hf.inference.annotate import draw_faces
+from fer_hf.inference.faces import LANDMARK_NAMES
 
 LANDMARK_COLUMNS = [f"{name}_{axis}" for name in LANDMARK_NAMES for axis in "xy"]
 # What OpenCV's writer gets per annotated-video suffix: mp4v (MPEG-4 part 2) is what opencv-python-headless's

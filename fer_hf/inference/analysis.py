@@ -6,7 +6,7 @@
     analyzer = fer_hf.Analyzer("ferplus", device="auto")    # load once, call many times
     analyzer(frame_bgr, channels="bgr")                     # an OpenCV frame
 
-Faces are found, aligned and cropped the way `python -m fer_hf.predict` does it (`fer_hf.predict.Predictor`), so
+Faces are found, aligned and cropped the way `python -m fer_hf.predict` does it (`fer_hf.inference.predictor.Predictor`), so
 the numbers are the command's. Arrays: gray (H, W) or (H, W, 1), RGB (H, W, 3) (BGR with channels="bgr"), RGBA
 (H, W, 4), as uint8, uint16 (scaled to 8 bits, not clipped) or float in [0, 1]. Anything else is refused with one
 sentence saying what was given and what is expected (`InputError`).
@@ -25,9 +25,9 @@ import numpy as np
 from PIL import Image
 
 from fer_hf.data.images import HIGH_BIT_GRAY, as_displayed, to_8bit
-from fer_hf.faces import LANDMARK_NAMES, DetectorConfig
-from fer_hf.loading import DEFAULT_MODEL, LoadedModel
-from fer_hf.tracking import TrackingConfig
+from fer_hf.inference.faces import LANDMARK_NAMES, DetectorConfig
+from fer_hf.inference.tracking import TrackingConfig
+from fer_hf.models.loading import DEFAULT_MODEL, LoadedModel
 
 CHANNELS = ("rgb", "bgr")
 ARRAY_SHAPES = "(H, W), (H, W, 1), (H, W, 3) or (H, W, 4)"
@@ -48,7 +48,7 @@ class FaceResult:
     label: str  # the most probable class
     score: float  # its probability
     probabilities: dict[str, float]  # every class, the model's own label names and order; sums to 1
-    landmarks: list[list[float]] | None = None  # 5 (x, y), fer_hf.faces.LANDMARK_NAMES order (YuNet only)
+    landmarks: list[list[float]] | None = None  # 5 (x, y), fer_hf.inference.faces.LANDMARK_NAMES order (YuNet only)
     detector_score: float | None = None
     track_id: int | None = None  # videos: the same number while it is the same person
     smoothed_label: str | None = None  # videos: the label of the track's moving average
@@ -211,7 +211,7 @@ class Analyzer:
     device: 'auto' (cuda, then mps, then cpu) or a torch device name (a missing one is a DeviceError sentence).
     backend: 'auto' (onnxruntime through the model's ONNX export, shipped or exported once and cached, else torch),
     'onnx' or 'torch'; None: $FER_HF_BACKEND, else auto.
-    detector: 'yunet', 'haar', 'none' (every image is one face) or a fer_hf.faces.DetectorConfig."""
+    detector: 'yunet', 'haar', 'none' (every image is one face) or a fer_hf.inference.faces.DetectorConfig."""
 
     def __init__(
         self,
@@ -226,7 +226,7 @@ class Analyzer:
         backend: str | None = None,
     ):
         from fer_hf.devices import resolve_device
-        from fer_hf.predict import Predictor
+        from fer_hf.inference.predictor import Predictor
 
         config = detector if isinstance(detector, DetectorConfig) else DetectorConfig(detector=detector)
         self.predictor = Predictor(model, tta=tta, detector=config, batch_size=batch_size,
@@ -297,7 +297,7 @@ class Analyzer:
 
     def stream(self, source: str | int, *, fps: float = 2.0, seconds: float | None = None) -> Analysis:
         """A camera index, device path or URL: frames until `seconds` of them, the end of the stream or Ctrl-C."""
-        from fer_hf.video_io import StreamFrames, VideoLoadError
+        from fer_hf.inference.video_io import StreamFrames, VideoLoadError
 
         try:
             frames = StreamFrames(source, fps, seconds=seconds)
@@ -311,7 +311,7 @@ class Analyzer:
 
 
 def _is_video(path: str | Path) -> bool:
-    from fer_hf.predict import VIDEO_EXTENSIONS
+    from fer_hf.inference.predictor import VIDEO_EXTENSIONS
 
     return Path(path).suffix.lower() in VIDEO_EXTENSIONS
 

@@ -3,9 +3,7 @@ folder or a Hub id. Used by evaluate, predict, explain, publish and the app, so 
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,12 +15,15 @@ from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassi
 from transformers.modeling_outputs import ImageClassifierOutput
 
 import fer_hf.models.hub_code  # noqa: F401  (registers the package's model classes with the Auto classes)
-from fer_hf.devices import fit_torch_threads
-from fer_hf.runtime import EXPORT_KEY, SHIPPED_DIR, ExportFolderError, OnnxClassifier, has_cuda_provider, is_export
+from fer_hf.exports.runtime import (
+    ExportFolderError,
+    OnnxClassifier,
+    is_export,
+)
 
 log = logging.getLogger(__name__)
 
-ASSETS_DIR = Path(__file__).parent / "assets"
+ASSETS_DIR = Path(__file__).parents[1] / "assets"
 
 
 @dataclass(frozen=True)
@@ -181,14 +182,6 @@ class OnnxImageClassifier(torch.nn.Module):
         return ImageClassifierOutput(logits=torch.from_numpy(logits))
 
 
-@torch.no_grad()
-def predict_logits(model: PreTrainedModel, pixel_values: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    """(N, C, H, W) -> (N, K) logits in batches, on the model's device."""
-    device = next(model.parameters()).device
-    chunks = [model(pixel_values=chunk.to(device)).logits.float().cpu() for chunk in pixel_values.split(batch_size)]
-    return torch.cat(chunks)
-
-
 def load_default_model(device: str = "cpu") -> LoadedModel:
     """The CNN bundled with the package (trained on FER2013 by recipes/cnn.yaml, then cnn_swa.yaml): works offline.
 
@@ -198,129 +191,6 @@ def load_default_model(device: str = "cpu") -> LoadedModel:
 
 
 # ---------------------------------------------------------------- the inference backend: onnxruntime or torch
-BACKENDS = ("auto", "onnx", "torch")
-BACKEND_ENV = "FER_HF_BACKEND"  # the backend when none is given (the app reads it too); "auto" when unset
-BACKEND_HELP = (
-    "inference backend: auto (onnxruntime through the model's ONNX export, shipped or exported once and cached, "
-    "else torch), onnx or torch"
-)
-CACHE_ENV = "FER_HF_CACHE"  # the cache folder; ~/.cache/fer_hf when unset (exports go to its onnx/ subfolder)
-# Part of every fingerprint: raising it orphans the cached exports when what an export holds changes.
-EXPORT_FORMAT = 1
-_warned: set[str] = set()  # models whose fallback to torch was already reported (once per process)
-
-
-class BackendError(ModelLoadError):
-    """A --backend that cannot be honoured: not a backend name, onnx for a model without a usable export, torch for
-    a model that is only an ONNX export."""
-
-
-def default_backend() -> str:
-    return os.environ.get(BACKEND_ENV, "").strip().lower() or "auto"
-
-
-def cache_root() -> Path:
-    """Where exports made on first use are kept: $FER_HF_CACHE/onnx, else ~/.cache/fer_hf/onnx."""
-    base = os.environ.get(CACHE_ENV, "").strip()
-    return (Path(base).expanduser() if base else Path.home() / ".cache" / "fer_hf") / "onnx"
-
-
-def model_fingerprint(loaded: LoadedModel) -> str:
-    """sha256 of what an export is made from: the weights as loaded, the config and the image processor. The cache's
-    key, and written into every export's block, so an export made from other weights (a retrained bundled model, an
-    old `make dist`) is never taken for this model's."""
-    digest = hashlib.sha256(f"fer_hf export format {EXPORT_FORMAT}\n".encode())
-    digest.update(loaded.model.config.to_json_string(use_diff=False).encode())
-    digest.update(loaded.image_processor.to_json_string().encode())
-    for name, tensor in sorted(loaded.model.state_dict().items()):
-        digest.update(f"{name} {tensor.dtype} {tuple(tensor.shape)}\n".encode())
-        flat = tensor.detach().cpu().contiguous().reshape(-1)
-        digest.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
-    return digest.hexdigest()
-
-
-def export_fingerprint(folder: Path) -> str | None:
-    import json
-
-    try:
-        return json.loads((folder / "config.json").read_text())[EXPORT_KEY].get("fingerprint")
-    except (OSError, ValueError, KeyError, AttributeError):
-        return None
-
-
-def find_export(loaded: LoadedModel, fingerprint: str) -> Path | None:
-    """An export of exactly these weights: the one shipped in the wheel (`make dist`), else a cached one."""
-    candidates = [cache_root() / fingerprint[:32]]
-    bundled = [name for name, entry in BUNDLED_MODELS.items() if str(entry.path) == str(loaded.source)]
-    candidates[:0] = [SHIPPED_DIR / name for name in bundled]
-    for folder in candidates:
-        if is_export(folder) and export_fingerprint(folder) == fingerprint:  # a folder renamed in whole: complete
-            return folder
-    return None
-
-
-def inference_model(
-    loaded: LoadedModel, backend: str | None = None, device: str = "cpu"
-) -> tuple[str, torch.nn.Module]:
-    """(backend used, the model that classifies) for `loaded` on a resolved `device`.
-
-    auto: onnxruntime when it is installed and an export of these weights is shipped or can be made (once, then
-    cached), on CUDA when onnxruntime has that provider; torch otherwise, with one warning naming why. Also torch
-    for a GPU that only torch can use (torch there beats onnxruntime on the CPU). onnx: the same, but a model that
-    cannot run through onnxruntime is a BackendError. torch: the torch model as loaded. Where torch runs on the CPU
-    its threads are fitted to the cores (`fer_hf.devices.fit_torch_threads`). `loaded.model` stays the torch model
-    either way: explanations and training need it. None: $FER_HF_BACKEND, else auto (an export folder then runs as
-    the export it is, where an explicit torch is refused)."""
-    name = (backend or default_backend()).strip().lower()
-    if name not in BACKENDS:
-        raise BackendError(f"--backend {backend!r} is not a backend; expected one of {', '.join(BACKENDS)}")
-    if hasattr(loaded.model, "runtime"):  # a fer_hf.export folder: there is no torch model to run
-        if backend is not None and name == "torch":  # asked for; $FER_HF_BACKEND only prefers where there is a choice
-            raise BackendError(
-                f"--backend torch: {loaded.source} is an ONNX export, run only by onnxruntime; give the torch model "
-                "it was exported from, or --backend auto"
-            )
-        return "onnx", loaded.model
-    if name == "torch" or (
-        name == "auto" and device != "cpu" and not (device.startswith("cuda") and has_cuda_provider())
-    ):
-        return "torch", _torch_side(loaded, device)
-    try:
-        folder = export_for(loaded)
-        model = OnnxImageClassifier(folder, loaded.model.config, device=device)
-    except (ImportError, ValueError, OSError) as err:
-        reason = " ".join(str(err).split())[:300] or type(err).__name__
-        if name == "onnx":
-            raise BackendError(
-                f"--backend onnx: {loaded.source} cannot run through onnxruntime ({reason}); use --backend torch or auto"
-            ) from None
-        if str(loaded.source) not in _warned:
-            _warned.add(str(loaded.source))
-            log.warning("%s runs through torch, not onnxruntime: %s", loaded.source, reason)
-        return "torch", _torch_side(loaded, device)
-    return "onnx", model
-
-
-def _torch_side(loaded: LoadedModel, device: str) -> torch.nn.Module:
-    if device == "cpu":
-        fit_torch_threads()
-    return loaded.model
-
-
-def export_for(loaded: LoadedModel) -> Path:
-    """The folder of an export of these weights: shipped, cached, or exported now into the cache. ImportError when
-    onnxruntime (or, to export, onnx/onnxscript) is missing; ExportError when the model cannot be exported."""
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError as err:
-        raise ImportError("onnxruntime is not installed: pip install onnxruntime") from err
-    fingerprint = model_fingerprint(loaded)
-    found = find_export(loaded, fingerprint)
-    if found is not None:
-        return found
-    from fer_hf.export import cached_export  # the exporter's imports (onnx, the evaluation side) only when needed
-
-    return cached_export(loaded, fingerprint, cache_root())
 
 
 def is_onnx_model(model) -> bool:

@@ -1,7 +1,7 @@
 """What `fer_hf.predict` returns, and how sampled video frames become it.
 
 FacePrediction (one face), ImageResult (a photo), FrameResult / VideoResult (a video or a live stream), and VideoFaces:
-frames -> track ids (fer_hf.tracking), smoothed probabilities and per-frame results, one chunk at a time. Imported
+frames -> track ids (fer_hf.inference.tracking), smoothed probabilities and per-frame results, one chunk at a time. Imported
 from here by predict (which re-exports every name), the app and fer_hf.analyze.
 """
 
@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from fer_hf.faces import NO_CROP, Face
-from fer_hf.tracking import FaceTracker, Smoother, TrackingConfig
+from fer_hf.inference.faces import NO_CROP, Face
+from fer_hf.inference.tracking import FaceTracker, Smoother, TrackingConfig
 
 if TYPE_CHECKING:
-    from fer_hf.predict import Predictor
+    from fer_hf.inference.predictor import Predictor
 
 
 @dataclass

@@ -15,7 +15,7 @@ import numpy as np
 def draw_faces(
     rgb: np.ndarray,
     boxes: Sequence[tuple[int, int, int, int]],
-    preds: Sequence,  # fer_hf.predict.FacePrediction: label, score (+ smoothed_label, smoothed)
+    preds: Sequence,  # fer_hf.inference.predictions.FacePrediction: label, score (+ smoothed_label, smoothed)
     landmarks: Sequence[np.ndarray | None] | None = None,
     numbers: Sequence[int] | None = None,
     smoothed: bool = False,

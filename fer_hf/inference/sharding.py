@@ -29,8 +29,16 @@ from dataclasses import dataclass, fields
 from datetime import timedelta
 from pathlib import Path
 
-from fer_hf import predict as P
+from tqdm.auto import tqdm
+
+from fer_hf.cli import positive_int
 from fer_hf.devices import resolve_device
+from fer_hf.inference.faces import detector_config
+from fer_hf.inference.predictions import FacePrediction, FrameResult, ImageResult, Result, VideoResult
+from fer_hf.inference.predictor import Predictor, check_outputs, expand_inputs, predict_inputs
+from fer_hf.inference.tracking import TrackingConfig
+from fer_hf.inference.writers import result_rows, write_csv, write_json
+from fer_hf.models.loading import resolve_model_path
 from fer_hf.outputs import check_apart
 
 SHARD_SUFFIX = ".shards"
@@ -65,7 +73,7 @@ def add_shard_args(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--shard-size",
-        type=P.positive_int,
+        type=positive_int,
         default=64,
         help="inputs per shard file, rounded up to whole --batch-size batches: the most a killed process loses "
         "(default: 64)",
@@ -98,19 +106,19 @@ def takes_over(args: argparse.Namespace) -> bool:
 @dataclass
 class Job:
     keys: list[str]  # one per input, in input order: the file's path, or SOURCE:SPLIT:ROW
-    predict: Callable[[P.Predictor, list[int]], list[P.Result]]  # input indexes -> their results, in that order
+    predict: Callable[[Predictor, list[int]], list[Result]]  # input indexes -> their results, in that order
     fingerprint: dict  # what identifies the inputs (compared on --resume)
 
 
 def file_job(args: argparse.Namespace, crop_mode: str, tracking) -> Job:
     """Files, folders (searched as predict searches them) and videos. Each expanded entry is predicted by
     `predict_inputs` again, which takes an entry back to the same kind (a missing path stays missing)."""
-    keys = [path for path, _kind in P.expand_inputs(args.inputs)]
+    keys = [path for path, _kind in expand_inputs(args.inputs)]
     options = {"crop_mode": crop_mode, "annotate_dir": args.annotate, "fps": args.fps}
     options.update(plot_dir=args.plot_dir, tracking=tracking)
 
-    def run(predictor: P.Predictor, indexes: list[int]) -> list[P.Result]:
-        return P.predict_inputs(predictor, [keys[i] for i in indexes], **options)
+    def run(predictor: Predictor, indexes: list[int]) -> list[Result]:
+        return predict_inputs(predictor, [keys[i] for i in indexes], **options)
 
     digest = hashlib.sha256("\n".join(keys).encode()).hexdigest()
     return Job(keys, run, {"inputs": f"{len(keys)} file(s), list sha256 {digest[:16]}"})
@@ -126,21 +134,21 @@ def data_job(args: argparse.Namespace) -> Job:
     split = splits[args.split]
     keys = [f"{args.data}:{args.split}:{row}" for row in range(len(split))]
 
-    def run(predictor: P.Predictor, indexes: list[int]) -> list[P.Result]:
+    def run(predictor: Predictor, indexes: list[int]) -> list[Result]:
         return predict_rows(predictor, split.select(indexes)["image"], [keys[i] for i in indexes])
 
     source = str(Path(args.data).expanduser().resolve()) if Path(args.data).expanduser().exists() else args.data
     return Job(keys, run, {"inputs": f"split {args.split!r} of {source}, {len(keys)} rows"})
 
 
-def predict_rows(predictor: P.Predictor, images: Sequence, keys: Sequence[str]) -> list[P.ImageResult]:
+def predict_rows(predictor: Predictor, images: Sequence, keys: Sequence[str]) -> list[ImageResult]:
     """PIL face crops -> one ImageResult each, classified in one batch like `--cropped` files (the same crop)."""
     import numpy as np
 
     results, faces = [], []
     for key, image in zip(keys, images, strict=True):
         rgb = np.asarray(image.convert("RGB"))
-        results.append(P.ImageResult(path=key, size=(rgb.shape[1], rgb.shape[0])))
+        results.append(ImageResult(path=key, size=(rgb.shape[1], rgb.shape[0])))
         faces.append(predictor.detector.faces(rgb, "cropped"))
     for result, preds in zip(results, predictor.predict_faces(faces, [1.0] * len(faces)), strict=True):
         result.faces = preds
@@ -155,7 +163,7 @@ def fingerprint(args: argparse.Namespace, job: Job) -> dict:
     inputs, and every option that changes a row. Values are strings, so the saved copy compares equal."""
     model = args.model
     with contextlib.suppress(ValueError):  # a bad --model is reported when it is loaded
-        model = P.resolve_model_path(args.model)
+        model = resolve_model_path(args.model)
     folder = Path(model)
     files = sorted(
         f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in (folder.iterdir() if folder.is_dir() else ())
@@ -204,14 +212,14 @@ class ShardWriter:
                     handle.write(b"\n")
         self._ready = True
 
-    def add(self, indexes: list[int], keys: list[str], results: Sequence[P.Result], started: float) -> None:
+    def add(self, indexes: list[int], keys: list[str], results: Sequence[Result], started: float) -> None:
         """`started`: time.time() when this shard's prediction began (the manifest keeps it, with the end, for
         `python -m fer_hf.bench scale`'s throughput without start-up)."""
         if not self._ready:
             self._prepare()
         part = self.dir / f"part-{indexes[0]:09d}.json"
         staged = part.with_name(part.name + ".partial")
-        P.write_json(results, staged)
+        write_json(results, staged)
         os.replace(staged, part)
         times = {"started": round(started, 3), "finished": round(time.time(), 3)}
         line = json.dumps({"part": part.name, "inputs": indexes, "keys": keys, **times}) + "\n"
@@ -246,7 +254,7 @@ class Manifests:
                     self.where[index] = (path.parent / entry["part"], position)
         return len(self.where)
 
-    def results(self, count: int) -> list[P.Result]:
+    def results(self, count: int) -> list[Result]:
         """The results of inputs 0..count-1, in input order, rebuilt from the parts."""
         missing = [i for i in range(count) if i not in self.where]
         if missing:
@@ -261,21 +269,21 @@ class Manifests:
         return [result_from_record(record) for record in records]
 
 
-def result_from_record(record: dict) -> P.Result:
+def result_from_record(record: dict) -> Result:
     """write_json's record -> the ImageResult / VideoResult it was written from (JSON has lists for tuples)."""
     record = {key: value for key, value in record.items() if key != "status"}  # a property, not a field
     if record.get("kind") == "video":
         record["frames"] = [
-            P.FrameResult(f["index"], f["time_s"], [_face(face) for face in f["faces"]]) for f in record["frames"]
+            FrameResult(f["index"], f["time_s"], [_face(face) for face in f["faces"]]) for f in record["frames"]
         ]
-        return P.VideoResult(**_known(P.VideoResult, record))
+        return VideoResult(**_known(VideoResult, record))
     record["faces"] = [_face(face) for face in record["faces"]]
     record["size"] = tuple(record["size"]) if record.get("size") else None
-    return P.ImageResult(**_known(P.ImageResult, record))
+    return ImageResult(**_known(ImageResult, record))
 
 
-def _face(record: dict) -> P.FacePrediction:
-    return P.FacePrediction(**_known(P.FacePrediction, {**record, "box": tuple(record["box"])}))
+def _face(record: dict) -> FacePrediction:
+    return FacePrediction(**_known(FacePrediction, {**record, "box": tuple(record["box"])}))
 
 
 def _known(cls, record: dict) -> dict:
@@ -290,17 +298,17 @@ def _is_parquet(path: str | None) -> bool:
     return bool(path) and Path(path).suffix.lower() == ".parquet"
 
 
-def write_outputs(results: Sequence[P.Result], label_names: Sequence[str], args: argparse.Namespace) -> None:
+def write_outputs(results: Sequence[Result], label_names: Sequence[str], args: argparse.Namespace) -> None:
     """--csv (a parquet table when it ends with .parquet) and --json, each staged then renamed into place."""
     if args.csv:
         _staged(args.csv, lambda tmp: _write_table(results, label_names, tmp, _is_parquet(args.csv)))
     if args.json:
-        _staged(args.json, lambda tmp: P.write_json(results, tmp))
+        _staged(args.json, lambda tmp: write_json(results, tmp))
 
 
 def _write_table(results, label_names, path: Path, parquet: bool) -> None:
     if not parquet:
-        P.write_csv(results, label_names, path)
+        write_csv(results, label_names, path)
         return
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -308,7 +316,7 @@ def _write_table(results, label_names, path: Path, parquet: bool) -> None:
     # The CSV's empty cells are nulls here, so that each column keeps one type (ints, floats or strings).
     rows = [
         {key: (None if value == "" else value) for key, value in row.items()}
-        for row in P.result_rows(results, label_names)
+        for row in result_rows(results, label_names)
     ]
     pq.write_table(pa.Table.from_pylist(rows), path)
 
@@ -338,13 +346,13 @@ def main(args: argparse.Namespace) -> int:
     """predict's main for a sharded run (or a --data / parquet one in one process). Exit status as predict's."""
     from accelerate import PartialState
 
-    P.check_outputs(args)
+    check_outputs(args)
     if args.data:
         for flag, output in (("--csv", args.csv), ("--json", args.json)):
             if output:
                 check_apart(output, args.data, flag=flag, fix="write it outside the inputs")
-    detector = P.detector_config(args)
-    tracking = P.TrackingConfig(args.detect_every, args.max_lost, args.smoothing)
+    detector = detector_config(args)
+    tracking = TrackingConfig(args.detect_every, args.max_lost, args.smoothing)
     crop_mode = "cropped" if args.cropped or args.detector == "none" else "detect" if args.detect else "auto"
     args.device = resolve_device(args.device)  # auto -> cuda, mps or cpu; a device that is not there: a sentence
     # cpu=True unless a GPU is asked for: without it, accelerate on a machine without GPUs sees one process per rank.
@@ -361,7 +369,7 @@ def main(args: argparse.Namespace) -> int:
     device = args.device
     if device == "cuda" and state.num_processes > 1:
         device = f"cuda:{state.local_process_index}"  # one GPU per process
-    predictor = P.Predictor(
+    predictor = Predictor(
         args.model,
         tta=args.tta,
         detector=detector,
@@ -413,7 +421,6 @@ def _checked_folder(folder: Path, args: argparse.Namespace, job: Job, is_main: b
 
 
 def _progress(total: int, done: int, disable: bool = False):
-    from tqdm.auto import tqdm
 
     return tqdm(total=total, initial=done, desc="predict", unit="input", disable=disable or total < 2)
 
@@ -421,16 +428,17 @@ def _progress(total: int, done: int, disable: bool = False):
 @contextlib.contextmanager
 def quiet_inner_bars() -> Iterator[None]:
     """predict's own bars (per chunk of images, per video) stay off: the job has one bar, on the main process."""
-    from tqdm.auto import tqdm
+
+    from fer_hf.inference import predictor
 
     def silent(*args, **kwargs):
         return tqdm(*args, **{**kwargs, "disable": True})
 
-    saved, P.tqdm = P.tqdm, silent
+    saved, predictor.tqdm = predictor.tqdm, silent
     try:
         yield
     finally:
-        P.tqdm = saved
+        predictor.tqdm = saved
 
 
 def shards(todo: Sequence[int], batch_size: int, shard_size: int) -> list[list[int]]:
@@ -445,9 +453,9 @@ def shards(todo: Sequence[int], batch_size: int, shard_size: int) -> list[list[i
     return [sum(ordered[start : start + per_shard], []) for start in range(0, len(ordered), per_shard)]
 
 
-def _predict_here(job: Job, predictor: P.Predictor, size: int) -> list[P.Result]:
+def _predict_here(job: Job, predictor: Predictor, size: int) -> list[Result]:
     """One process, no shard folder: every input in memory, in order."""
-    results: list[P.Result] = []
+    results: list[Result] = []
     bar = _progress(len(job.keys), 0)
     with quiet_inner_bars():
         for chunk in shards(range(len(job.keys)), predictor.batch_size, size):
@@ -457,7 +465,7 @@ def _predict_here(job: Job, predictor: P.Predictor, size: int) -> list[P.Result]
     return results
 
 
-def _predict_sharded(job, predictor, state, folder: Path, manifests: Manifests, args) -> list[P.Result] | None:
+def _predict_sharded(job, predictor, state, folder: Path, manifests: Manifests, args) -> list[Result] | None:
     """This process's part of what is not done yet, shard by shard; the main process then follows the others'
     manifests (its bar counts every process's inputs) until all are done, and merges. None on the other ranks."""
     total = len(job.keys)

@@ -1,6 +1,6 @@
 """Pictures of a video's faces over time: one stacked-probability timeline per track and an overview of all.
 
-Both read a `fer_hf.predict.VideoResult` (duck-typed: frames with faces that carry track ids and smoothed
+Both read a `fer_hf.inference.predictions.VideoResult` (duck-typed: frames with faces that carry track ids and smoothed
 probabilities) and write a PNG; matplotlib is imported here only, so predicting without plots never loads it.
 """
 
