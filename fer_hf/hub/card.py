@@ -103,7 +103,12 @@ def hub_base_model(info: RunInfo) -> str | None:
 
 
 def hub_dataset(info: RunInfo) -> str | None:
-    source = str((info.recipe.get("data") or {}).get("source") or "")
+    """The Hub dataset the run trained on: data.hub_dataset_id, which a recipe declares for a local copy, else the
+    source itself when it is a Hub id. None for an undeclared local copy: the card links no id it cannot vouch for."""
+    data = info.recipe.get("data") or {}
+    if data.get("hub_dataset_id"):
+        return str(data["hub_dataset_id"])
+    source = str(data.get("source") or "")
     return source if HUB_ID.match(source) and not Path(source).expanduser().exists() else None
 
 
