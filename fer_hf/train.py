@@ -14,6 +14,7 @@ if int(os.environ.get("LOCAL_RANK", "0")) > 0:
     os.environ.setdefault("TQDM_DISABLE", "1")
 
 import dataclasses
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -317,13 +318,38 @@ def _train_locked(recipe: Recipe, extra_callbacks, dd: DatasetDict | None, resum
     return trainer
 
 
+def next_steps(recipe: Recipe) -> str:
+    """What the command prints last: where the run folder is and what to run with it next, so that a first run
+    (the smoke recipe) leads somewhere instead of ending at a table of numbers."""
+    run = shlex.quote(str(recipe.training["output_dir"]))
+    source = shlex.quote(str(recipe.data.source))
+    lines = [
+        f"run folder: {run} (model, model card README.md, metrics.json, confusion matrix, training curves)",
+        "next:",
+        f"  python -m fer_hf.evaluate {run} --data {source}   # scores, confusion matrix and its most confident mistakes",
+        f"  python -m fer_hf.predict --model {run} photo.jpg   # the faces in a photo of yours, with this model",
+    ]
+    if recipe.data.source == "bundled":  # a sample run: the real one is the next step
+        lines.append(
+            "  python -m fer_hf.train recipes/cnn.yaml --data.source FER2013_FOLDER   # the full FER2013 "
+            "(recipes/README.md lists the others)"
+        )
+    else:
+        lines.append(f"  python -m fer_hf.hub.publish {run} --repo-id USER/NAME   # share it on the Hugging Face Hub")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     """The command: recipe -> trained run folder with its card (train_from_recipe) -> the Hub (training.push_to_hub)."""
     from fer_hf.hub.publish import push_trained_run  # the Hub client only where the command pushes
 
     recipe = parse_recipe(argv)
     trainer = train_from_recipe(recipe)
-    return push_trained_run(recipe) if trainer.is_world_process_zero() else 0
+    if not trainer.is_world_process_zero():
+        return 0
+    code = push_trained_run(recipe)
+    print(next_steps(recipe))
+    return code
 
 
 if __name__ == "__main__":
