@@ -29,6 +29,7 @@ from fer_hf.recipe_values import (
     typed_value,
     unknown_message,
 )
+from fer_hf.repo_ids import HUB_ID
 
 
 @dataclass
@@ -109,6 +110,13 @@ class DataArgs:
     )
     votes: str | None = field(
         default=None, metadata={"help": "FER+'s fer2013new.csv for a Kaggle CSV source (default: the one beside it)"}
+    )
+    hub_dataset_id: str | None = field(
+        default=None,
+        metadata={
+            "help": "the Hub dataset (owner/name) a local source is a copy of, written as `datasets:` in the model "
+            "card; None: only a source that is itself a Hub id is named there (a local folder has no id to link)"
+        },
     )
 
 
@@ -456,6 +464,11 @@ def _validate(recipe: Recipe) -> None:
         raise RecipeError(f"loss.name {recipe.loss.name!r}: choose ce, weighted_ce or focal")
     if recipe.data.ferplus_mode not in FERPLUS_MODES:
         raise RecipeError(f"data.ferplus_mode {recipe.data.ferplus_mode!r}: choose one of {list(FERPLUS_MODES)}")
+    hub_dataset_id = recipe.data.hub_dataset_id
+    if hub_dataset_id is not None and not HUB_ID.fullmatch(str(hub_dataset_id)):
+        raise RecipeError(
+            f"data.hub_dataset_id {hub_dataset_id!r}: expected a Hub dataset id such as 'owner/name', or null"
+        )
     if recipe.data.sampler not in (None, "weighted"):
         raise RecipeError(f"data.sampler {recipe.data.sampler!r}: choose null (shuffle) or 'weighted'")
     if recipe.unfreeze.schedule is not None and recipe.unfreeze.every is not None:

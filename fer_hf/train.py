@@ -13,6 +13,7 @@ import os
 if int(os.environ.get("LOCAL_RANK", "0")) > 0:
     os.environ.setdefault("TQDM_DISABLE", "1")
 
+import shlex
 import sys
 
 from fer_hf.configs import Recipe, parse_recipe
@@ -34,7 +35,29 @@ def finish_run(recipe: Recipe, trainer: FerTrainer) -> int:
     if not trainer.is_world_process_zero():
         return 0
     write_model_card(recipe.training.output_dir)  # README.md, written again by fer_hf.hub.publish on upload
+    print(next_steps(recipe))
     return push_trained_run(recipe)
+
+
+def next_steps(recipe: Recipe) -> str:
+    """What the command prints last: where the run folder is and what to run with it next, so that a first run
+    (the smoke recipe) leads somewhere instead of ending at a table of numbers."""
+    run = shlex.quote(str(recipe.training.output_dir))
+    source = shlex.quote(str(recipe.data.source))
+    lines = [
+        f"run folder: {run} (model, model card README.md, metrics.json, confusion matrix, training curves)",
+        "next:",
+        f"  python -m fer_hf.evaluate {run} --data {source}   # scores, confusion matrix and its most confident mistakes",
+        f"  python -m fer_hf.predict --model {run} photo.jpg   # the faces in a photo of yours, with this model",
+    ]
+    if recipe.data.source == "bundled":  # a sample run: the real one is the next step
+        lines.append(
+            "  python -m fer_hf.train recipes/cnn.yaml --data.source FER2013_FOLDER   # the full FER2013 "
+            "(recipes/README.md lists the others)"
+        )
+    else:
+        lines.append(f"  python -m fer_hf.hub.publish {run} --repo-id USER/NAME   # share it on the Hugging Face Hub")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "fer_hf"
 # Each part of the package and its floor in the data flow: a module imports only its own part or lower floors.
 FLOORS = {
     "cli": 0, "labels": 0, "outputs": 0, "runlock": 0, "devices": 0, "launch_check": 0, "logs": 0,
-    "recipe_values": 0,
+    "recipe_values": 0, "repo_ids": 0,
     "data": 1, "exports": 1,
     "configs": 2,
     "models": 3,

@@ -11,10 +11,11 @@ from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, Value
 
 from fer_hf.data.dataset import load_fer_dataset
 from fer_hf.data.decode import decode_images
-from fer_hf.data.sources import FerDataError, _looks_like_hub_id, labels_of
+from fer_hf.data.sources import FerDataError, labels_of
 from fer_hf.data.splits import add_validation_split, class_counts, class_weights, select_classes
 from fer_hf.data.summary import main, summarize
 from fer_hf.labels import FER_LABELS
+from fer_hf.repo_ids import is_hub_id
 
 # ../shared/fer2013/README.md
 TRAIN_COUNTS = {
@@ -231,14 +232,14 @@ def test_string_labels_are_mapped_by_name(small_dd, tmp_path):
 # ---------------------------------------------------------------------------------------------- Hub ids, missing paths
 @pytest.mark.parametrize("source", ["owner/fer2013", "Jeneral/fer-2013", "user_1/fer.v2"])
 def test_hub_ids_are_recognised(source):
-    assert _looks_like_hub_id(source)
+    assert is_hub_id(source)
 
 
 @pytest.mark.parametrize(
     "source", ["fer2013", "./owner/name", "~/data/fer", "/data/fer2013", "a/b/c", "data/fer.csv", "x/"]
 )
 def test_paths_are_not_hub_ids(source):
-    assert not _looks_like_hub_id(source)
+    assert not is_hub_id(source)
 
 
 def test_missing_path_raises_file_not_found_naming_it(tmp_path):

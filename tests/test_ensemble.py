@@ -277,7 +277,7 @@ def test_smoke_training_with_a_teacher(tmp_path):
 
     recipe = yaml.safe_load((REPO / "recipes" / "smoke.yaml").read_text())
     recipe["distill"] = {"teacher": "default", "cache_dir": str(tmp_path / "cache"), "alpha": 0.9}
-    recipe["training"].update(output_dir=str(tmp_path / "run"), disable_tqdm=True)
+    recipe["training"].update(output_dir=str(tmp_path / "run"), disable_tqdm=True, num_train_epochs=2)
     path = tmp_path / "kd.yaml"
     path.write_text(yaml.safe_dump(recipe))
     trainer = train_from_recipe(load_recipe(path))

@@ -77,6 +77,7 @@ def push_attempt() -> dict:
 def runs(tmp_path_factory, backbones, push_attempt):
     """name -> finished run folder, trained on first use. The CNN run is trained with `push_to_hub: true` and a
     fake HF_TOKEN against an unreachable Hub (http://127.0.0.1:9): the real upload code runs and fails."""
+    from fer_hf.cli import run
     from fer_hf.train import main as train_main
 
     root, done = tmp_path_factory.mktemp("runs"), {}
@@ -93,7 +94,7 @@ def runs(tmp_path_factory, backbones, push_attempt):
             with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stderr(io.StringIO()) as err:
                 mp.chdir(REPO)
                 unreachable_hub(mp, root / "tmp")
-                code = train_main(args)
+                code = run(train_main, args)  # as `python -m fer_hf.train`: a failed upload is one line, exit 1
             if name == "cnn":
                 kept = list((root / "tmp").glob("fer_hf_publish_*"))
                 push_attempt.update(code=code, stderr=err.getvalue(), kept=kept)
@@ -171,6 +172,7 @@ def test_card_metadata_parses_and_equals_metrics(name, staged):
         "apache-2.0",
     )
     assert data.base_model is None  # a local backbone folder is not a Hub id
+    assert data.datasets is None  # nor is the bundled sample, and its recipe declares no data.hub_dataset_id
     assert {"fer2013", "custom_code", metrics["model_family"]} <= set(data.tags)
     assert ("lora" in data.tags) == (name == "lora")
     values = {(r.dataset_split, r.metric_type): r.metric_value for r in data.eval_results}
@@ -234,6 +236,46 @@ def test_card_names_base_model_dataset_split_and_comparison(runs, tmp_path):
     assert (first.dataset_split, first.metric_type, first.metric_value) == ("test", "accuracy", 0.5)
     assert "test (FER2013 PrivateTest)" in card.text and "validation (FER2013 PublicTest)" in card.text
     assert "## Comparison" in card.text and "| fer-cnn | 0.61 |" in card.text
+
+
+CARD_METADATA_CASES = [  # (recipe changes: {section: {key: value}}, expected `datasets`, expected `base_model`)
+    ({}, None, None),  # the bundled sample and a CNN from scratch: no Hub id to name
+    ({"data": {"source": "../shared/fer2013"}}, None, None),  # a local copy, undeclared: nothing invented
+    ({"data": {"source": "../shared/fer2013", "hub_dataset_id": "someone/fer2013"}}, ["someone/fer2013"], None),
+    ({"data": {"source": "someone/fer2013"}}, ["someone/fer2013"], None),  # the source itself is a Hub id
+    (
+        {"model": {"family": "timm", "name_or_path": "timm/tf_efficientnet_lite0.in1k"}},
+        None,
+        "timm/tf_efficientnet_lite0.in1k",
+    ),
+    ({"model": {"family": "timm", "name_or_path": "runs/weights/efficientnet-lite0"}}, None, None),  # a local folder
+]
+
+
+@pytest.mark.parametrize(("changes", "datasets", "base_model"), CARD_METADATA_CASES)
+def test_card_front_matter_names_hub_datasets_and_base_models_only_when_there_is_one(
+    changes, datasets, base_model, runs, tmp_path
+):
+    run = tmp_path / "run"
+    shutil.copytree(runs("cnn"), run)
+    recipe = yaml.safe_load((run / "recipe.yaml").read_text())
+    for section, values in changes.items():
+        recipe[section].update(values)
+    (run / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    card = str(build_model_card(run))
+    front = yaml.safe_load(card.split("---\n")[1])  # the YAML between the first two --- lines
+    assert front.get("datasets") == datasets and front.get("base_model") == base_model
+    assert ("datasets" in front) == (datasets is not None) and ("base_model" in front) == (base_model is not None)
+    dataset_types = {r["dataset"]["type"] for r in front["model-index"][0]["results"]}
+    assert dataset_types == {datasets[0] if datasets else "fer2013"}  # model-index names the same dataset
+
+
+def test_recipe_refuses_a_hub_dataset_id_that_is_not_one():
+    from fer_hf.configs import RecipeError, load_recipe
+
+    assert load_recipe(REPO / "recipes/smoke.yaml").data.hub_dataset_id is None
+    with pytest.raises(RecipeError, match=r"data.hub_dataset_id '../fer2013': expected a Hub dataset id"):
+        load_recipe(REPO / "recipes/smoke.yaml", ["--data.hub_dataset_id", "../fer2013"])
 
 
 class RefusingHub(http.server.BaseHTTPRequestHandler):

@@ -20,7 +20,6 @@ dropped by its protocol, and `python -m fer_hf.data SOURCE` counts them).
 from __future__ import annotations
 
 import io
-import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -41,6 +40,7 @@ from PIL import Image as PILImage
 
 from fer_hf.data import ferplus
 from fer_hf.labels import FER_LABELS, FERPLUS_LABELS, canonical_id
+from fer_hf.repo_ids import is_hub_id
 
 IMAGE_SIZE = 48  # FER2013 faces are 48x48 grayscale
 NUM_PIXELS = IMAGE_SIZE * IMAGE_SIZE
@@ -126,7 +126,7 @@ def read_source(source: str, revision: str | None = None, votes: str | Path | No
         if path.suffix == ".csv":
             return _load_kaggle_csv(path, votes)
         raise FerDataError(f"{path}: not a FER2013 source; expected a .parquet or .csv file, or a folder")
-    if _looks_like_hub_id(source):
+    if is_hub_id(source):
         return _load_hub(source, revision)
     raise FileNotFoundError(f"{source}: no such file or folder (and not a Hub dataset id of the form owner/name)")
 
@@ -135,15 +135,6 @@ def _only(paths: list[Path], folder: Path, what: str) -> Path:
     if len(paths) != 1:
         raise FerDataError(f"{folder}: expected exactly one {what}, found {[p.name for p in paths]}")
     return paths[0]
-
-
-HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
-FILE_SUFFIXES = (".csv", ".parquet", ".zip", ".tar", ".gz", ".png", ".jpg")
-
-
-def _looks_like_hub_id(source: str) -> bool:
-    """`owner/name` (Hub dataset id) rather than a relative path: one slash, no file suffix, no ./ or ~."""
-    return bool(HUB_ID.fullmatch(source)) and not source.lower().endswith(FILE_SUFFIXES)
 
 
 def _split_of(name: str) -> str | None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,13 +22,13 @@ from fer_hf.configs import training_inputs
 from fer_hf.evaluation.report import member_markdown_table, per_class_table
 from fer_hf.evaluation.results import MEMBERS_FILE, METRICS_FILE, MemberRow, RecordError, RunRecord, read_record
 from fer_hf.models.hub_code.configuration_fer_ensemble import FerEnsembleConfig
+from fer_hf.repo_ids import is_hub_id
 
 DEFAULT_LICENSE = "apache-2.0"  # the package's own licence; FER2013's terms are stated in the limitations
 DATASET_NAME = "FER2013"
 DATASET_TYPE = "fer2013"  # model-index needs a dataset identifier even when the data was a local copy
 # The standard FER2013 protocol: train on Training, select on PublicTest, report on PrivateTest.
 SPLIT_NOTES = {"validation": "FER2013 PublicTest", "test": "FER2013 PrivateTest"}
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # owner/name
 
 
 class CardError(ValueError):
@@ -98,14 +97,19 @@ def hub_base_model(info: RunInfo) -> str | None:
     """The fine-tuned backbone's Hub id (model.name_or_path), or None for models trained from scratch or from a
     local folder: the Hub rejects a base_model that is not a repository id."""
     ref = (info.recipe.get("model") or {}).get("name_or_path")
-    if not ref or not HUB_ID.match(str(ref)) or Path(str(ref)).expanduser().exists():
+    if not is_hub_id(ref):
         return None
     return str(ref)
 
 
 def hub_dataset(info: RunInfo) -> str | None:
-    source = str((info.recipe.get("data") or {}).get("source") or "")
-    return source if HUB_ID.match(source) and not Path(source).expanduser().exists() else None
+    """The Hub dataset the run trained on: data.hub_dataset_id, which a recipe declares for a local copy, else the
+    source itself when it is a Hub id. None for an undeclared local copy: the card links no id it cannot vouch for."""
+    data = info.recipe.get("data") or {}
+    if data.get("hub_dataset_id"):
+        return str(data["hub_dataset_id"])
+    source = str(data.get("source") or "")
+    return source if is_hub_id(source) else None
 
 
 def split_label(info: RunInfo, split: str) -> str:

@@ -22,7 +22,6 @@ from pathlib import Path
 
 from huggingface_hub import SpaceCard, SpaceCardData
 
-from fer_hf.hub.card import HUB_ID
 from fer_hf.hub.publish import (
     PublishError,
     UploadError,
@@ -31,6 +30,7 @@ from fer_hf.hub.publish import (
     prepare_stage_dir,
     scrub,
 )
+from fer_hf.repo_ids import is_hub_id
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 APP_DIR = REPO_ROOT / "spaces_app"
@@ -45,7 +45,7 @@ SPACE_PROVIDED = ("gradio",)
 def parse_models(models: str | None) -> list[str]:
     """'a/x, b/y' -> ['a/x', 'b/y']; each must be a Hub model id (a Space cannot see local folders)."""
     ids = [m.strip() for m in (models or "").split(",") if m.strip()]
-    bad = [m for m in ids if not HUB_ID.match(m) or Path(m).exists()]
+    bad = [m for m in ids if not is_hub_id(m)]
     if bad:
         raise PublishError(f"--models {bad}: a Space loads models from the Hub, so give ids like user/fer-cnn")
     return list(dict.fromkeys(ids))
