@@ -21,11 +21,12 @@ import numpy as np
 from datasets import Dataset, DatasetDict
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
-from fer_hf.configs import Recipe, RecipeError, load_recipe
+from fer_hf.configs import Recipe, RecipeError
 from fer_hf.data.dataset import load_fer_dataset
 from fer_hf.data.sources import labels_of
 from fer_hf.evaluation.results import CV_FILE, METRICS_FILE, CVRecord, RunRecord, read_record, write_record
 from fer_hf.logs import get_logger
+from fer_hf.recipe_parser import load_recipe
 from fer_hf.training.run import train_from_recipe
 
 SCALARS = ("accuracy", "macro_f1", "weighted_f1", "top2_accuracy")

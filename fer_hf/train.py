@@ -16,8 +16,9 @@ if int(os.environ.get("LOCAL_RANK", "0")) > 0:
 import shlex
 import sys
 
-from fer_hf.configs import Recipe, parse_recipe
+from fer_hf.configs import Recipe
 from fer_hf.hub.card import write_model_card
+from fer_hf.recipe_parser import parse_recipe
 from fer_hf.training.run import train_from_recipe
 from fer_hf.training.trainer import FerTrainer
 

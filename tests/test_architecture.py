@@ -19,18 +19,19 @@ FLOORS = {
     "recipe_values": 0, "repo_ids": 0,
     "data": 1, "exports": 1,
     "configs": 2,
-    "models": 3,
-    "evaluation": 4,
-    "training": 5,
-    "inference": 6,
-    "hub": 7, "importers": 7, "fer_metric": 7,
+    "recipe_parser": 3,
+    "models": 4,
+    "evaluation": 5,
+    "training": 6,
+    "inference": 7,
+    "hub": 8, "importers": 8, "fer_metric": 8,
 }  # fmt: skip
 # The commands users type (`python -m fer_hf.<name>`): thin mains over the parts, imported by no module of the package
 # (bench, the harness that times them, and the commands' own package entry points excepted).
 COMMANDS = {
     "train", "evaluate", "predict", "explain", "export", "runtime", "ensemble", "compare", "cv", "calibrate",
 }  # fmt: skip
-TOP = 8  # the commands' floor, and bench's
+TOP = 9  # the commands' floor, and bench's
 
 
 def _module(path: Path) -> str:

@@ -11,8 +11,9 @@ import pytest
 
 from fer_hf import evaluate, export, predict
 from fer_hf.cli import run
-from fer_hf.configs import RecipeError, load_recipe
+from fer_hf.configs import RecipeError
 from fer_hf.hub import publish
+from fer_hf.recipe_parser import load_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 

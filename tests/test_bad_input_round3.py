@@ -11,7 +11,8 @@ import pytest
 
 from fer_hf import ensemble, evaluate
 from fer_hf.cli import run
-from fer_hf.configs import RecipeError, load_recipe
+from fer_hf.configs import RecipeError
+from fer_hf.recipe_parser import load_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -11,9 +11,10 @@ import pytest
 
 from fer_hf import compare, cv
 from fer_hf import evaluate as fer_eval
-from fer_hf.configs import RecipeError, load_recipe
+from fer_hf.configs import RecipeError
 from fer_hf.data.sources import labels_of
 from fer_hf.evaluation.results import CVRecord, read_record, to_json
+from fer_hf.recipe_parser import load_recipe
 
 SMOKE = Path(__file__).resolve().parents[1] / "recipes" / "smoke.yaml"
 OVERRIDES = ["--training.num_train_epochs", "1"]

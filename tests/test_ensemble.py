@@ -14,13 +14,14 @@ import yaml
 from helpers import save_tiny_cnn
 
 from fer_hf import ensemble as fer_ensemble
-from fer_hf.configs import Augment, RecipeError, load_recipe
+from fer_hf.configs import Augment, RecipeError
 from fer_hf.data.decode import FerTensorDataset
 from fer_hf.data.transforms import BatchTransform, FerCollator
 from fer_hf.evaluation.inputs import eval_transform_for
 from fer_hf.evaluation.metrics import compute_fer_metrics
 from fer_hf.labels import FER_LABELS
 from fer_hf.models.loading import load_classifier
+from fer_hf.recipe_parser import load_recipe
 from fer_hf.training.distill import DistillationLoss, teacher_logprobs
 from fer_hf.training.losses import WeightedCrossEntropy
 

@@ -268,7 +268,7 @@ def test_probability_mode_draws_labels_from_the_votes():
 def test_each_vote_mode_trains_and_validates_on_the_majority(tmp_path, ferplus_root, mode):
     from test_train import TINY_CNN
 
-    from fer_hf.configs import load_recipe
+    from fer_hf.recipe_parser import load_recipe
     from fer_hf.training.run import train_from_recipe
 
     recipe = load_recipe(

@@ -316,7 +316,7 @@ def _entry(argv: list[str]) -> None:
     from test_train import DigestCallback
     from transformers import TrainerCallback
 
-    from fer_hf.configs import load_recipe
+    from fer_hf.recipe_parser import load_recipe
     from fer_hf.train import finish_run
     from fer_hf.training.run import train_from_recipe
 

@@ -24,7 +24,8 @@ from safetensors.torch import load_file
 import fer_hf.hub.publish as publish
 from fer_hf.cli import run as run_command
 from fer_hf.hub.card import build_model_card
-from fer_hf.hub.publish import UploadError, build_repository, load_run_model, run_logits
+from fer_hf.hub.publish import UploadError, build_repository, load_run_model
+from fer_hf.hub.validate import run_logits
 from fer_hf.models.loading import load_classifier
 
 REPO = Path(__file__).resolve().parents[1]
@@ -271,7 +272,8 @@ def test_card_front_matter_names_hub_datasets_and_base_models_only_when_there_is
 
 
 def test_recipe_refuses_a_hub_dataset_id_that_is_not_one():
-    from fer_hf.configs import RecipeError, load_recipe
+    from fer_hf.configs import RecipeError
+    from fer_hf.recipe_parser import load_recipe
 
     assert load_recipe(REPO / "recipes/smoke.yaml").data.hub_dataset_id is None
     with pytest.raises(RecipeError, match=r"data.hub_dataset_id '../fer2013': expected a Hub dataset id"):
@@ -357,7 +359,8 @@ def test_space_dry_run_stages_the_app_configured_for_the_models(tmp_path, monkey
 
 def test_card_augmentation_row_lists_what_was_on():
     from fer_hf.evaluation.results import RunRecord
-    from fer_hf.hub.card import RunInfo, training_rows
+    from fer_hf.hub.card import RunInfo
+    from fer_hf.hub.card_sections import training_rows
 
     def row(augment: dict) -> str:
         record = RunRecord(model_family="cnn", labels=["a"], parameters=1, epochs=1)

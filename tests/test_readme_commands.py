@@ -66,7 +66,7 @@ def test_readme_command_parses_as_written(text, module, argv, launcher, monkeypa
     if module == "fer_hf.train":
         import torch
 
-        from fer_hf.configs import parse_recipe
+        from fer_hf.recipe_parser import parse_recipe
 
         recipe = REPO / argv[0]
         gpu_only = "bf16: true" in recipe.read_text() and "use_cpu: true" not in recipe.read_text()

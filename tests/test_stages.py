@@ -12,8 +12,9 @@ import torch
 from test_train import TINY_CNN, _path_and_overrides, tiny_args
 from transformers import TrainerCallback
 
-from fer_hf.configs import RecipeError, load_recipe
+from fer_hf.configs import RecipeError
 from fer_hf.hub.card import write_model_card
+from fer_hf.recipe_parser import load_recipe
 from fer_hf.training.callbacks import BATCH_NORMS, StopAfterEpochsCallback, WeightAveragingCallback, parameter_digest
 from fer_hf.training.run import train_from_recipe
 

@@ -27,11 +27,12 @@ from safetensors.torch import load_file, save_file
 from skimage import data as skdata
 from transformers import AutoImageProcessor, AutoModelForImageClassification, pipeline
 
-from fer_hf.configs import ModelArgs, load_recipe
+from fer_hf.configs import ModelArgs
 from fer_hf.importers import weights
 from fer_hf.labels import FER_LABELS
 from fer_hf.models import build_model
 from fer_hf.models.timm_family import check_layer_groups
+from fer_hf.recipe_parser import load_recipe
 from fer_hf.training.callbacks import GradualUnfreezeCallback
 
 REPO = Path(__file__).resolve().parents[1]

@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from PIL import Image
 from transformers import Trainer, TrainerCallback
 
-from fer_hf.configs import FerTrainingArguments, RecipeError, load_recipe, parse_recipe
+from fer_hf.configs import FerTrainingArguments, RecipeError
+from fer_hf.recipe_parser import load_recipe, parse_recipe
 from fer_hf.train import main
 from fer_hf.training.callbacks import StopAfterEpochsCallback, parameter_digest
 from fer_hf.training.losses import FocalLoss, WeightedCrossEntropy

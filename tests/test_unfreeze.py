@@ -15,9 +15,10 @@ import torch
 from torch import nn
 from transformers import TrainerCallback
 
-from fer_hf.configs import RecipeError, UnfreezeArgs, load_recipe
+from fer_hf.configs import RecipeError, UnfreezeArgs
 from fer_hf.data.splits import class_weights
 from fer_hf.models import build_model
+from fer_hf.recipe_parser import load_recipe
 from fer_hf.training.callbacks import GradualUnfreezeCallback, build_callbacks, group_of, unfreeze_epochs
 from fer_hf.training.run import prepare_datasets
 from fer_hf.training.trainer import build_trainer

@@ -20,6 +20,10 @@ from PIL import Image, ImageOps
 
 HIGH_BIT_GRAY = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 
+# The files fer_hf reads as images (ImageFolder copies, predict's inputs) and as videos, by suffix, lower case.
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm"}
+VIDEO_EXTENSIONS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"}
+
 
 class AnimatedImageError(ValueError):
     """An image with several frames where one still photo is expected."""

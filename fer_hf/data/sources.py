@@ -39,12 +39,12 @@ from datasets import (
 from PIL import Image as PILImage
 
 from fer_hf.data import ferplus
+from fer_hf.data.images import IMAGE_EXTENSIONS
 from fer_hf.labels import FER_LABELS, FERPLUS_LABELS, canonical_id
 from fer_hf.repo_ids import is_hub_id
 
 IMAGE_SIZE = 48  # FER2013 faces are 48x48 grayscale
 NUM_PIXELS = IMAGE_SIZE * IMAGE_SIZE
-IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 SPLIT_ALIASES = {
     "train": "train",
     "training": "train",

@@ -28,7 +28,6 @@ from pathlib import Path
 
 from safetensors.torch import load_file, save_file
 
-from fer_hf.configs import load_recipe
 from fer_hf.data.dataset import load_split
 from fer_hf.data.decode import FerTensorDataset
 from fer_hf.data.sources import raters_of
@@ -39,6 +38,7 @@ from fer_hf.evaluation.report import checkpoint_states, describe_hardware, plot_
 from fer_hf.evaluation.results import METRICS_FILE, RunRecord, Scores, read_record, read_run_record, write_record
 from fer_hf.hub.card import write_model_card
 from fer_hf.models.loading import BUNDLED_MODELS, DEFAULT_MODEL, load_classifier
+from fer_hf.recipe_parser import load_recipe
 
 MODEL_FILES = ("config.json", "model.safetensors")
 # + preprocessor_config.json where the family has one (a timm model's image processor lives in its config.json)
@@ -98,79 +98,28 @@ def bundle(
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:  # an error or Ctrl-C anywhere below must not leave the staging folder behind
-        optional = [name for name in OPTIONAL_FILES if (weights_dir / name).is_file()]
-        for file in (*MODEL_FILES, *optional, *(p.name for p in weights_dir.glob("*.py"))):  # + the model's own code
-            shutil.copy2(weights_dir / file, staging / file)
+        copy_model_files(weights_dir, staging)
         split, ds = load_split(data, "validation")
         faces = FerTensorDataset.from_split(ds, desc=f"decode {split}")
         full_precision = None
         if half:  # measured in float32 first: --half is refused if PublicTest moves by HALF_TOLERANCE or more
             full_precision = single_view_scores(load_classifier(staging), faces)  # Scores
             store_half(staging / "model.safetensors")
-        if state is None:  # a bundled folder: its resolved recipe names the run it came from; keep it as it is
-            shutil.copy2(model_dir / "recipe.yaml", staging / "recipe.yaml")
-            recipe = load_recipe(str(staging / "recipe.yaml"))
-        else:
-            recipe = load_recipe(recipe_path, ["--training.output_dir", str(model_dir)])
-            recipe.save(staging / "recipe.yaml")
+        recipe = stage_recipe(model_dir, recipe_path, staging, bundled=state is None)
         where = f"fer_hf/assets/{out.name}"  # the model is named by where it lives, not by the staging folder
         loaded = load_classifier(staging)
         check_labels(loaded.label_names, ds.features["label"].names, str(model_dir))
-        reports = {}
-        raters = raters_of(ds)  # FER+: the raters' vote shares, for KL and NLL of the votes
-        for tta, folder in (("none", "evaluation"), ("hflip", "evaluation_hflip")):
-            reports[tta] = evaluate_one(loaded, faces, data=data, split=split, tta=tta, name=where, raters=raters)
-            (staging / folder).mkdir()
-            write_outputs(staging / folder, reports[tta], faces.images)
-        single = reports["none"]
-        if full_precision is not None:
-            moved = abs(single.accuracy - full_precision.accuracy)
-            if moved >= HALF_TOLERANCE:
-                shutil.rmtree(staging, ignore_errors=True)
-                raise ValueError(
-                    f"--half moves PublicTest accuracy by {moved:.4f} ({full_precision.accuracy:.4f} in float32, "
-                    f"{single.accuracy:.4f} in float16), not less than {HALF_TOLERANCE}: bundle without --half"
-                )
+        reports = evaluate_views(loaded, faces, ds, data, split, where, staging)
+        check_half(full_precision, reports["none"])
         epoch = int(state["epoch"] if state else run.epochs)
-        device = run.device if run and run.device else "cpu"
-        metrics = RunRecord(
-            model_family=recipe.model.family,
-            labels=single.labels,
-            parameters=single.parameters,
-            trainable_parameters=run.trainable_parameters if run else None,  # what the run trained (None: no record)
-            epochs=epoch,
-            device=device,
-            # A run folder from before fer_hf.train recorded its hardware was trained on the machine bundling it.
-            hardware=(run.hardware if run else None) or describe_hardware(device),
-            world_size=(run.world_size if run else None) or 1,
-            train_seconds=run.train_seconds if run else None,  # None for an interim checkpoint: the run has not ended
-            checkpoint=run.checkpoint
+        checkpoint = (
+            run.checkpoint
             if state is None
-            else checkpoint_name(weights_dir, model_dir, run, epoch, recipe.training.num_train_epochs),
-            init_from=run.init_from if run else None,  # a second stage: the card says so
-            weight_average=run.weight_average if run else None,
-            # A bundled folder bundled again without --half keeps what it stored, and what that was measured against.
-            weights_dtype="float16" if full_precision else run.weights_dtype if state is None else None,
-            float32_validation=full_precision or (run.float32_validation if state is None else None),
-            splits={"validation": single},
-            summaries={"validation_tta_hflip": reports["hflip"].scores},
+            else checkpoint_name(weights_dir, model_dir, run, epoch, recipe.training.num_train_epochs)
         )
+        metrics = bundle_record(run, recipe, reports, epoch, checkpoint, full_precision, bundled=state is None)
         write_record(metrics, staging / METRICS_FILE)
-        plot_confusion_matrix(
-            single.confusion_matrix,
-            single.labels,
-            staging / "confusion_matrix_validation.png",
-            split_title(single.labels),
-        )
-        if state is not None:
-            plot_curves({recipe.model.family: state["log_history"]}, staging / "training_curves.png")
-        else:  # a bundled folder: its curves and its comparison travel on
-            shutil.copy2(model_dir / "training_curves.png", staging / "training_curves.png")
-            if comparison is None and (model_dir / "comparison" / "comparison.md").is_file():
-                comparison = str(model_dir / "comparison" / "comparison.md")
-        if comparison:  # the comparison folder's table and charts travel with the model; the card shows the charts
-            shutil.copytree(Path(comparison).parent, staging / "comparison", ignore=shutil.ignore_patterns(".*"))
-            comparison = str(staging / "comparison" / Path(comparison).name)  # read before `out` is replaced
+        comparison = write_plots(metrics, recipe, state, model_dir, staging, comparison)
         extra = comparison_charts(staging) + status_section(metrics, name, recipe_path, data)
         write_model_card(staging, repo_id=where, comparison=comparison, extra=extra)
         shutil.rmtree(out, ignore_errors=True)
@@ -179,6 +128,93 @@ def bundle(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return out
+
+
+def copy_model_files(weights_dir: Path, staging: Path) -> None:
+    """The weights, config, image processor and the model's own code (`*.py`) of the folder bundled."""
+    optional = [name for name in OPTIONAL_FILES if (weights_dir / name).is_file()]
+    for file in (*MODEL_FILES, *optional, *(p.name for p in weights_dir.glob("*.py"))):
+        shutil.copy2(weights_dir / file, staging / file)
+
+
+def stage_recipe(model_dir: Path, recipe_path: str, staging: Path, bundled: bool):
+    """The resolved recipe beside the model. A bundled folder keeps its own (it names the run it came from); a run
+    is described by `recipe_path` with its output_dir."""
+    if bundled:
+        shutil.copy2(model_dir / "recipe.yaml", staging / "recipe.yaml")
+        return load_recipe(str(staging / "recipe.yaml"))
+    recipe = load_recipe(recipe_path, ["--training.output_dir", str(model_dir)])
+    recipe.save(staging / "recipe.yaml")
+    return recipe
+
+
+def evaluate_views(loaded, faces, ds, data: str, split: str, where: str, staging: Path) -> dict:
+    """Single view and hflip TTA on the split, each written to its folder (evaluation/, evaluation_hflip/)."""
+    reports, raters = {}, raters_of(ds)  # FER+: the raters' vote shares, for KL and NLL of the votes
+    for tta, folder in (("none", "evaluation"), ("hflip", "evaluation_hflip")):
+        reports[tta] = evaluate_one(loaded, faces, data=data, split=split, tta=tta, name=where, raters=raters)
+        (staging / folder).mkdir()
+        write_outputs(staging / folder, reports[tta], faces.images)
+    return reports
+
+
+def check_half(full_precision, single) -> None:
+    """float16 weights are kept only if they move PublicTest accuracy by less than HALF_TOLERANCE."""
+    if full_precision is None:
+        return
+    moved = abs(single.accuracy - full_precision.accuracy)
+    if moved >= HALF_TOLERANCE:
+        raise ValueError(
+            f"--half moves PublicTest accuracy by {moved:.4f} ({full_precision.accuracy:.4f} in float32, "
+            f"{single.accuracy:.4f} in float16), not less than {HALF_TOLERANCE}: bundle without --half"
+        )
+
+
+def bundle_record(run, recipe, reports: dict, epoch: int, checkpoint, full_precision, bundled: bool) -> RunRecord:
+    """metrics.json of the bundle: what the run recorded (when there is a record) and the evaluations just made."""
+    single = reports["none"]
+    device = run.device if run and run.device else "cpu"
+    return RunRecord(
+        model_family=recipe.model.family,
+        labels=single.labels,
+        parameters=single.parameters,
+        trainable_parameters=run.trainable_parameters if run else None,  # what the run trained (None: no record)
+        epochs=epoch,
+        device=device,
+        # A run folder from before fer_hf.train recorded its hardware was trained on the machine bundling it.
+        hardware=(run.hardware if run else None) or describe_hardware(device),
+        world_size=(run.world_size if run else None) or 1,
+        train_seconds=run.train_seconds if run else None,  # None for an interim checkpoint: the run has not ended
+        checkpoint=checkpoint,
+        init_from=run.init_from if run else None,  # a second stage: the card says so
+        weight_average=run.weight_average if run else None,
+        # A bundled folder bundled again without --half keeps what it stored, and what that was measured against.
+        weights_dtype="float16" if full_precision else run.weights_dtype if bundled else None,
+        float32_validation=full_precision or (run.float32_validation if bundled else None),
+        splits={"validation": single},
+        summaries={"validation_tta_hflip": reports["hflip"].scores},
+    )
+
+
+def write_plots(
+    metrics: RunRecord, recipe, state, model_dir: Path, staging: Path, comparison: str | None
+) -> str | None:
+    """The confusion matrix and training curves; a bundled folder's curves and comparison travel on. Returns the
+    comparison table's path inside the staging folder (read before `out` is replaced), or None."""
+    single = metrics.splits["validation"]
+    path = staging / "confusion_matrix_validation.png"
+    plot_confusion_matrix(single.confusion_matrix, single.labels, path, split_title(single.labels))
+    if state is not None:
+        plot_curves({recipe.model.family: state["log_history"]}, staging / "training_curves.png")
+    else:
+        shutil.copy2(model_dir / "training_curves.png", staging / "training_curves.png")
+        if comparison is None and (model_dir / "comparison" / "comparison.md").is_file():
+            comparison = str(model_dir / "comparison" / "comparison.md")
+    if not comparison:
+        return None
+    # The comparison folder's table and charts travel with the model; the card shows the charts.
+    shutil.copytree(Path(comparison).parent, staging / "comparison", ignore=shutil.ignore_patterns(".*"))
+    return str(staging / "comparison" / Path(comparison).name)
 
 
 HALF_TOLERANCE = 0.001  # accuracy: 0.1 point of PublicTest

@@ -22,14 +22,8 @@ from pathlib import Path
 
 from huggingface_hub import SpaceCard, SpaceCardData
 
-from fer_hf.hub.publish import (
-    PublishError,
-    UploadError,
-    explain_upload_error,
-    files_with_tokens,
-    prepare_stage_dir,
-    scrub,
-)
+from fer_hf.hub.publish import UploadError, explain_upload_error, prepare_stage_dir
+from fer_hf.hub.validate import PublishError, files_with_tokens, scrub
 from fer_hf.repo_ids import is_hub_id
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

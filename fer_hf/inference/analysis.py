@@ -311,7 +311,7 @@ class Analyzer:
 
 
 def _is_video(path: str | Path) -> bool:
-    from fer_hf.inference.predictor import VIDEO_EXTENSIONS
+    from fer_hf.data.images import VIDEO_EXTENSIONS
 
     return Path(path).suffix.lower() in VIDEO_EXTENSIONS
 

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from fer_hf.data.images import is_animated
+from fer_hf.data.images import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, is_animated
 from fer_hf.evaluation.tta import TTA_MODES, tta_logits
 from fer_hf.inference.backend import inference_model
 from fer_hf.inference.faces import (
@@ -58,15 +58,6 @@ from fer_hf.inference.writers import (  # noqa: F401  (re-exported: the names pr
 )
 from fer_hf.models.loading import DEFAULT_MODEL, LoadedModel, load_classifier, resolve_model_path
 from fer_hf.outputs import OutputOverlapError, check_apart
-
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm"}
-VIDEO_EXTENSIONS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"}
-
-
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm"}
-
-
-VIDEO_EXTENSIONS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"}
 
 
 class Predictor:
