@@ -25,6 +25,18 @@ SHARED_FER = Path(os.environ.get("FER_HF_SHARED_FER") or REPO.parent / "shared" 
 REQUIRE_SHARED = "FER_HF_REQUIRE_SHARED"
 
 
+@pytest.fixture(autouse=True)
+def _torch_threads_as_they_were():
+    """Inference on the CPU lowers torch's threads for the rest of its process (fer_hf.devices.fit_torch_threads):
+    right for a command, but in the test process it would slow every later test and make its logits differ in the
+    last bits from a fresh process's. Each test starts with the threads the session started with."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def shared_fer() -> Path:
     if not (SHARED_FER / "train.parquet").is_file():

@@ -17,10 +17,12 @@ import torch
 from PIL import Image
 from skimage import data as skdata
 
-from fer_hf import devices, export, predict, runtime
+from fer_hf import devices, predict
+from fer_hf.exports import runtime
+from fer_hf.inference import backend, exporting
 from fer_hf.inference.analysis import Analyzer
+from fer_hf.inference.fingerprint import model_fingerprint
 from fer_hf.inference.predictor import Predictor
-from fer_hf.models import loading
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -29,13 +31,13 @@ REPO = Path(__file__).resolve().parents[1]
 def cache_root(tmp_path_factory):
     """One export of the bundled default model for the whole session (exporting takes seconds), in a private cache."""
     folder = tmp_path_factory.mktemp("fer_hf_cache")
-    old = os.environ.get(loading.CACHE_ENV)
-    os.environ[loading.CACHE_ENV] = str(folder)
+    old = os.environ.get(backend.CACHE_ENV)
+    os.environ[backend.CACHE_ENV] = str(folder)
     yield folder / "onnx"
     if old is None:
-        os.environ.pop(loading.CACHE_ENV, None)
+        os.environ.pop(backend.CACHE_ENV, None)
     else:
-        os.environ[loading.CACHE_ENV] = old
+        os.environ[backend.CACHE_ENV] = old
 
 
 @pytest.fixture(scope="session")
@@ -60,7 +62,7 @@ def test_auto_runs_the_cached_export_with_torchs_numbers(auto_default, cache_roo
     folder = auto_default.model.runtime.folder
     assert folder.parent == cache_root and runtime.is_export(folder)
     block = json.loads((folder / "config.json").read_text())[runtime.EXPORT_KEY]
-    assert block["fingerprint"] == loading.model_fingerprint(auto_default.loaded)
+    assert block["fingerprint"] == model_fingerprint(auto_default.loaded)
     assert block["parity"]["max_logit_diff"] < 1e-3
     assert not list(cache_root.glob(".*.partial"))  # the staging folder went into place whole
     # The torch model stays beside the export: explanations and training use it.
@@ -83,7 +85,7 @@ def test_the_cache_is_reused_not_exported_again(auto_default, monkeypatch, photo
     def no_export(*args, **kwargs):
         raise AssertionError("exported again although the cache holds this model's export")
 
-    monkeypatch.setattr(export, "write_export", no_export)
+    monkeypatch.setattr(exporting, "write_export", no_export)
     again = Analyzer("default", backend="auto")
     assert again.predictor.backend == "onnx"
     assert again.predictor.model.runtime.folder == auto_default.model.runtime.folder
@@ -91,14 +93,14 @@ def test_the_cache_is_reused_not_exported_again(auto_default, monkeypatch, photo
 
 
 def _fake_writer(source: Path, also=None):
-    """export.write_export stand-in: copies a finished export (no seconds of exporting); `also(folder)` runs first."""
+    """exporting.write_export stand-in: copies a finished export (no seconds of exporting); `also(folder)` runs first."""
 
     def write(loaded, folder, args):
         if also is not None:
             also(folder)
         for item in source.iterdir():
             shutil.copy2(item, folder / item.name)
-        parity = export.Parity(**json.loads((source / "config.json").read_text())[runtime.EXPORT_KEY]["parity"])
+        parity = exporting.Parity(**json.loads((source / "config.json").read_text())[runtime.EXPORT_KEY]["parity"])
         return parity, True, "copied"
 
     return write
@@ -106,46 +108,46 @@ def _fake_writer(source: Path, also=None):
 
 def test_a_half_written_cache_folder_is_not_used(auto_default, tmp_path, monkeypatch):
     source = auto_default.model.runtime.folder
-    fingerprint = loading.model_fingerprint(auto_default.loaded)
+    fingerprint = model_fingerprint(auto_default.loaded)
     root = tmp_path / "onnx"
     final = root / fingerprint[:32]
     final.mkdir(parents=True)
     (final / "model.onnx").write_bytes((source / "model.onnx").read_bytes()[:1000])  # cut short, no config.json
     staged = root / f".{fingerprint[:32]}.abc.partial"  # another process's staging folder, even a complete one
     shutil.copytree(source, staged)
-    monkeypatch.setenv(loading.CACHE_ENV, str(tmp_path))
-    assert loading.find_export(auto_default.loaded, fingerprint) is None
+    monkeypatch.setenv(backend.CACHE_ENV, str(tmp_path))
+    assert backend.find_export(auto_default.loaded, fingerprint) is None
     calls = []
-    monkeypatch.setattr(export, "write_export", _fake_writer(source, also=calls.append))
-    made = loading.export_for(auto_default.loaded)
+    monkeypatch.setattr(exporting, "write_export", _fake_writer(source, also=calls.append))
+    made = backend.export_for(auto_default.loaded)
     assert made == final and runtime.is_export(final) and len(calls) == 1 and calls[0] != final
     assert (final / "model.onnx").read_bytes() == (source / "model.onnx").read_bytes()  # the cut file was set aside
-    assert loading.find_export(auto_default.loaded, fingerprint) == final
+    assert backend.find_export(auto_default.loaded, fingerprint) == final
 
 
 def test_a_concurrent_export_that_finished_first_is_used(auto_default, tmp_path, monkeypatch):
     source = auto_default.model.runtime.folder
-    fingerprint = loading.model_fingerprint(auto_default.loaded)
+    fingerprint = model_fingerprint(auto_default.loaded)
     final = tmp_path / "onnx" / fingerprint[:32]
 
     def other_process_wins(_staging):
         shutil.copytree(source, final)
 
-    monkeypatch.setattr(export, "write_export", _fake_writer(source, also=other_process_wins))
-    assert export.cached_export(auto_default.loaded, fingerprint, tmp_path / "onnx") == final
+    monkeypatch.setattr(exporting, "write_export", _fake_writer(source, also=other_process_wins))
+    assert exporting.cached_export(auto_default.loaded, fingerprint, tmp_path / "onnx") == final
     assert runtime.is_export(final) and not list((tmp_path / "onnx").glob(".*.partial"))  # ours was discarded
 
 
 def test_a_shipped_export_of_other_weights_is_not_taken(auto_default, tmp_path, monkeypatch):
     shipped = tmp_path / "shipped"
     shutil.copytree(auto_default.model.runtime.folder, shipped / "default")
-    monkeypatch.setattr(loading, "SHIPPED_DIR", shipped)
-    fingerprint = loading.model_fingerprint(auto_default.loaded)
-    assert loading.find_export(auto_default.loaded, fingerprint) == shipped / "default"  # same weights: shipped first
+    monkeypatch.setattr(backend, "SHIPPED_DIR", shipped)
+    fingerprint = model_fingerprint(auto_default.loaded)
+    assert backend.find_export(auto_default.loaded, fingerprint) == shipped / "default"  # same weights: shipped first
     config = json.loads((shipped / "default/config.json").read_text())
     config[runtime.EXPORT_KEY]["fingerprint"] = "0" * 64  # e.g. the bundled model retrained after `make dist`
     (shipped / "default/config.json").write_text(json.dumps(config))
-    assert loading.find_export(auto_default.loaded, fingerprint) == auto_default.model.runtime.folder
+    assert backend.find_export(auto_default.loaded, fingerprint) == auto_default.model.runtime.folder
 
 
 def test_backend_onnx_that_cannot_run_is_one_sentence_and_auto_falls_back_once(
@@ -155,7 +157,7 @@ def test_backend_onnx_that_cannot_run_is_one_sentence_and_auto_falls_back_once(
     assert predict.main(["--backend", "onnx", str(photos[0])]) == 2
     err = _error_lines(capsys.readouterr().err)
     assert len(err) == 1 and err[0].startswith("error: --backend onnx: ") and "onnxruntime is not installed" in err[0]
-    loading._warned.clear()
+    backend._warned.clear()
     with caplog.at_level(logging.WARNING, logger="fer_hf.models.loading"):
         first, second = Predictor("default", backend="auto"), Predictor("default", backend="auto")
     assert first.backend == second.backend == "torch"
@@ -166,20 +168,22 @@ def test_a_model_the_exporter_refuses_falls_back_and_is_not_retried(monkeypatch,
     from helpers import save_tiny_cnn
 
     tiny = save_tiny_cnn(tmp_path / "tiny")
-    monkeypatch.setenv(loading.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv(backend.CACHE_ENV, str(tmp_path / "cache"))
     tries = []
 
     def refuse(loaded, path, opset):
         tries.append(path)
-        raise export.ExportError(f"{loaded.source}: cannot be exported to ONNX (UnsupportedOp: made up for the test)")
+        raise exporting.ExportError(
+            f"{loaded.source}: cannot be exported to ONNX (UnsupportedOp: made up for the test)"
+        )
 
-    monkeypatch.setattr(export, "export_onnx", refuse)
-    loading._warned.clear()
+    monkeypatch.setattr(exporting, "export_onnx", refuse)
+    backend._warned.clear()
     with caplog.at_level(logging.WARNING, logger="fer_hf.models.loading"):
         assert Predictor(str(tiny), backend="auto").backend == "torch"
         assert Predictor(str(tiny), backend="auto").backend == "torch"
     assert len(tries) == 1  # the refusal is remembered beside the cache
-    with pytest.raises(loading.BackendError, match=r"^--backend onnx: .*UnsupportedOp: made up for the test"):
+    with pytest.raises(backend.BackendError, match=r"^--backend onnx: .*UnsupportedOp: made up for the test"):
         Predictor(str(tiny), backend="onnx")
     assert not list((tmp_path / "cache/onnx").glob("*/model.onnx"))  # nothing half-made looks like an export
 
@@ -194,7 +198,7 @@ def test_backend_torch_still_works_and_refuses_an_export_folder(auto_default, ph
     assert predict.main(["--model", export_folder, "--backend", "torch", str(photos[0])]) == 2
     err = _error_lines(capsys.readouterr().err)
     assert len(err) == 1 and "is an ONNX export, run only by onnxruntime" in err[0]
-    with pytest.raises(loading.BackendError, match="not a backend; expected one of auto, onnx, torch"):
+    with pytest.raises(backend.BackendError, match="not a backend; expected one of auto, onnx, torch"):
         Predictor("default", backend="tensorrt")
 
 

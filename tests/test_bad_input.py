@@ -192,7 +192,7 @@ def test_publishing_runs_only_its_own_code_and_stages_no_outside_links(tmp_path,
     secret.write_text("not: the run's\n")
     (model / "recipe.yaml").unlink()
     (model / "recipe.yaml").symlink_to(secret)
-    assert publish.main([*argv, "--dry-run", str(tmp_path / "stage2")]) == 2
+    assert run(publish.main, [*argv, "--dry-run", str(tmp_path / "stage2")]) == 2
     assert "outside the run folder" in capsys.readouterr().err
 
 

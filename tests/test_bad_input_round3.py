@@ -443,11 +443,13 @@ def test_export_records_the_opset_it_wrote_and_refuses_a_silent_fallback(tiny_ex
     assert spec["opset"] == 18 and declared == [18]
     assert "opset 18" in (tiny_export / "README.md").read_text()
 
-    monkeypatch.setattr(export, "written_opset", lambda path: 18)  # what torch does for an opset it cannot convert to
-    with pytest.raises(export.ExportError, match=r"--opset 17: torch's exporter wrote opset 18 instead"):
-        export.export(
-            export.parse_args([str(tiny_export.parent / "model"), "--output", str(tmp_path / "o"), "--opset", "17"])
-        )
+    from fer_hf.inference import exporting
+
+    monkeypatch.setattr(
+        exporting, "written_opset", lambda path: 18
+    )  # what torch does for an opset it cannot convert to
+    with pytest.raises(exporting.ExportError, match=r"--opset 17: torch's exporter wrote opset 18 instead"):
+        export.export(exporting.ExportOptions(str(tiny_export.parent / "model"), str(tmp_path / "o"), opset=17))
     assert not (tmp_path / "o").exists()
 
 

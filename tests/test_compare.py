@@ -13,6 +13,7 @@ from PIL import Image
 
 from fer_hf import compare
 from fer_hf import evaluate as fer_eval
+from fer_hf.cli import run
 from fer_hf.train import main as train_main
 
 SMOKE = Path(__file__).resolve().parents[1] / "recipes" / "smoke.yaml"
@@ -106,16 +107,16 @@ def test_per_class_recall_table_and_learning_curves(results, tmp_path):
 
 def test_refuses_different_tta_labels_or_splits(results, tmp_path, capsys):
     out = tmp_path / "cmp"
-    assert compare.main([str(results["eval_tiny"]), str(results["eval_tiny_hflip"]), "--output", str(out)]) == 2
+    assert run(compare.main, [str(results["eval_tiny"]), str(results["eval_tiny_hflip"]), "--output", str(out)]) == 2
     err = capsys.readouterr().err
     assert "different TTA mode: eval_tiny: none; eval_tiny_hflip: hflip" in err and "--allow-mismatch" in err
     assert not out.exists()
 
-    assert compare.main([str(results["eval_tiny"]), str(results["eval_binary"]), "--output", str(out)]) == 2
+    assert run(compare.main, [str(results["eval_tiny"]), str(results["eval_binary"]), "--output", str(out)]) == 2
     err = capsys.readouterr().err
     assert "different label set" in err and "different split" in err  # 20 happy/sad faces, not 70
 
-    assert compare.main([str(results["run"]), "--split", "test", "--output", str(out)]) == 2
+    assert run(compare.main, [str(results["run"]), "--split", "test", "--output", str(out)]) == 2
     assert "no 'test' metrics; it has ['validation']" in capsys.readouterr().err
     assert not out.exists()
 
@@ -130,7 +131,7 @@ def test_allow_mismatch_says_so_in_the_table(results, tmp_path):
 
 def test_never_replaces_a_folder_that_is_not_a_comparison(results, capsys):
     notes = (results["run"] / "recipe.yaml").read_text()
-    assert compare.main([str(results["eval_tiny"]), "--output", str(results["run"])]) == 2
+    assert run(compare.main, [str(results["eval_tiny"]), "--output", str(results["run"])]) == 2
     assert "not an earlier comparison" in capsys.readouterr().err
     assert (results["run"] / "recipe.yaml").read_text() == notes
 
@@ -164,10 +165,10 @@ def test_an_earlier_comparison_carries_its_rows_and_a_new_measurement_replaces_o
     assert rows[1]["carried_from"] is None and (published / "confusion_eval_tiny.png").is_file()
 
     # Carried rows are checked like any other: a hflip evaluation does not join a table of single-view rows.
-    assert compare.main([str(published), str(results["eval_tiny_hflip"]), "--output", str(tmp_path / "x")]) == 2
+    assert run(compare.main, [str(published), str(results["eval_tiny_hflip"]), "--output", str(tmp_path / "x")]) == 2
     assert "different TTA mode" in capsys.readouterr().err
     del doc["rows"][0]["accuracy"]
     (published / "comparison.json").write_text(json.dumps(doc))
-    assert compare.main([str(published), "--output", str(tmp_path / "y")]) == 2
+    assert run(compare.main, [str(published), "--output", str(tmp_path / "y")]) == 2
     err = capsys.readouterr().err
     assert f"{published / 'comparison.json'}: row 0 ('smoke_run') is not a comparison row" in err and "accuracy" in err

@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 from skimage import data as skdata
 
 from fer_hf import evaluate
+from fer_hf.cli import run
 from fer_hf.export import main
 from fer_hf.exports.runtime import OnnxClassifier
 from fer_hf.inference.predictor import Predictor
@@ -107,12 +108,12 @@ def test_bad_inputs_get_one_line_and_lose_nothing(tmp_path, capsys):
     kept = tmp_path / "mine"
     kept.mkdir()
     (kept / "notes.txt").write_text("my files")
-    assert main(["default", "--output", str(kept)]) == 2
+    assert run(main, ["default", "--output", str(kept)]) == 2
     assert "already exists" in capsys.readouterr().err and (kept / "notes.txt").read_text() == "my files"
     adapter = tmp_path / "lora_run"
     adapter.mkdir()
     (adapter / "adapter_config.json").write_text("{}")
-    assert main([str(adapter), "--output", str(tmp_path / "x")]) == 2
+    assert run(main, [str(adapter), "--output", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "LoRA adapter without its base model" in err and not (tmp_path / "x").exists()
 

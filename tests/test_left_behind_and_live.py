@@ -79,7 +79,7 @@ def test_a_failed_or_interrupted_bundle_leaves_no_staging_folder(failure, tmp_pa
         assert (tmp_path / ".out.partial" / "model.safetensors").is_file()
         raise failure
 
-    monkeypatch.setattr(hub_bundle.fer_evaluate, "load_split", load_split)
+    monkeypatch.setattr(hub_bundle, "load_split", load_split)
     with pytest.raises(type(failure)):
         hub_bundle.bundle(DEFAULT_MODEL_DIR, "recipes/cnn_swa.yaml", "bundled", tmp_path / "out")
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # no .out.partial, no out
@@ -115,8 +115,9 @@ def test_a_refused_or_interrupted_publish_leaves_no_staged_folder(
         with pytest.raises(KeyboardInterrupt):
             call()
     else:
-        assert call() == 2
-        err = capsys.readouterr().err
+        with pytest.raises(publish.PublishError) as refused:
+            call()
+        err = str(refused.value)
         assert "the card does not parse" in err and "incomplete staged folder" in err and "was removed" in err, err
     assert not out.exists() and not list(own_tmp.iterdir())  # neither the --dry-run folder nor a temporary one
 
@@ -127,8 +128,8 @@ def test_publish_leaves_a_users_non_empty_folder_as_it_was(tmp_path, capsys):
     out = tmp_path / "mine"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
-    assert publish.publish_run(_run_folder(tmp_path), "user/fer", dry_run=str(out)) == 2
-    assert "is not empty; pass --overwrite" in capsys.readouterr().err
+    with pytest.raises(publish.PublishError, match="is not empty; pass --overwrite"):
+        publish.publish_run(_run_folder(tmp_path), "user/fer", dry_run=str(out))
     assert (out / "notes.txt").read_text() == "mine"
 
 

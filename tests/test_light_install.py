@@ -147,7 +147,7 @@ def test_the_runtime_takes_the_first_argument_as_its_model_only_when_it_is_one(t
     assert runtime.split_model_arg([str(folder), str(photo)]) == (str(folder), [str(photo)])
     assert runtime.resolve_export(str(folder)) == folder  # a folder is taken as given (OnnxClassifier checks it)
     # Without `make dist`'s exports (a checkout), no model argument is one line naming what writes them.
-    monkeypatch.setattr(runtime, "SHIPPED_DIR", tmp_path / "no_exports")
+    monkeypatch.setattr("fer_hf.exports.runtime.SHIPPED_DIR", tmp_path / "no_exports")
     assert runtime.main([str(photo)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: default: neither") and "`make dist` writes" in err
