@@ -58,7 +58,7 @@ app:  ## the Gradio app on http://127.0.0.1:7860
 	$(PY) spaces_app/app.py
 
 bench:  ## data-pipeline and training-step benchmarks
-	$(PY) -m fer_hf.bench data
+	$(PY) -m fer_hf.bench data --source $(SHARED_FER)
 	$(PY) -m fer_hf.bench train
 
 bench-gpu:  ## on a CUDA machine: ViT-base and ResNet-50 steps in bf16, batch transform in the step (on the GPU) vs in the CPU collator

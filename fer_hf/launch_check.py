@@ -67,6 +67,7 @@ def check_port(port: int | None, field: str = "main_process_port (MASTER_PORT)")
 
 def check_launch(env: Mapping[str, str] | None = None) -> Launch | None:
     """The launch this process belongs to (None for a single process); LaunchError if it does not add up."""
+    # Long, and kept in one piece: one check per launch variable, in the order accelerate reads them.
     env = os.environ if env is None else env
     if env.get(SKIP_ENV, "1") == "0" or "WORLD_SIZE" not in env:
         return None

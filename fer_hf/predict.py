@@ -27,7 +27,7 @@ import sys
 from collections.abc import Sequence
 
 from fer_hf.cli import positive_int
-from fer_hf.devices import DEVICE_HELP, DeviceError, resolve_device
+from fer_hf.devices import DEVICE_HELP, resolve_device
 from fer_hf.evaluation.tta import TTA_MODES
 from fer_hf.inference.backend import BACKEND_HELP, BACKENDS, BackendError
 from fer_hf.inference.faces import (
@@ -56,12 +56,16 @@ from fer_hf.inference.writers import (
     write_json,
 )
 from fer_hf.models.loading import DEFAULT_MODEL, MODEL_HELP
-from fer_hf.outputs import OutputOverlapError
 
 # ---------------------------------------------------------------- inputs, outputs and the command line
 
 
+class PredictError(ValueError):
+    """Options or a model predict cannot use; cli.run prints it as one line (exit 2)."""
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    # Long, and kept in one piece: it is the flat list of the command's flags, each one call with its help.
     parser = argparse.ArgumentParser(
         prog="python -m fer_hf.predict",
         description="Find faces in images, folders or videos and predict their facial expressions.",
@@ -153,48 +157,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if sharding.takes_over(args):  # several processes, --data, --resume or a parquet table
         return sharding.main(args)
-    try:
-        check_outputs(args)
-    except OutputOverlapError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    check_outputs(args)  # an output that is, holds or lies in an input: refused before anything loads
     try:
         detector = detector_config(args)
         tracking = TrackingConfig(args.detect_every, args.max_lost, args.smoothing)
     except ValueError as err:
-        print(f"error: face detector or tracking options: {err}", file=sys.stderr)
-        return 2
-    try:
-        device = resolve_device(args.device)
-    except DeviceError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        raise PredictError(f"face detector or tracking options: {err}") from None
+    device = resolve_device(args.device)  # `--device cuda` without a GPU: one sentence (DeviceError)
     stream = None
     if args.webcam:  # before the model loads: a camera that is not there is refused at once
         try:
             stream = StreamFrames(args.webcam, args.fps, seconds=args.seconds, timeout=args.open_timeout)
         except VideoLoadError as err:
-            print(f"error: --webcam {args.webcam}: {err}", file=sys.stderr)
-            return 2
-    try:
-        predictor = Predictor(
-            args.model,
-            tta=args.tta,
-            detector=detector,
-            batch_size=args.batch_size,
-            device=device,
-            trust_remote_code=args.trust_remote_code,
-            backend=args.backend,
-        )
-    except DetectorError as err:
-        print(f"error: face detector: {err}", file=sys.stderr)
-        return 2
-    except BackendError as err:  # the model loaded; the backend asked for cannot run it
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except (OSError, ValueError) as err:  # ModelLoadError is a ValueError; transformers raises OSError/ValueError
-        print(f"error: could not load --model {args.model}: {err}", file=sys.stderr)
-        return 2
+            raise PredictError(f"--webcam {args.webcam}: {err}") from None
+    predictor = load_predictor(args, detector, device)
     crop_mode = "cropped" if args.cropped or args.detector == "none" else "detect" if args.detect else "auto"
     if stream is not None:
         return stream_main(args, predictor, stream, tracking, video_mode(crop_mode))
@@ -217,6 +193,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json:
         write_json(results, args.json)
     return 1 if any(r.status == "error" for r in results) else 0
+
+
+def load_predictor(args: argparse.Namespace, detector, device: str) -> Predictor:
+    """The command's Predictor; what keeps it from loading is one sentence naming the part (detector, model)."""
+    try:
+        return Predictor(
+            args.model,
+            tta=args.tta,
+            detector=detector,
+            batch_size=args.batch_size,
+            device=device,
+            trust_remote_code=args.trust_remote_code,
+            backend=args.backend,
+        )
+    except DetectorError as err:
+        raise PredictError(f"face detector: {err}") from None
+    except BackendError:  # the model loaded; the backend asked for cannot run it: its own sentence
+        raise
+    except (OSError, ValueError) as err:  # ModelLoadError is a ValueError; transformers raises OSError/ValueError
+        raise PredictError(f"could not load --model {args.model}: {err}") from None
 
 
 def stream_main(

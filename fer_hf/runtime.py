@@ -61,11 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not photos:  # a model and no photo
         print(__doc__.split("\n\n")[1].strip())
         return 2
-    try:
-        classifier = OnnxClassifier(resolve_export(model))
-    except ExportFolderError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    classifier = OnnxClassifier(resolve_export(model))  # ExportFolderError: cli.run prints its sentence
     failed = 0
     for path in photos:
         try:

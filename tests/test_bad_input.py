@@ -217,7 +217,7 @@ def test_a_truncated_checkpoint_is_one_clear_line(tmp_path, capsys):
     model = copy_default(tmp_path)
     weights = model / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:100_000])  # cut short, as by a failed download
-    assert predict.main(["--model", str(model), str(REPO / "spaces_app/examples/fer_happy.png")]) == 2
+    assert run(predict.main, ["--model", str(model), str(REPO / "spaces_app/examples/fer_happy.png")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "the model's weights cannot be read" in err and "model" in err
 

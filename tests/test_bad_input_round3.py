@@ -143,7 +143,7 @@ def test_predict_refuses_outputs_over_its_inputs_and_leaves_them_as_they_were(pr
     from fer_hf import predict
 
     before = _tree(predict_inputs)
-    assert predict.main([*argv, "--model", "model"]) == 2
+    assert run(predict.main, [*argv, "--model", "model"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
     assert _tree(predict_inputs) == before  # nothing replaced, nothing added

@@ -15,6 +15,7 @@ import pytest
 from skimage import data as skdata
 
 from fer_hf.bench.video import group_photo_path
+from fer_hf.cli import run
 from fer_hf.inference.annotate import BOX_COLOUR, draw_faces, label_rect
 from fer_hf.inference.faces import (
     DetectorConfig,
@@ -126,13 +127,13 @@ def test_detector_none_haar_and_the_missing_model_file(tmp_path, capsys, tiny_cn
         FaceDetector(DetectorConfig(yunet_model=str(tmp_path / "broken.onnx")))
     (tmp_path / "a.png").write_bytes(cv2.imencode(".png", photo)[1].tobytes())
     argv = ["--model", str(tiny_cnn), str(tmp_path / "a.png")]
-    assert main([*argv, "--yunet-model", str(tmp_path / "nope.onnx")]) == 2
+    assert run(main, [*argv, "--yunet-model", str(tmp_path / "nope.onnx")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "nope.onnx" in err and "--detector haar" in err
     assert main([*argv, "--detector", "none"]) == 0
     printed = capsys.readouterr().out
     assert "1 face(s): 1: " in printed and "at (0, 0, 512, 512)" in printed
-    assert main([*argv, "--score-threshold", "1.5"]) == 2
+    assert run(main, [*argv, "--score-threshold", "1.5"]) == 2
     assert "score_threshold" in capsys.readouterr().err
 
 

@@ -22,6 +22,7 @@ from PIL import Image
 from skimage import data as skdata
 
 from fer_hf import runtime
+from fer_hf.cli import run
 
 REPO = Path(__file__).resolve().parents[1]
 MAX_VENV_MB = 500
@@ -148,7 +149,7 @@ def test_the_runtime_takes_the_first_argument_as_its_model_only_when_it_is_one(t
     assert runtime.resolve_export(str(folder)) == folder  # a folder is taken as given (OnnxClassifier checks it)
     # Without `make dist`'s exports (a checkout), no model argument is one line naming what writes them.
     monkeypatch.setattr("fer_hf.exports.runtime.SHIPPED_DIR", tmp_path / "no_exports")
-    assert runtime.main([str(photo)]) == 2
+    assert run(runtime.main, [str(photo)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: default: neither") and "`make dist` writes" in err
     assert runtime.main([str(folder)]) == 2 and "python -m fer_hf.runtime photo.jpg" in capsys.readouterr().out

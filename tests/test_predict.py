@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 from skimage import data as skdata
 
+from fer_hf.cli import run
 from fer_hf.inference.faces import DetectorConfig, FaceDetector, load_image
 from fer_hf.inference.predictor import Predictor, predict_images, predict_video
 from fer_hf.labels import FER_LABELS
@@ -195,10 +196,10 @@ def test_model_folder_that_is_not_an_image_classifier(tmp_path, files, capsys):
     from transformers import BertConfig
 
     BertConfig(architectures=["BertForSequenceClassification"]).save_pretrained(tmp_path / "bert")
-    assert main(["--model", str(tmp_path / "bert"), str(files / "astronaut.png")]) == 2
+    assert run(main, ["--model", str(tmp_path / "bert"), str(files / "astronaut.png")]) == 2
     assert "not an image classifier" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
-    assert main(["--model", str(tmp_path / "empty"), str(files / "astronaut.png")]) == 2
+    assert run(main, ["--model", str(tmp_path / "empty"), str(files / "astronaut.png")]) == 2
     assert "no config.json" in capsys.readouterr().err
 
 

@@ -19,6 +19,7 @@ import torch
 
 from fer_hf import predict as predict_mod
 from fer_hf.bench.video import group_photo, make_clip
+from fer_hf.cli import run
 from fer_hf.devices import DeviceError, resolve_device
 from fer_hf.inference.predictor import Predictor
 from fer_hf.inference.video_io import StreamFrames, VideoFrames, VideoLoadError
@@ -128,7 +129,7 @@ def test_annotated_video_thumbnails_and_no_face_rows(clip, model, tmp_path):
 
 def test_one_annotated_video_for_two_inputs_is_refused(clip, model, tmp_path, capsys):
     out = tmp_path / "both.mp4"
-    assert main([str(clip), str(clip), "--model", model, "--annotate", str(out)]) == 2
+    assert run(main, [str(clip), str(clip), "--model", model, "--annotate", str(out)]) == 2
     assert "--annotate" in capsys.readouterr().err and not out.exists()
 
 
@@ -182,7 +183,7 @@ def test_sources_that_cannot_be_opened_are_one_sentence_and_quick(model, capsys)
         ("rtsp://127.0.0.1:1/cam", "cannot be opened"),
     ]:
         start = time.monotonic()
-        assert main(["--webcam", source, "--model", model]) == 2
+        assert run(main, ["--webcam", source, "--model", model]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith(f"error: --webcam {source}:") and message in err and "\n" not in err
         assert time.monotonic() - start < 3  # refused before the model loads
@@ -216,7 +217,7 @@ def test_device_auto_and_a_missing_device(monkeypatch, clip, capsys):
     assert resolve_device("auto") == "cpu"
     with pytest.raises(DeviceError, match="torch sees no CUDA GPU here"):
         resolve_device("cuda:0")
-    assert main([str(clip), "--device", "cuda"]) == 2  # refused before any model loads
+    assert run(main, [str(clip), "--device", "cuda"]) == 2  # refused before any model loads
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: --device cuda: torch sees no CUDA GPU") and "\n" not in err
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)

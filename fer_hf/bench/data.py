@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 from datasets import Dataset
@@ -32,7 +31,6 @@ from fer_hf.data.dataset import load_fer_dataset
 from fer_hf.data.decode import FerTensorDataset
 from fer_hf.data.transforms import BatchTransform, FerCollator, keep_freed_batch_memory
 
-SHARED_TRAIN = Path(__file__).resolve().parents[3] / "shared" / "fer2013" / "train.parquet"
 IMAGENET_MEAN = [0.485, 0.456, 0.406]  # ResNet's image processor (microsoft/resnet-*)
 IMAGENET_STD = [0.229, 0.224, 0.225]
 STATS = {  # --stats: the normalisation both pipelines apply
@@ -43,8 +41,11 @@ STATS = {  # --stats: the normalisation both pipelines apply
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m fer_hf.bench data", description=__doc__.split("\n\n")[0])
-    default = str(SHARED_TRAIN) if SHARED_TRAIN.is_file() else "bundled"
-    parser.add_argument("--source", default=default, help="FER2013 source (its train split is used)")
+    parser.add_argument(
+        "--source",
+        default="bundled",
+        help="your FER2013 copy, whose train split is timed (default: the bundled sample)",
+    )
     parser.add_argument("--num-images", type=int, default=3000, help="real faces to time (first rows of train)")
     parser.add_argument("--epochs", type=int, default=1, help="passes over the images (fer_hf decodes only once)")
     parser.add_argument("--batch-size", type=positive_int, default=64, help="images per batch, both pipelines")

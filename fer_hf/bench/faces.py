@@ -41,7 +41,6 @@ from fer_hf.inference.faces import DetectorConfig, Face, FaceDetector, fer_crop
 from fer_hf.inference.predictor import Predictor
 from fer_hf.models.loading import DEFAULT_MODEL, MODEL_HELP
 
-SHARED_FER = Path(__file__).resolve().parents[3] / "shared" / "fer2013"
 BACKGROUNDS = ("coffee", "rocket", "chelsea", "hubble_deep_field")  # skimage photos without a human face
 SCENE_SIZE = (640, 480)  # (width, height)
 
@@ -180,7 +179,7 @@ def tune(predictor, config, detections, scenes, labels, direct) -> DetectorConfi
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = bench_parser("faces", __doc__)
-    parser.add_argument("--data", default=str(SHARED_FER), help="folder with FER2013 {train,validation}.parquet")
+    parser.add_argument("--data", required=True, help="your FER2013 copy: a folder with {train,validation}.parquet")
     parser.add_argument("--split", default="validation", choices=("train", "validation"), help="faces to paste")
     parser.add_argument("--count", type=int, default=600, help="faces (one scene each)")
     parser.add_argument("--skip", type=int, default=0, help="start this far into the shuffled split (--tune: 600)")

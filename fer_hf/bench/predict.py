@@ -117,11 +117,12 @@ def classifier_speed(classify, faces: list[np.ndarray], repeats: int) -> tuple[f
 
 
 def real_faces(count: int = 256) -> list[np.ndarray]:
-    """`count` real PublicTest faces (48x48 uint8) from ../shared, or blank ones where it is missing (speed only)."""
-    from fer_hf.bench.faces import SHARED_FER, read_faces
+    """`count` real FER2013 faces (48x48 uint8): the bundled sample's validation faces, repeated (speed only)."""
+    from fer_hf.data.dataset import load_fer_dataset
+    from fer_hf.data.decode import FerTensorDataset
 
-    source = SHARED_FER / "validation.parquet"
-    return list(read_faces(source, count, seed=0)[0]) if source.is_file() else [np.zeros((48, 48), np.uint8)] * count
+    images = FerTensorDataset.from_split(load_fer_dataset("bundled")["validation"], desc="decode").images.numpy()
+    return [images[i % len(images)] for i in range(count)]
 
 
 def ensemble_rows(photo: Path, repeats: int) -> None:
