@@ -86,9 +86,6 @@ print(classifier("face.jpg"))  # [{{'label': 'happy', 'score': ...}}, ...]
 from PIL import Image
 from transformers import AutoImageProcessor, AutoModelForImageClassification
 
-if TYPE_CHECKING:
-    from fer_hf.hub.card import RunInfo
-
 processor = AutoImageProcessor.from_pretrained("{model_ref}")
 model = AutoModelForImageClassification.from_pretrained("{model_ref}"{trust}).eval()
 inputs = processor(Image.open("face.jpg").convert("L").convert("RGB"), return_tensors="pt")
