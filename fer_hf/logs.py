@@ -36,13 +36,14 @@ def get_logger(name: str) -> logging.Logger:
 
 
 def setup_logging(level: int = logging.INFO) -> logging.Logger:
-    """fer_hf's messages to stdout as plain lines at `level`; idempotent (one handler however often it is called)."""
+    """fer_hf's messages at `level`: to stdout as plain lines, unless the application configured logging itself (the
+    root logger has handlers: theirs show the messages, which still propagate). Idempotent."""
     logger = logging.getLogger(ROOT)
-    if not any(isinstance(h, _CurrentStdout) for h in logger.handlers):
+    configured = logging.getLogger().handlers
+    if not configured and not any(isinstance(h, _CurrentStdout) for h in logger.handlers):
         handler = _CurrentStdout()
         handler.setFormatter(logging.Formatter("%(message)s"))
         logger.addHandler(handler)
-        logger.propagate = False
     logger.setLevel(level)
     return logger
 

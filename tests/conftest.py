@@ -19,6 +19,7 @@ os.environ.setdefault("FER_HF_BACKEND", "torch")
 os.environ.setdefault("FER_HF_CACHE", tempfile.mkdtemp(prefix="fer_hf_test_cache_"))
 
 REPO = Path(__file__).resolve().parents[1]
+TORCH_THREADS = __import__("torch").get_num_threads()  # torch's own choice, before any test changed it
 # The real FER2013 splits: ../shared/fer2013 beside the clone, or the folder FER_HF_SHARED_FER names.
 SHARED_FER = Path(os.environ.get("FER_HF_SHARED_FER") or REPO.parent / "shared" / "fer2013")
 # Set by .ci/run: there, a missing copy fails the tests that need it instead of skipping them.
@@ -29,12 +30,13 @@ REQUIRE_SHARED = "FER_HF_REQUIRE_SHARED"
 def _torch_threads_as_they_were():
     """Inference on the CPU lowers torch's threads for the rest of its process (fer_hf.devices.fit_torch_threads):
     right for a command, but in the test process it would slow every later test and make its logits differ in the
-    last bits from a fresh process's. Each test starts with the threads the session started with."""
+    last bits from a fresh process's. Each test starts with torch's own count (a session fixture may have lowered
+    it before the test began)."""
     import torch
 
-    threads = torch.get_num_threads()
+    torch.set_num_threads(TORCH_THREADS)
     yield
-    torch.set_num_threads(threads)
+    torch.set_num_threads(TORCH_THREADS)
 
 
 @pytest.fixture(scope="session")

@@ -18,6 +18,7 @@ from PIL import Image
 from skimage import data as skdata
 
 from fer_hf import devices, predict
+from fer_hf.cli import run
 from fer_hf.exports import runtime
 from fer_hf.inference import backend, exporting
 from fer_hf.inference.analysis import Analyzer
@@ -154,11 +155,11 @@ def test_backend_onnx_that_cannot_run_is_one_sentence_and_auto_falls_back_once(
     photos, monkeypatch, capsys, caplog, tmp_path
 ):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # an install without onnxruntime: import fails
-    assert predict.main(["--backend", "onnx", str(photos[0])]) == 2
+    assert run(predict.main, ["--backend", "onnx", str(photos[0])]) == 2
     err = _error_lines(capsys.readouterr().err)
     assert len(err) == 1 and err[0].startswith("error: --backend onnx: ") and "onnxruntime is not installed" in err[0]
     backend._warned.clear()
-    with caplog.at_level(logging.WARNING, logger="fer_hf.models.loading"):
+    with caplog.at_level(logging.WARNING, logger="fer_hf.inference.backend"):
         first, second = Predictor("default", backend="auto"), Predictor("default", backend="auto")
     assert first.backend == second.backend == "torch"
     assert len([r for r in caplog.records if "runs through torch, not onnxruntime" in r.message]) == 1
@@ -179,7 +180,7 @@ def test_a_model_the_exporter_refuses_falls_back_and_is_not_retried(monkeypatch,
 
     monkeypatch.setattr(exporting, "export_onnx", refuse)
     backend._warned.clear()
-    with caplog.at_level(logging.WARNING, logger="fer_hf.models.loading"):
+    with caplog.at_level(logging.WARNING, logger="fer_hf.inference.backend"):
         assert Predictor(str(tiny), backend="auto").backend == "torch"
         assert Predictor(str(tiny), backend="auto").backend == "torch"
     assert len(tries) == 1  # the refusal is remembered beside the cache
@@ -195,7 +196,7 @@ def test_backend_torch_still_works_and_refuses_an_export_folder(auto_default, ph
     assert row["faces"][0]["label"] == auto_default.predict_images(photos[:1])[0].faces[0].label
     capsys.readouterr()
     export_folder = str(auto_default.model.runtime.folder)
-    assert predict.main(["--model", export_folder, "--backend", "torch", str(photos[0])]) == 2
+    assert run(predict.main, ["--model", export_folder, "--backend", "torch", str(photos[0])]) == 2
     err = _error_lines(capsys.readouterr().err)
     assert len(err) == 1 and "is an ONNX export, run only by onnxruntime" in err[0]
     with pytest.raises(backend.BackendError, match="not a backend; expected one of auto, onnx, torch"):

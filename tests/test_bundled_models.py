@@ -108,3 +108,19 @@ def test_nothing_shipped_names_a_folder_of_the_machine_it_was_made_on():
         listing = subprocess.run(["git", "ls-files", "-s"], cwd=repo, capture_output=True, text=True, check=True)
         links = [line.split("\t")[-1] for line in listing.stdout.splitlines() if line.startswith("120000")]
         assert links == []
+
+
+@pytest.mark.parametrize("name", ["default", "lite0", "ferplus"])
+def test_recipes_saved_before_the_typed_training_section_read_back(name):
+    """The bundled models' recipe.yaml files were written by the dict-based `training:` section: they resolve into
+    FerTrainingArguments with the values they saved (bf16 ones read as the CPU would run them)."""
+    import yaml
+
+    from fer_hf.recipe_parser import load_recipe
+
+    path = Path(BUNDLED_MODELS[name].path) / "recipe.yaml"
+    saved = yaml.safe_load(path.read_text())["training"]
+    recipe = load_recipe(path, ["--use_cpu"])
+    for key in ("num_train_epochs", "learning_rate", "per_device_train_batch_size", "seed", "weight_decay"):
+        assert getattr(recipe.training, key) == saved[key], key
+    assert recipe.training_inputs["output_dir"] == saved["output_dir"] and recipe.data.source

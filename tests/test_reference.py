@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from fer_hf.data.decode import FerTensorDataset
+from fer_hf.importers import keras
 from fer_hf.importers import reference as ref
 
 
@@ -139,11 +140,11 @@ def test_missing_h5py_names_the_install_command(monkeypatch):
 # ---------------------------------------------------------------------------------------------- Keras 'same' pooling
 def test_same_padding_matches_tensorflow_formula():
     # mini-XCEPTION's pools: 60 -> 30 and 30 -> 15 pad one pixel after only; 15 -> 8 pads one on each side
-    assert ref.same_padding(60, 3, 2) == (0, 1)
-    assert ref.same_padding(30, 3, 2) == (0, 1)
-    assert ref.same_padding(15, 3, 2) == (1, 1)
-    assert ref.same_padding(15, 1, 2) == (0, 0)
-    assert ref.same_padding(64, 3, 1) == (1, 1)
+    assert keras.same_padding(60, 3, 2) == (0, 1)
+    assert keras.same_padding(30, 3, 2) == (0, 1)
+    assert keras.same_padding(15, 3, 2) == (1, 1)
+    assert keras.same_padding(15, 1, 2) == (0, 0)
+    assert keras.same_padding(64, 3, 1) == (1, 1)
 
 
 def test_same_max_pool_by_hand():
@@ -151,13 +152,13 @@ def test_same_max_pool_by_hand():
     # All values negative, so a zero-padded pool would return 0 and a symmetric pad would pick other windows.
     x = -(torch.arange(16, dtype=torch.float32).view(1, 1, 4, 4) + 1)
     expected = torch.tensor([[[[-1.0, -3.0], [-9.0, -11.0]]]])
-    assert torch.equal(ref.keras_max_pool(x, (3, 3), (2, 2), "same"), expected)
+    assert torch.equal(keras.keras_max_pool(x, (3, 3), (2, 2), "same"), expected)
 
 
 def _clipped_window_pool(x: np.ndarray, k: int, s: int) -> np.ndarray:
     """TensorFlow 'same' max-pool written independently: each window clipped to the image, no padding values."""
     h, w = x.shape
-    top, left = ref.same_padding(h, k, s)[0], ref.same_padding(w, k, s)[0]
+    top, left = keras.same_padding(h, k, s)[0], keras.same_padding(w, k, s)[0]
     out = np.empty((-(-h // s), -(-w // s)), dtype=x.dtype)
     for i in range(out.shape[0]):
         for j in range(out.shape[1]):
@@ -169,7 +170,7 @@ def _clipped_window_pool(x: np.ndarray, k: int, s: int) -> np.ndarray:
 @pytest.mark.parametrize("size", [5, 6, 7, 8, 15])
 def test_same_max_pool_matches_clipped_windows(size):
     x = torch.randn(1, 1, size, size, generator=torch.Generator().manual_seed(size)) - 3  # mostly negative
-    got = ref.keras_max_pool(x, (3, 3), (2, 2), "same")[0, 0].numpy()
+    got = keras.keras_max_pool(x, (3, 3), (2, 2), "same")[0, 0].numpy()
     np.testing.assert_array_equal(got, _clipped_window_pool(x[0, 0].numpy(), 3, 2))
 
 

@@ -37,8 +37,11 @@ from fer_hf.hub.validate import (
     scrub,
     validate_stage,
 )
+from fer_hf.logs import get_logger
 from fer_hf.models.loading import LoadedModel, load_classifier
 from fer_hf.outputs import check_apart
+
+logger = get_logger(__name__)
 
 # Files of a run folder that go into the repository as they are (the model itself is re-saved, see stage_run).
 RUN_FILES = ("recipe.yaml", "metrics.json", "confusion_matrix_*.png", "training_curves.png", "per_class_*.md")
@@ -245,15 +248,15 @@ def publish_run(
     except BaseException:  # Ctrl-C, or a bug (its traceback follows): no half-staged repository stays behind
         remove_refused_stage(stage_dir, ours or overwrite)
         raise
-    print_validation(stage_dir, report)
+    log_validation(stage_dir, report)
     if dry_run:
-        print(f"dry run: repository content for {repo_id} staged in {stage_dir} (nothing uploaded)")
+        logger.info("dry run: repository content for %s staged in %s (nothing uploaded)", repo_id, stage_dir)
         return 0
     try:
         url = upload_stage(stage_dir, repo_id, private=private, revision=revision)
     except UploadError as err:
         raise UploadError(f"upload to {repo_id} failed: {err}; staged folder kept: {stage_dir}") from None
-    print(f"uploaded {stage_dir} to {url}")
+    logger.info("uploaded %s to %s", stage_dir, url)
     shutil.rmtree(stage_dir, ignore_errors=True)  # a temporary staging folder; the run folder is untouched
     return 0
 
@@ -268,10 +271,10 @@ def remove_refused_stage(stage_dir: Path, ours: bool) -> str:
     return f" (the incomplete staged folder {stage_dir} was removed)"
 
 
-def print_validation(stage_dir: Path, report: Validation) -> None:
+def log_validation(stage_dir: Path, report: Validation) -> None:
     files = ", ".join(sorted(p.name for p in stage_dir.iterdir()))
-    print(f"staged: {files}")
-    print(
+    logger.info(f"staged: {files}")
+    logger.info(
         f"validated: card metadata parses; fresh process loads {report.model_class} "
         f"(trust_remote_code={report.trust_remote_code}); {report.num_faces} real faces, "
         f"max |logit diff| {report.max_abs_logit_diff:.1e}, pipeline top-1 matches; the card's code runs"

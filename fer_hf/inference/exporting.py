@@ -26,7 +26,10 @@ from fer_hf.evaluation.inputs import eval_transform_for
 from fer_hf.evaluation.tta import predict_logits
 from fer_hf.exports.runtime import EXPORT_KEY, ONNX_FILE, OnnxClassifier, is_export
 from fer_hf.inference.fingerprint import export_fingerprint, model_fingerprint
+from fer_hf.logs import get_logger
 from fer_hf.models.inputs import input_spec
+
+logger = get_logger(__name__)
 
 if TYPE_CHECKING:
     from fer_hf.models.loading import LoadedModel
