@@ -183,12 +183,15 @@ def test_cli_builds_evaluates_and_refuses_bad_input(evaluated_ensemble, tmp_path
     assert not (tmp_path / "one").exists() and not (tmp_path / "w").exists()
 
 
-def test_an_ensemble_publishes_like_any_model(evaluated_ensemble, tmp_path, capsys):
+def test_an_ensemble_publishes_like_any_model(evaluated_ensemble, tmp_path, caplog):
+    import logging
+
     from fer_hf.hub.publish import main as publish
 
     stage = tmp_path / "stage"
-    assert publish([str(evaluated_ensemble), "--repo-id", "me/fer-ensemble", "--dry-run", str(stage)]) == 0
-    assert "fresh process loads FerEnsembleForImageClassification (trust_remote_code=True)" in capsys.readouterr().out
+    with caplog.at_level(logging.INFO, logger="fer_hf"):  # publish's lines go through fer_hf.logs
+        assert publish([str(evaluated_ensemble), "--repo-id", "me/fer-ensemble", "--dry-run", str(stage)]) == 0
+    assert "fresh process loads FerEnsembleForImageClassification (trust_remote_code=True)" in caplog.text
     card = (stage / "README.md").read_text()
     assert 'pipeline("image-classification", model="me/fer-ensemble", trust_remote_code=True)' in card
     assert "| ensemble |" in card and "the small FER2013 sample bundled with fer_hf" in card
