@@ -42,10 +42,6 @@ def opset_arg(text: str) -> int:
     return value
 
 
-# ---------------------------------------------------------------- exported once on first use, then cached
-# fp32 exports agree with torch to ~1e-5 (3.3e-06 measured for the default model): far above that is a wrong graph.
-
-
 def export(options: ExportOptions) -> tuple[Path, Parity, bool, str]:
     """The command as a function: refuse what cannot be exported, load the torch model, write its export (parity
     checked, `fer_hf.inference.exporting`) in one rename. Nothing is written when it fails."""

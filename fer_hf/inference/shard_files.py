@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 SHARD_SUFFIX = ".shards"
 FINGERPRINT = "fingerprint.json"
 MANIFEST = "manifest.jsonl"
+# Options that change where the merged files go or how the work is cut, never what a row holds: a resume may change
+# them. Everything else on the command line is part of the fingerprint.
 NOT_FINGERPRINTED = {"resume", "shard_size", "csv", "json", "inputs", "data", "split", "model"}
 
 
@@ -162,16 +164,16 @@ def _known(cls, record: dict) -> dict:
     return {key: value for key, value in record.items() if key in names}
 
 
-def _is_parquet(path: str | None) -> bool:
+def is_parquet(path: str | None) -> bool:
     return bool(path) and Path(path).suffix.lower() == ".parquet"
 
 
 def write_outputs(results: Sequence[Result], label_names: Sequence[str], args: argparse.Namespace) -> None:
     """--csv (a parquet table when it ends with .parquet) and --json, each staged then renamed into place."""
     if args.csv:
-        _staged(args.csv, lambda tmp: _write_table(results, label_names, tmp, _is_parquet(args.csv)))
+        staged_file(args.csv, lambda tmp: _write_table(results, label_names, tmp, is_parquet(args.csv)))
     if args.json:
-        _staged(args.json, lambda tmp: write_json(results, tmp))
+        staged_file(args.json, lambda tmp: write_json(results, tmp))
 
 
 def _write_table(results, label_names, path: Path, parquet: bool) -> None:
@@ -189,7 +191,7 @@ def _write_table(results, label_names, path: Path, parquet: bool) -> None:
     pq.write_table(pa.Table.from_pylist(rows), path)
 
 
-def _staged(out: str | Path, write: Callable[[Path], None]) -> None:
+def staged_file(out: str | Path, write: Callable[[Path], None]) -> None:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     staged = out.with_name(f".{out.name}.partial")

@@ -41,19 +41,15 @@ from fer_hf.inference.shard_files import (
     Manifests,
     ShardError,
     ShardWriter,
-    _is_parquet,
-    _staged,
     compare_fingerprints,
     fingerprint,
+    is_parquet,
     shard_folder,
+    staged_file,
     write_outputs,
 )
 from fer_hf.inference.tracking import TrackingConfig
 from fer_hf.outputs import check_apart
-
-# Options that change where the merged files go or how the work is cut, never what a row holds: a resume may change
-# them. Everything else on the command line is part of the fingerprint.
-
 
 # ---------------------------------------------------------------- the hook predict's command line calls
 
@@ -99,7 +95,7 @@ def world_size() -> int:
 def takes_over(args: argparse.Namespace) -> bool:
     """Whether this module runs the command: several processes, a datasets source, --resume or a parquet table.
     Otherwise predict's own main goes on unchanged."""
-    return world_size() > 1 or bool(args.data) or args.resume or _is_parquet(args.csv)
+    return world_size() > 1 or bool(args.data) or args.resume or is_parquet(args.csv)
 
 
 # ---------------------------------------------------------------- the job: what the inputs are, how one is predicted
@@ -155,15 +151,6 @@ def predict_rows(predictor: Predictor, images: Sequence, keys: Sequence[str]) ->
     for result, preds in zip(results, predictor.predict_faces(faces, [1.0] * len(faces)), strict=True):
         result.faces = preds
     return results
-
-
-# ---------------------------------------------------------------- the fingerprint of a command line
-
-
-# ---------------------------------------------------------------- shard folders: writing and reading
-
-
-# ---------------------------------------------------------------- merged outputs
 
 
 # ---------------------------------------------------------------- the run
@@ -243,7 +230,7 @@ def _checked_folder(folder: Path, args: argparse.Namespace, job: Job, is_main: b
     state.wait_for_everyone()
     if is_main and not (folder / FINGERPRINT).is_file():
         folder.mkdir(parents=True, exist_ok=True)
-        _staged(folder / FINGERPRINT, lambda tmp: tmp.write_text(json.dumps({"fingerprint": now}, indent=1)))
+        staged_file(folder / FINGERPRINT, lambda tmp: tmp.write_text(json.dumps({"fingerprint": now}, indent=1)))
     state.wait_for_everyone()
 
 

@@ -190,9 +190,6 @@ def load_default_model(device: str = "cpu") -> LoadedModel:
     return load_classifier(DEFAULT_MODEL, device=device)
 
 
-# ---------------------------------------------------------------- the inference backend: onnxruntime or torch
-
-
 def is_onnx_model(model) -> bool:
     """A LoadedModel, or a MODEL argument, that is only an ONNX export (False for anything that does not resolve)."""
     if isinstance(model, LoadedModel):
