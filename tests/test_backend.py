@@ -250,3 +250,17 @@ def test_the_bench_competitor_is_stopped():
     with BusyProcess(seconds=60) as busy:
         assert busy.proc.poll() is None
     assert busy.proc.returncode is not None
+
+
+def test_the_fingerprint_names_the_weights_not_the_folder_they_were_loaded_from(tmp_path):
+    """A shipped export is made where `make dist` runs and used where the wheel is installed: the same weights in
+    another folder have the same fingerprint, other weights another one."""
+    import shutil
+
+    from fer_hf.models.loading import BUNDLED_MODELS, load_classifier
+
+    copy = tmp_path / "elsewhere"
+    shutil.copytree(BUNDLED_MODELS["default"].path, copy)
+    here, there = load_classifier("default"), load_classifier(str(copy))
+    assert model_fingerprint(here) == model_fingerprint(there)
+    assert model_fingerprint(here) != model_fingerprint(load_classifier("lite0"))

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from fer_hf.models.loading import LoadedModel
 
 # Part of every fingerprint: raising it orphans the cached exports when what an export holds changes.
-EXPORT_FORMAT = 1
+EXPORT_FORMAT = 2  # 2: the config is hashed without _name_or_path
 
 
 def model_fingerprint(loaded: LoadedModel) -> str:
@@ -24,7 +24,10 @@ def model_fingerprint(loaded: LoadedModel) -> str:
     key, and written into every export's block, so an export made from other weights (a retrained bundled model, an
     old `make dist`) is never taken for this model's."""
     digest = hashlib.sha256(f"fer_hf export format {EXPORT_FORMAT}\n".encode())
-    digest.update(loaded.model.config.to_json_string(use_diff=False).encode())
+    # The config without where it was loaded from: the same weights installed elsewhere (a wheel's site-packages, another
+    # clone) are the same model, and `make dist`'s shipped exports must match them there.
+    config = {k: v for k, v in loaded.model.config.to_dict().items() if k != "_name_or_path"}
+    digest.update(json.dumps(config, sort_keys=True, default=str).encode())
     digest.update(loaded.image_processor.to_json_string().encode())
     for name, tensor in sorted(loaded.model.state_dict().items()):
         digest.update(f"{name} {tensor.dtype} {tuple(tensor.shape)}\n".encode())
