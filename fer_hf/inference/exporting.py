@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import os
 import re
 import shutil
@@ -252,6 +253,24 @@ MAX_CACHED_LOGIT_DIFF = 1e-3
 STALE_PARTIAL_S = 3600  # a .partial folder this old belongs to a process that died exporting
 
 
+# The exporter's loggers: an application that logs at INFO (the app) would print ~60 lines of graph passes per model.
+EXPORTER_LOGGERS = ("onnx_ir", "onnxscript", "torch.onnx")
+
+
+@contextlib.contextmanager
+def _quiet(names: tuple[str, ...]):
+    """These loggers at WARNING for the block; their own levels after it."""
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
 def cached_export(loaded: LoadedModel, fingerprint: str, root: Path) -> Path:
     """Export `loaded` (fp32) into root/<fingerprint[:32]> and return that folder.
 
@@ -270,7 +289,7 @@ def cached_export(loaded: LoadedModel, fingerprint: str, root: Path) -> Path:
     print(f"{loaded.source}: exporting to ONNX once for onnxruntime (kept in {final})", file=sys.stderr)
     try:
         options = ExportOptions(str(loaded.source), str(final))
-        with contextlib.redirect_stderr(io.StringIO()), warnings.catch_warnings():
+        with contextlib.redirect_stderr(io.StringIO()), warnings.catch_warnings(), _quiet(EXPORTER_LOGGERS):
             warnings.simplefilter("ignore")  # the exporter's progress and warnings: the line above says it all
             parity, _, _ = write_export(loaded, tmp, options)
         if not parity.max_logit_diff <= MAX_CACHED_LOGIT_DIFF:
