@@ -248,6 +248,7 @@ def parse_recipe(argv: list[str] | None = None) -> Recipe:
     """`RECIPE.yaml [--section.key value ...]` -> Recipe."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in ("-h", "--help", "--help-recipe"):
+        print("usage: python -m fer_hf.train [RECIPE.yaml] [--section.key value ...] [--trainer_flag value ...]\n")
         print(__doc__ + "\n" + recipe_help())
         raise SystemExit(0)
     path = argv.pop(0) if argv and not argv[0].startswith("--") else None
