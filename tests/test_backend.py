@@ -235,7 +235,7 @@ def test_onnxruntime_threads_and_providers(auto_default, monkeypatch):
 
     monkeypatch.delenv(devices.THREADS_ENV, raising=False)
     session = auto_default.model.runtime.session
-    assert session.get_session_options().intra_op_num_threads == devices.inference_threads()
+    assert session.get_session_options().intra_op_num_threads == devices.onnxruntime_threads()
     assert auto_default.model.runtime.provider == "CPUExecutionProvider"
     monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
     assert runtime.session_providers("cuda:1") == [("CUDAExecutionProvider", {"device_id": 1}), "CPUExecutionProvider"]

@@ -3,13 +3,14 @@
     python -m fer_hf.bench faces [--split validation] [--count 600] [--detectors yunet haar] [--tilt 0]
     python -m fer_hf.bench faces --skip 600 --tune      # choose framing + threshold on other faces than reported
 
-How the scenes are made: `--count` FER2013 faces of `--split` (a seeded random sample) are each upscaled (bicubic)
-to a square of 96-220 pixels and pasted, hard-edged, at a random position into a 640x480 scene cut from one of four
-real photos shipped with scikit-image (coffee, rocket, chelsea the cat, the Hubble deep field; the cut is a random
-4:3 window covering at least half of the photo). With `--tilt T` each pasted face is also turned by a random angle
-in [-T, T] degrees (as heads tilt in real photos). Every scene goes through the same detector and `fer_crop` as
-`fer_hf.predict`; a detection counts as the face when its centre lies in the pasted square. The model (bundled
-`default` unless `--model`) classifies each found crop, and the original 48x48 face directly (single view).
+How the scenes are made: `--count` FER2013 faces of `--split` (a seeded random sample) are each resized (bicubic up,
+area down) to a square of 96-220 pixels (`--face-sides`) and pasted, hard-edged, at a random position into a 640x480
+scene cut from one of four real photos shipped with scikit-image (coffee, rocket, chelsea the cat, the Hubble deep
+field; the cut is a random 4:3 window covering at least half of the photo). With `--tilt T` each pasted face is also
+turned by a random angle in [-T, T] degrees (as heads tilt in real photos). Every scene goes through the same detector
+and `fer_crop` as `fer_hf.predict`; a detection counts as the face when its centre lies in the pasted square. The
+model (bundled `default` unless `--model`) classifies each found crop, and the original 48x48 face directly (single
+view).
 
 Figures per detector: F = faces found; K = accuracy on the faces found / direct accuracy on the same faces; R =
 end-to-end accuracy, a missed face counting as wrong / direct accuracy on all faces; false detections (boxes off
@@ -37,7 +38,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from fer_hf.bench import bench_parser
-from fer_hf.inference.faces import DetectorConfig, Face, FaceDetector, fer_crop
+from fer_hf.inference.faces import YUNET_ENGINES, DetectorConfig, Face, FaceDetector, fer_crop
 from fer_hf.inference.predictor import Predictor
 from fer_hf.models.loading import DEFAULT_MODEL, MODEL_HELP
 
@@ -80,8 +81,15 @@ def backgrounds() -> list[np.ndarray]:
     return [getattr(data, name)()[..., :3] for name in BACKGROUNDS]
 
 
-def make_scene(face: np.ndarray, background: np.ndarray, rng: np.random.Generator, tilt: float) -> Scene:
-    """Paste one (48, 48) face, upscaled and optionally turned, into a 640x480 window of a real photo."""
+def make_scene(
+    face: np.ndarray,
+    background: np.ndarray,
+    rng: np.random.Generator,
+    tilt: float,
+    sides: tuple[int, int] = (96, 220),
+) -> Scene:
+    """Paste one (48, 48) face, resized to a side in `sides` (inclusive) and optionally turned, into a 640x480
+    window of a real photo."""
     width, height = SCENE_SIZE
     bh, bw = background.shape[:2]
     window_w = int(bw * rng.uniform(0.7, 1.0))
@@ -89,9 +97,9 @@ def make_scene(face: np.ndarray, background: np.ndarray, rng: np.random.Generato
     x0, y0 = rng.integers(0, bw - window_w + 1), rng.integers(0, bh - window_h + 1)
     window = background[y0 : y0 + window_h, x0 : x0 + window_w]
     scene = cv2.resize(window, SCENE_SIZE, interpolation=cv2.INTER_AREA).copy()
-    side = int(rng.integers(96, 221))
+    side = int(rng.integers(sides[0], sides[1] + 1))
     x, y = int(rng.integers(0, width - side + 1)), int(rng.integers(0, height - side + 1))
-    patch = cv2.resize(face, (side, side), interpolation=cv2.INTER_CUBIC)
+    patch = cv2.resize(face, (side, side), interpolation=cv2.INTER_CUBIC if side > 48 else cv2.INTER_AREA)
     angle = float(rng.uniform(-tilt, tilt)) if tilt else 0.0
     mask = np.full((side, side), 255, np.uint8)
     if angle:  # the turned square keeps its centre; its corners are clipped to the original square
@@ -184,6 +192,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--count", type=int, default=600, help="faces (one scene each)")
     parser.add_argument("--skip", type=int, default=0, help="start this far into the shuffled split (--tune: 600)")
     parser.add_argument("--seed", type=int, default=0, help="sample, placement and scene seed")
+    parser.add_argument(
+        "--face-sides", type=int, nargs=2, default=(96, 220), metavar=("MIN", "MAX"), help="pasted face sizes (px)"
+    )
     parser.add_argument("--tilt", type=float, default=0.0, help="turn each pasted face by up to this many degrees")
     parser.add_argument("--model", default=DEFAULT_MODEL, help=MODEL_HELP)
     parser.add_argument(
@@ -191,6 +202,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--detect-max-side", type=int, default=DetectorConfig.detect_max_side, help="YuNet's search size (speed)"
+    )
+    parser.add_argument(
+        "--yunet-engine",
+        default="auto",
+        choices=YUNET_ENGINES,
+        help="what runs YuNet (auto: onnxruntime if installed)",
     )
     parser.add_argument("--tune", action="store_true", help="search the crop framing and score threshold")
     return parser.parse_args(argv)
@@ -203,18 +220,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit(f"error: {path} does not exist; pass --data with the FER2013 parquet folder")
     faces, labels = read_faces(path, args.count, args.seed, args.skip)
     rng, photos = np.random.default_rng(args.seed), backgrounds()
-    scenes = [make_scene(face, photos[i % len(photos)], rng, args.tilt) for i, face in enumerate(faces)]
+    low, high = args.face_sides
+    if not 8 <= low <= high <= min(SCENE_SIZE):
+        raise SystemExit(f"error: --face-sides {low} {high}: expected 8 <= MIN <= MAX <= {min(SCENE_SIZE)}")
+    scenes = [make_scene(face, photos[i % len(photos)], rng, args.tilt, (low, high)) for i, face in enumerate(faces)]
     predictor = Predictor(args.model, detector=DetectorConfig(detector="none"))
     direct = predictor.classify(list(faces)).argmax(1) == labels
     print(
-        f"{len(scenes)} {args.split} faces pasted into 640x480 scenes (96-220 px, tilt up to {args.tilt:g} degrees), "
+        f"{len(scenes)} {args.split} faces pasted into 640x480 scenes ({low}-{high} px, tilt up to {args.tilt:g} degrees), "
         f"model {args.model}: direct accuracy on the 48x48 faces {direct.mean():.4f}; "
         f"cutting the pasted square exactly keeps K {exact_square_k(predictor, scenes, labels, direct):.3f}"
     )
     summary = None
     for name in args.detectors:
         threshold = 0.5 if args.tune else DetectorConfig.score_threshold
-        config = DetectorConfig(detector=name, score_threshold=threshold, detect_max_side=args.detect_max_side)
+        config = DetectorConfig(
+            detector=name,
+            score_threshold=threshold,
+            detect_max_side=args.detect_max_side,
+            yunet_engine=args.yunet_engine,
+        )
         detector = FaceDetector(config)
         detections, ms = detect_all(detector, scenes, name)
         if args.tune:
@@ -224,7 +249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f, k, r = result.figures(direct)
         print(
             f"  {name:5s}: found {f:.1%}, K {k:.3f}, R {r:.3f}, {result.false_detections} false detections, "
-            f"{ms:.1f} ms/scene (margin {config.margin:+.2f}, offset {config.offset:+.2f}, align {config.align}, "
+            f"{ms:.1f} ms/scene{f' through {detector.yunet_engine}' if detector.yunet_engine else ''} (margin {config.margin:+.2f}, offset {config.offset:+.2f}, align {config.align}, "
             f"threshold {config.score_threshold:.2f})"
         )
         summary = summary or (f, k, r)

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import ExifTags, Image, ImageOps
 
 HIGH_BIT_GRAY = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 
@@ -53,7 +53,10 @@ def as_displayed(image: Image.Image) -> Image.Image:
             "faces in the others would be missed: pass it as a video (the Video tab, or convert it, e.g. "
             f"`ffmpeg -i {Path(name).name} clip.mp4`) or save the frame you mean as a still image"
         )
-    return ImageOps.exif_transpose(to_8bit(image))
+    image = to_8bit(image)
+    if image.getexif().get(ExifTags.Base.Orientation, 1) == 1:  # already upright: no copy (exif_transpose makes one)
+        return image
+    return ImageOps.exif_transpose(image)
 
 
 def animation_frames(path: str | Path) -> Iterator[tuple[int, float, np.ndarray]]:

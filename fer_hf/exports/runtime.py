@@ -12,7 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from fer_hf.devices import inference_threads  # torch-free: it imports torch only to resolve a device
+from fer_hf.devices import onnxruntime_threads  # torch-free: it imports torch only to resolve a device
 
 EXPORT_KEY = "fer_hf_onnx"  # the block of config.json that `fer_hf.export` writes
 ONNX_FILE = "model.onnx"
@@ -67,13 +67,11 @@ class OnnxClassifier:
         check_export_files(self.folder)
         self.spec = read_spec(self.folder / "config.json")  # {"size", "channels", "mean", "std", "labels", ...}
         self.label_names = list(self.spec["labels"])
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = inference_threads() if threads is None else threads
-        # Idle onnxruntime threads spin by default, taking the cores from the face detector that runs next.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         model = self.folder / ONNX_FILE
         try:
-            self.session = ort.InferenceSession(str(model), options, providers=session_providers(device))
+            self.session = ort.InferenceSession(
+                str(model), session_options(threads), providers=session_providers(device)
+            )
         except Exception as err:  # noqa: BLE001  (onnxruntime's pybind errors share no base class but Exception)
             raise ExportFolderError(
                 f"{model}: onnxruntime cannot load it ({_reason(err)}); expected an ONNX model written by "
@@ -121,6 +119,22 @@ class OnnxClassifier:
         pixels = self.preprocess(faces)
         probs = softmax(self.logits(pixels))
         return (probs + softmax(self.logits(pixels[..., ::-1].copy()))) / 2 if hflip else probs
+
+
+def session_options(threads: int | None = None):
+    """onnxruntime.SessionOptions for every session here (the exports, YuNet): `threads` intra-op threads (None:
+    `fer_hf.devices.onnxruntime_threads`; 0: onnxruntime's default), never spinning.
+
+    Why not spin: by default idle threads spin after a run, taking the cores from whatever runs next (the face
+    detector, the classifier, another request). Spinning within a run only (`session.force_spinning_stop`) made
+    YuNet alone faster idle on 2 cores (5.0 ms against 7.1-7.7 ms a 640x480 photo), but the whole photo beside a
+    busy process went from 21 to 40 ms (`python -m fer_hf.bench predict --backends-only`, 2026-12-07)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = onnxruntime_threads() if threads is None else threads
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
 
 
 def session_providers(device: str = "cpu") -> list:

@@ -98,6 +98,11 @@ class Predictor:
         """Gray crops -> (N, K) probabilities (TTA-averaged when tta != 'none')."""
         if not crops:
             return np.zeros((0, len(self.label_names)), dtype=np.float32)
+        runtime = getattr(self.model, "runtime", None)
+        if runtime is not None and self.tta in ("none", "hflip") and _at_size(crops, int(runtime.spec["size"])):
+            # The export's own numpy preprocessing: the same numbers as the image processor's rescale + normalise
+            # for crops already at the model's size, without PIL images and torch tensors (0.7 ms a photo).
+            return runtime.classify(crops, hflip=self.tta == "hflip")
         chunks = []
         for start in range(0, len(crops), self.batch_size):
             pixels = self.pixel_values(crops[start : start + self.batch_size])
@@ -258,6 +263,10 @@ class Predictor:
                 str(plot_track(result, t["track_id"], names, fresh_path(plot_dir, f"{stem}_face{t['track_id']}")))
                 for t in result.tracks
             ]
+
+
+def _at_size(crops: Sequence[np.ndarray], size: int) -> bool:
+    return all(crop.shape == (size, size) for crop in crops)
 
 
 def safe_stem(source: str) -> str:
