@@ -250,8 +250,9 @@ class FaceDetector:
                     self._yunet_size = bgr.shape[1::-1]
                     self._yunet.setInputSize(self._yunet_size)
                 _, rows = self._yunet.detect(bgr)  # the same (N, 15) rows; None when there is no face
+        rows = np.zeros((0, 15), np.float32) if rows is None else rows
         faces = []
-        for row in np.zeros((0, 15), np.float32) if rows is None else rows:
+        for row in rows[np.isfinite(rows).all(1)]:  # OpenCV gives infinite boxes on slivers a few pixels wide
             x, y, w, h = (float(v) / scale for v in row[:4])
             if max(w, h) < cfg.min_face_size:
                 continue
