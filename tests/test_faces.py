@@ -162,6 +162,25 @@ def test_predict_numbers_faces_alike_in_csv_json_image_and_app(tiny_cnn, tmp_pat
     assert [d["face"] for d in shown.details] == [1, 2, 3, 4, 5, 6] and shown.details[0]["landmarks"]
 
 
+def test_detect_max_side_finds_the_small_faces_of_a_big_photo(tiny_cnn, tmp_path):
+    """The six-person photo at 640 wide in the corner of a 3840x2880 frame: its faces (about 65 px) are 11 px in
+    the default 640-px search copy, where YuNet misses some; --detect-max-side 1280 finds all six, in photo pixels."""
+    from fer_hf.bench.video import group_photo
+
+    canvas = np.full((2880, 3840, 3), 90, np.uint8)
+    canvas[:443, :640] = cv2.resize(group_photo(), (640, 443), interpolation=cv2.INTER_AREA)
+    photo = tmp_path / "big.jpg"
+    cv2.imwrite(str(photo), cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))
+    counts = {}
+    for side in ("640", "1280"):
+        out = tmp_path / f"{side}.json"
+        assert main(["--model", str(tiny_cnn), str(photo), "--json", str(out), "--detect-max-side", side]) == 0
+        (record,) = json.loads(out.read_text())
+        counts[side] = len(record["faces"])
+        assert all(x + w <= 640 and y + h <= 443 for x, y, w, h in (face["box"] for face in record["faces"]))
+    assert counts["640"] < 6 and counts["1280"] == 6
+
+
 def test_labels_stay_inside_the_image_and_scale_with_the_box():
     small = label_rect("1 happy 0.92", x=1250, top=400, bottom=440, scale=0.35, width=1280, height=886)
     large = label_rect("1 happy 0.92", x=1200, top=0, bottom=300, scale=1.5, width=1280, height=886)

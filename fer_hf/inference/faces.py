@@ -404,7 +404,7 @@ def _gray(rgb: np.ndarray) -> np.ndarray:
 
 
 def add_detector_args(parser: argparse.ArgumentParser) -> None:
-    """--detector, --score-threshold, --nms-threshold, --min-face-size, --yunet-model, --no-align."""
+    """--detector, --score-threshold, --nms-threshold, --min-face-size, --detect-max-side, --yunet-model, --no-align."""
     defaults = DetectorConfig()
     group = parser.add_argument_group("face detection")
     group.add_argument("--detector", default=defaults.detector, choices=DETECTORS, help="none = --cropped")
@@ -412,6 +412,13 @@ def add_detector_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--nms-threshold", type=float, default=defaults.nms_threshold, help="YuNet box-merge IoU")
     group.add_argument(
         "--min-face-size", type=int, default=defaults.min_face_size, help="smallest face side kept (pixels)"
+    )
+    group.add_argument(
+        "--detect-max-side",
+        type=int,
+        default=defaults.detect_max_side,
+        metavar="PX",
+        help="YuNet searches a copy of each image this long at most: raise it for small faces in big photos (slower)",
     )
     group.add_argument("--yunet-model", metavar="ONNX", help=f"YuNet file (default: the one inside {YUNET_PACKAGE})")
     group.add_argument("--no-align", action="store_true", help="do not turn faces to level their eyes")
@@ -424,6 +431,7 @@ def detector_config(args: argparse.Namespace) -> DetectorConfig:
         score_threshold=args.score_threshold,
         nms_threshold=args.nms_threshold,
         min_face_size=args.min_face_size,
+        detect_max_side=args.detect_max_side,
         yunet_model=args.yunet_model,
         align=not args.no_align,
     )
