@@ -162,7 +162,7 @@ def test_predict_numbers_faces_alike_in_csv_json_image_and_app(tiny_cnn, tmp_pat
     assert [d["face"] for d in shown.details] == [1, 2, 3, 4, 5, 6] and shown.details[0]["landmarks"]
 
 
-def test_detect_max_side_finds_the_small_faces_of_a_big_photo(tiny_cnn, tmp_path):
+def test_detect_max_side_finds_the_small_faces_of_a_big_photo(tiny_cnn, tmp_path, capsys):
     """The six-person photo at 640 wide in the corner of a 3840x2880 frame: its faces (about 65 px) are 11 px in
     the default 640-px search copy, where YuNet misses some; --detect-max-side 1280 finds all six, in photo pixels."""
     from fer_hf.bench.video import group_photo
@@ -179,6 +179,8 @@ def test_detect_max_side_finds_the_small_faces_of_a_big_photo(tiny_cnn, tmp_path
         counts[side] = len(record["faces"])
         assert all(x + w <= 640 and y + h <= 443 for x, y, w, h in (face["box"] for face in record["faces"]))
     assert counts["640"] < 6 and counts["1280"] == 6
+    assert run(main, ["--model", str(tiny_cnn), str(photo), "--detect-max-side", "10"]) == 2
+    assert "detect_max_side 10: expected >= 32" in capsys.readouterr().err
 
 
 def test_labels_stay_inside_the_image_and_scale_with_the_box():

@@ -124,8 +124,13 @@ class DetectorConfig:
         default_margin, default_offset = FRAMING.get(self.detector, (0.0, 0.0))
         self.margin = default_margin if self.margin is None else self.margin
         self.offset = default_offset if self.offset is None else self.offset
-        if self.margin <= -0.5 or self.min_face_size < 0 or self.detect_max_side < 32:
-            raise ValueError("margin must be > -0.5, min_face_size >= 0 and detect_max_side >= 32")
+        for name, value, ok, expected in (
+            ("margin", self.margin, self.margin > -0.5, "> -0.5"),
+            ("min_face_size", self.min_face_size, self.min_face_size >= 0, ">= 0"),
+            ("detect_max_side", self.detect_max_side, self.detect_max_side >= 32, ">= 32 (YuNet's stride)"),
+        ):
+            if not ok:
+                raise ValueError(f"{name} {value!r}: expected {expected}")
 
 
 @dataclass
@@ -418,7 +423,7 @@ def add_detector_args(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=defaults.detect_max_side,
         metavar="PX",
-        help="YuNet searches a copy of each image this long at most: raise it for small faces in big photos (slower)",
+        help="YuNet searches a copy of each image at most this long (default %(default)s): more finds smaller faces, slower",
     )
     group.add_argument("--yunet-model", metavar="ONNX", help=f"YuNet file (default: the one inside {YUNET_PACKAGE})")
     group.add_argument("--no-align", action="store_true", help="do not turn faces to level their eyes")
