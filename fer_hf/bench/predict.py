@@ -11,13 +11,13 @@ are stock transformers models with random weights (speed does not depend on thei
 to the default).
 
 Unless `--no-onnx`, the default model runs through each backend: torch with one thread per usable core (torch's own
-default), torch with the fitted thread count (`fer_hf.devices.inference_threads`), the fp32 export that
-`--backend auto` uses (shipped, or exported once into the cache), the same with YuNet run by OpenCV instead of
-onnxruntime (`DetectorConfig.yunet_engine`) and, unless `--no-int8`, an int8 export. Each is
-timed on the photo end to end and for faces/s (its classifier alone, 256 real FER2013 faces in one batch), idle and
-then beside a competing process busy-looping on one core (stopped at the end), each with its ratio to torch's first
-row of the same condition. The last line checks the default path against issue #37's targets: a photo in <= 15 ms
-idle and <= 25 ms beside the busy process.
+default), torch with the fitted thread count (`fer_hf.devices.inference_threads`), the fp32 export that `--backend
+auto` uses (shipped, or exported once into the cache), the same with YuNet run by OpenCV instead of onnxruntime
+(`DetectorConfig.yunet_engine`) and, unless `--no-int8`, an int8 export. Each is timed on the photo end to end (median
+and 90th percentile) and for faces/s (its classifier alone, 256 real FER2013 faces in one batch), idle and then beside
+a competing process busy-looping on one core (stopped at the end), each with its ratio to torch's first row of the
+same condition. The last line checks the default path against issue #37's targets: a photo in <= 15 ms idle and <= 25
+ms beside the busy process.
 """
 
 from __future__ import annotations
