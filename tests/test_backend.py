@@ -264,3 +264,31 @@ def test_the_fingerprint_names_the_weights_not_the_folder_they_were_loaded_from(
     here, there = load_classifier("default"), load_classifier(str(copy))
     assert model_fingerprint(here) == model_fingerprint(there)
     assert model_fingerprint(here) != model_fingerprint(load_classifier("lite0"))
+
+
+def test_crops_at_the_model_size_skip_the_image_processor_only_when_it_changes_nothing(auto_default):
+    """An ONNX predictor classifies 48x48 crops with the export's numpy preprocessing: the same probabilities as the
+    image processor's path (TTA none and hflip). A processor doing more than rescale + normalise keeps its path."""
+    import copy
+
+    from fer_hf.bench.predict import real_faces
+    from fer_hf.evaluation.tta import tta_logits
+    from fer_hf.inference import predictor as predictor_module
+
+    faces = real_faces(32)
+    assert auto_default._runtime is auto_default.model.runtime
+    for tta in ("none", "hflip"):
+        auto_default.tta = tta
+        try:
+            fast = auto_default.classify(faces)
+        finally:
+            auto_default.tta = "none"
+        slow = tta_logits(auto_default.model, auto_default.pixel_values(faces), tta).softmax(-1).numpy()
+        np.testing.assert_allclose(fast, slow, atol=1e-5)
+    processor = auto_default.loaded.image_processor
+    assert predictor_module._rescales_and_normalises(processor)
+    for change in ({"do_center_crop": True}, {"do_rescale": False}, {"rescale_factor": 1 / 127.5}):
+        other = copy.deepcopy(processor)
+        for key, value in change.items():
+            setattr(other, key, value)
+        assert not predictor_module._rescales_and_normalises(other), change

@@ -71,6 +71,23 @@ def test_the_shape_rewrite_names_the_sizes_and_keeps_every_weight():
     assert rewritten.graph.node == original.graph.node
 
 
+def test_a_file_that_lists_its_weights_as_inputs_keeps_their_shapes(tmp_path):
+    """Older ONNX files (IR < 4, or keep_initializers_as_inputs) list every weight as a graph input too: only the
+    image input gets named sizes, and the detections stay OpenCV's."""
+    model = onnx.load(str(yunet_model_path()))
+    for weight in model.graph.initializer:
+        model.graph.input.append(helper.make_tensor_value_info(weight.name, weight.data_type, list(weight.dims)))
+    listed = tmp_path / "weights_as_inputs.onnx"
+    onnx.save(model, listed)
+    rewritten = onnx.load_from_string(dynamic_model(listed.read_bytes()))
+    weights = {t.name: list(t.dims) for t in model.graph.initializer}
+    for value in rewritten.graph.input[1:]:
+        assert [d.dim_value for d in value.type.tensor_type.shape.dim] == weights[value.name]
+    astronaut = skdata.astronaut()
+    expected = opencv_rows(cv2.cvtColor(astronaut, cv2.COLOR_RGB2BGR), 0.6, 0.3)
+    np.testing.assert_allclose(OrtYuNet(listed, 0.6, 0.3).detect(astronaut, rgb=True), expected, atol=0.02)
+
+
 def test_the_detector_runs_yunet_through_onnxruntime_unless_told_and_both_agree():
     rgb = group_photo()
     default, opencv = FaceDetector(), FaceDetector(DetectorConfig(yunet_engine="opencv"))
@@ -102,10 +119,11 @@ def test_one_runner_serves_several_threads():
     """The app calls one detector from several threads: onnxruntime needs no lock, and the answers do not mix."""
     detector = FaceDetector()
     images = list(photos().values()) * 3
-    alone = [len(detector.detect(rgb)) for rgb in images]
+    rows = lambda faces: [(f.box, f.score, f.landmarks.tolist()) for f in faces]  # noqa: E731
+    alone = [rows(detector.detect(rgb)) for rgb in images]
     with ThreadPoolExecutor(4) as pool:
-        together = [len(faces) for faces in pool.map(detector.detect, images)]
-    assert together == alone and sum(alone) > 0
+        together = [rows(faces) for faces in pool.map(detector.detect, images)]
+    assert together == alone and sum(map(len, alone)) > 0
 
 
 def test_a_model_that_is_not_yunet_is_one_sentence(tmp_path):

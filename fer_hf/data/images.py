@@ -43,8 +43,8 @@ def is_animated(path: str | Path) -> bool:
 
 
 def as_displayed(image: Image.Image) -> Image.Image:
-    """The image upright (EXIF orientation applied) and in an 8-bit mode. An animated image is refused: its first
-    frame alone is not the picture."""
+    """The image upright (EXIF orientation applied) and in an 8-bit mode: `image` itself when it already is (no
+    copy), else a new image. An animated image is refused: its first frame alone is not the picture."""
     frames = frame_count(image)
     if frames > 1:
         name = getattr(image, "filename", "") or "the image"

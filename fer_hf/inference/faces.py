@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import logging
 import math
 import threading
 import warnings
@@ -30,6 +31,8 @@ from PIL import Image
 
 from fer_hf.data.images import AnimatedImageError, as_displayed
 from fer_hf.inference.yunet import OrtYuNet, YuNetFormatError
+
+log = logging.getLogger(__name__)
 
 DETECTORS = ("yunet", "haar", "none")
 CASCADES = {
@@ -319,8 +322,10 @@ def _yunet(config: DetectorConfig) -> OrtYuNet | cv2.FaceDetectorYN:
     if engine == "onnxruntime":
         try:
             return OrtYuNet(path, config.score_threshold, config.nms_threshold)
-        except ImportError as err:
-            raise DetectorError("yunet_engine 'onnxruntime' needs onnxruntime: pip install onnxruntime") from err
+        except ImportError as err:  # found but broken: auto goes on with OpenCV, an explicit choice is refused
+            if config.yunet_engine != "auto":
+                raise DetectorError(f"yunet_engine 'onnxruntime': onnxruntime cannot be imported ({err})") from err
+            log.warning("onnxruntime cannot be imported (%s): YuNet runs through OpenCV", err)
         except YuNetFormatError as err:
             raise DetectorError(
                 f"YuNet model file {err}; reinstall {YUNET_PACKAGE}, pass a valid file with --yunet-model, or use "

@@ -87,6 +87,11 @@ class Predictor:
         self.label_names = self.loaded.label_names
         device = str(next(self.loaded.model.parameters(), torch.zeros(0)).device)  # where the model was put
         self.backend, self.model = inference_model(self.loaded, backend, device)
+        # The export's own numpy preprocessing is used where it gives the processor's numbers (see classify).
+        runtime = getattr(self.model, "runtime", None)
+        self._runtime = (
+            runtime if runtime is not None and _rescales_and_normalises(self.loaded.image_processor) else None
+        )
 
     def pixel_values(self, crops: Sequence[np.ndarray]) -> torch.Tensor:
         """Gray (S, S) uint8 crops -> (N, C, H, W) through the model's own image processor. The gray face is
@@ -98,7 +103,7 @@ class Predictor:
         """Gray crops -> (N, K) probabilities (TTA-averaged when tta != 'none')."""
         if not crops:
             return np.zeros((0, len(self.label_names)), dtype=np.float32)
-        runtime = getattr(self.model, "runtime", None)
+        runtime = self._runtime
         if runtime is not None and self.tta in ("none", "hflip") and _at_size(crops, int(runtime.spec["size"])):
             # The export's own numpy preprocessing: the same numbers as the image processor's rescale + normalise
             # for crops already at the model's size, without PIL images and torch tensors (0.7 ms a photo).
@@ -267,6 +272,19 @@ class Predictor:
 
 def _at_size(crops: Sequence[np.ndarray], size: int) -> bool:
     return all(crop.shape == (size, size) for crop in crops)
+
+
+def _rescales_and_normalises(processor) -> bool:
+    """A processor that, on an image already at its size, only rescales by 1/255 and normalises (the package's
+    models' ViTImageProcessor): what the export's numpy preprocessing does. Not a timm wrapper, a centre crop or
+    another rescale, which the export's {size, mean, std} does not describe."""
+    return (
+        getattr(processor, "data_config", None) is None
+        and bool(getattr(processor, "do_rescale", False))
+        and abs(float(getattr(processor, "rescale_factor", 0) or 0) - 1 / 255) < 1e-9
+        and bool(getattr(processor, "do_normalize", False))
+        and not getattr(processor, "do_center_crop", False)
+    )
 
 
 def safe_stem(source: str) -> str:

@@ -116,13 +116,16 @@ def _named_dims(value_info: bytes, names: dict[int, str]) -> bytes:
 def dynamic_model(model: bytes) -> bytes:
     """A serialized YuNet 2023mar ONNX model -> the same model declaring input (1, 3, height, width) and outputs
     (1, anchors, C), without the intermediate shape records."""
-    outputs = itertools.count()
+    inputs, outputs = itertools.count(), itertools.count()
+
+    def image_input(value_info: bytes) -> bytes:  # the first input; older files also list their weights as inputs
+        return _named_dims(value_info, {2: "height", 3: "width"}) if next(inputs) == 0 else value_info
 
     def graph(payload: bytes) -> bytes:
         return _rewrite(
             payload,
             {
-                _INPUT: lambda vi: _named_dims(vi, {2: "height", 3: "width"}),
+                _INPUT: image_input,
                 _OUTPUT: lambda vi: _named_dims(vi, {1: f"anchors_{next(outputs)}"}),
                 _VALUE_INFO: lambda vi: None,
             },
@@ -146,7 +149,8 @@ class OrtYuNet:
             model = dynamic_model(Path(path).read_bytes())
             self.session = ort.InferenceSession(model, session_options(), providers=["CPUExecutionProvider"])
         except (YuNetFormatError, IndexError) as err:
-            raise YuNetFormatError(f"{path} cannot be read as an ONNX model ({err or 'it ends early'})") from None
+            reason = "it ends inside a field" if isinstance(err, IndexError) else err
+            raise YuNetFormatError(f"{path} cannot be read as an ONNX model ({reason})") from None
         except Exception as err:  # noqa: BLE001  (onnxruntime's pybind errors share no base class but Exception)
             reason = " ".join(str(err).split())[:200]
             raise YuNetFormatError(f"{path} cannot be read by onnxruntime ({reason})") from None
