@@ -84,8 +84,9 @@ def onnxruntime_threads(cores: int | None = None) -> int:
     """Intra-op threads for onnxruntime sessions (the exports and YuNet): every usable core.
 
     Unlike torch's OpenMP pool, onnxruntime's own pool with spinning turned off (as every session here sets it) does
-    not stall beside another busy process. Measured on 2 shared cores, YuNet on a 640x480 photo: 8.8 ms with 1
-    thread and 7.2 ms with 2 idle; beside one busy-looping process 8.7 and 6.6 ms. `FER_HF_THREADS` overrides it."""
+    not stall beside another busy process. Measured on 2 shared cores, YuNet on a 640x480 photo, two runs: 8.7-8.8 ms
+    with 1 thread and 5.3-7.2 ms with 2 idle; beside one busy-looping process 8.7 and 6.6-7.0 ms. `FER_HF_THREADS`
+    overrides it."""
     import os
 
     if os.environ.get(THREADS_ENV, "").strip():

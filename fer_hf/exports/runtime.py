@@ -127,8 +127,9 @@ def session_options(threads: int | None = None):
 
     Why not spin: by default idle threads spin after a run, taking the cores from whatever runs next (the face
     detector, the classifier, another request). Spinning within a run only (`session.force_spinning_stop`) made
-    YuNet alone faster idle on 2 cores (5.0 ms against 7.1-7.7 ms a 640x480 photo), but the whole photo beside a
-    busy process went from 21 to 40 ms (`python -m fer_hf.bench predict --backends-only`, 2026-12-07)."""
+    YuNet alone faster idle on 2 cores (4.7-5.0 ms against 5.6-7.7 ms a 640x480 photo) and the whole photo too (11.1
+    against 14.3 ms), but beside a busy process the photo went from 18-21 to 32-40 ms (`python -m fer_hf.bench
+    predict --backends-only`, two runs each, 2026-12-07)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()

